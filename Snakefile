@@ -1,0 +1,29 @@
+# The aimo workflow: problems -> model -> generate -> execute -> reflexion -> critique -> vote
+# -> submission -> evaluate. Only wiring here; the stages are in rules/, the logic in aimo/.
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+validate(config, "schemas/config.schema.yaml")
+
+
+include: "rules/common.smk"
+include: "rules/problems.smk"
+include: "rules/model.smk"
+include: "rules/generate.smk"
+include: "rules/execute.smk"
+include: "rules/reflexion.smk"
+include: "rules/critique.smk"
+include: "rules/vote.smk"
+include: "rules/submission.smk"
+include: "rules/evaluate.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        final_outputs(),

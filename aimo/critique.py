@@ -1,0 +1,79 @@
+"""The critique stage: draft, review, refine. Selected traces go back to the model with a
+checklist (calculation errors, edge cases, logic gaps); its corrected answer becomes a new trace
+that enters the vote with its own weight.
+
+A critique whose reply has no answer keeps `answer` null (zero weight in every vote) and
+`changed` null; the critique text is always kept, so the reason for a change can be read.
+"""
+import logging
+from collections import defaultdict
+
+import pyarrow.parquet as pq
+
+from aimo import prompts, tir
+from aimo.answers import in_range
+from aimo.generate import Solver
+from aimo.reflexion import clean_error
+from aimo.schemas import EXECUTIONS, TRACES
+from aimo.tables import read_table, write_table
+
+log = logging.getLogger("aimo.critique")
+
+
+def select(traces, execs, how: str, top_k: int, weights: dict):
+    """The traces to critique: all of them, or per problem one representative (the most
+    confident) of each of the `top_k` answers that a weighted vote ranks highest."""
+    if how == "all":
+        return list(traces)
+    if how != "top":
+        raise ValueError(f"critique.select={how!r}: expected 'all' or 'top'")
+    by_answer = defaultdict(lambda: defaultdict(list))
+    for t in traces:
+        a = t["answer_int"]
+        if a is None or not in_range(a):
+            continue
+        by_answer[t["problem_id"]][a].append(t)
+    chosen = []
+    for pid, answers in by_answer.items():
+        def score(item):
+            a, ts = item
+            clean = sum(weights["clean_code"] if execs[t["trace_id"]]["exec_status"] == "ok"
+                        else weights["other"] for t in ts)
+            return (-clean, -len(ts), a)
+        for a, ts in sorted(answers.items(), key=score)[:top_k]:
+            chosen.append(max(ts, key=lambda t: (t["mean_logprob"] or float("-inf"), t["trace_id"])))
+    return chosen
+
+
+def critique_shard(problems_path, trace_paths, execution_paths, model_dir, out, params, threads=2):
+    """Write the critique traces of one shard (its generate and reflexion traces) to `out`."""
+    cfg = params["critique"]
+    problems = {r["problem_id"]: r["problem"] for r in pq.read_table(problems_path).to_pylist()}
+    traces = [t for p in trace_paths for t in read_table(p, TRACES).to_pylist()]
+    execs = {e["trace_id"]: e for p in execution_paths for e in read_table(p, EXECUTIONS).to_pylist()}
+    missing = [t["trace_id"] for t in traces if t["trace_id"] not in execs]
+    if missing:
+        raise ValueError(f"no execution rows for traces {missing[:5]} (of {len(missing)}) in "
+                         f"{list(map(str, execution_paths))}; rerun the execute stage")
+    chosen = select(traces, execs, cfg["select"], cfg["top_k"], params["vote"]["weights"])
+    log.info("critiquing %d of %d traces (select=%s)", len(chosen), len(traces), cfg["select"])
+    requests = [tir.Request(
+        trace_id=f"{t['trace_id']}:c", problem_id=t["problem_id"], sample=t["sample"],
+        seed=tir.derive_seed(t["seed"], "critique"),
+        messages=prompts.critique_messages(problems[t["problem_id"]],
+                                           clean_error(t["text"], cfg["solution_chars"])),
+        source="critique", parent_id=t["trace_id"], attempt=1) for t in chosen]
+    rows, meta = [], {}
+    if requests:
+        with Solver(model_dir, params, threads) as solver:
+            rows = solver.run(requests)
+            meta = solver.metadata()
+    parents = {t["trace_id"]: t for t in chosen}
+    for r in rows:
+        before = parents[r["parent_id"]]["answer_int"]
+        r["changed"] = None if r["answer_int"] is None else r["answer_int"] != before
+    meta.update(stage="critique", select=cfg["select"], top_k=cfg["top_k"])
+    write_table(rows, out, TRACES, metadata=meta)
+    log.info("%d critiques: %d changed the answer, %d gave none", len(rows),
+             sum(bool(r["changed"]) for r in rows), sum(r["answer_int"] is None for r in rows))
+    return rows

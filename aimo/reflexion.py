@@ -1,0 +1,92 @@
+"""The reflexion stage: traces whose code failed, or that gave no valid answer, are prompted again
+with what went wrong, through the same TIR loop, for a bounded number of attempts.
+
+Every new row names the trace it repairs (`parent_id`) and its attempt number; attempt k+1
+repairs only the attempts k that failed again.
+"""
+import logging
+
+import pyarrow.parquet as pq
+
+from aimo import prompts, tir
+from aimo.answers import in_range
+from aimo.generate import Solver
+from aimo.schemas import EXECUTIONS, TRACES
+from aimo.tables import read_table, write_table
+
+log = logging.getLogger("aimo.reflexion")
+
+FAILED = {"error", "timeout", "memory", "output_limit", "killed"}
+
+
+def clean_error(text, limit: int) -> str:
+    """`text` made safe for a prompt: printable, and at most `limit` characters (tail kept,
+    where tracebacks put the cause)."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", errors="replace")
+    text = "".join(c if c.isprintable() or c in "\n\t" else "?" for c in (text or ""))
+    text = text.strip()
+    if len(text) > limit:
+        text = "...[cut]...\n" + text[-limit:]
+    return text
+
+
+def failure(trace: dict, exec_status: str | None, exec_error: str | None, limit: int) -> str | None:
+    """What went wrong with `trace`, for the repair prompt; None when it needs no repair."""
+    status = exec_status
+    if status is None:  # a repair attempt: judge it by its own code blocks
+        bad = [b for b in (trace["code_blocks"] or []) if b["status"] != "ok"]
+        status, exec_error = (bad[-1]["status"], bad[-1]["output"]) if bad else ("ok", None)
+    if status in FAILED:
+        return clean_error(f"The code ended with status {status}:\n{exec_error or '(no error text)'}", limit)
+    if trace["answer_int"] is None or not in_range(trace["answer_int"]):
+        tail = clean_error(trace["text"] or "", limit // 2)
+        found = "no final answer in \\boxed{}" if trace["answer"] is None else \
+            f"the final answer {trace['answer']!r} is not an integer in [0, 99999]"
+        return f"The solution gave {found}. It ended with:\n{tail}"
+    return None
+
+
+def repair_requests(parents, problems, errors, attempt):
+    """Requests that repair each parent trace with its error."""
+    return [tir.Request(
+        trace_id=f"{p['trace_id']}:r{attempt}", problem_id=p["problem_id"], sample=p["sample"],
+        seed=tir.derive_seed(p["seed"], "reflexion", attempt),
+        messages=prompts.reflexion_messages(problems[p["problem_id"]], errors[p["trace_id"]]),
+        source="reflexion", parent_id=p["trace_id"], attempt=attempt) for p in parents]
+
+
+def reflexion_shard(problems_path, traces_path, executions_path, model_dir, out, params, threads=2):
+    """Write the reflexion traces of one shard to `out` (an empty table when nothing failed)."""
+    cfg = params["reflexion"]
+    problems = {r["problem_id"]: r["problem"] for r in pq.read_table(problems_path).to_pylist()}
+    traces = read_table(traces_path, TRACES).to_pylist()
+    execs = {e["trace_id"]: e for e in read_table(executions_path, EXECUTIONS).to_pylist()}
+    errors, parents = {}, []
+    for t in traces:
+        e = execs.get(t["trace_id"])
+        if e is None:
+            raise ValueError(f"{executions_path}: no execution row for trace {t['trace_id']!r} "
+                             f"of {traces_path}; rerun the execute stage")
+        why = failure(t, e["exec_status"], e["exec_error"], cfg["error_chars"])
+        if why:
+            errors[t["trace_id"]], parents = why, parents + [t]
+    log.info("%d of %d traces need repair", len(parents), len(traces))
+    rows, meta = [], {}
+    if parents:
+        with Solver(model_dir, params, threads) as solver:
+            for attempt in range(1, cfg["max_attempts"] + 1):
+                new = solver.run(repair_requests(parents, problems, errors, attempt))
+                rows += new
+                errors, parents = {}, []
+                for t in new:
+                    why = failure(t, None, None, cfg["error_chars"])
+                    if why:
+                        errors[t["trace_id"]], parents = why, parents + [t]
+                log.info("attempt %d: %d repaired, %d still failing", attempt, len(new), len(parents))
+                if not parents:
+                    break
+            meta = solver.metadata()
+    meta.update(stage="reflexion", parents=str(traces_path), max_attempts=cfg["max_attempts"])
+    write_table(rows, out, TRACES, metadata=meta)
+    return rows

@@ -1,0 +1,77 @@
+"""Reading and writing the workflow's Parquet tables: atomic writes, schema checks, metadata.
+
+A file is written to a temporary name beside its target and renamed into place, so a job that
+dies mid-write leaves no partial file for Snakemake (or a user) to mistake for a result.
+"""
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+def atomic_path(path):
+    """A context-free helper: a temporary path in the target's directory."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def write_table(rows_or_table, path, schema, metadata=None):
+    """Write rows (list of dicts) or a table with `schema` to `path`, atomically.
+
+    `metadata` (a dict of JSON-able values) goes into the file's key-value metadata under
+    `aimo.<key>`.
+    """
+    if isinstance(rows_or_table, pa.Table):
+        table = rows_or_table.select(schema.names).cast(schema)
+    else:
+        table = pa.Table.from_pylist(list(rows_or_table), schema=schema)
+    if metadata:
+        meta = dict(table.schema.metadata or {})
+        meta.update({f"aimo.{k}".encode(): json.dumps(v).encode() for k, v in metadata.items()})
+        table = table.replace_schema_metadata(meta)
+    tmp = atomic_path(path)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return table
+
+
+def write_text(text, path):
+    """Write a text file atomically."""
+    tmp = atomic_path(path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_table(path, schema):
+    """Read a Parquet file and check it has every column of `schema`; name what is missing."""
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise ValueError(f"{path}: not a readable Parquet file ({exc})") from exc
+    missing = [n for n in schema.names if n not in table.column_names]
+    if missing:
+        raise ValueError(
+            f"{path}: missing column(s) {missing}; expected the schema {schema.names} "
+            "(a shard from another version of the workflow?)")
+    try:
+        return table.select(schema.names).cast(schema)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise ValueError(f"{path}: a column has the wrong type: {exc}") from exc
+
+
+def read_metadata(path):
+    """The `aimo.*` key-value metadata of a Parquet file, decoded."""
+    meta = pq.read_schema(path).metadata or {}
+    return {k.decode()[5:]: json.loads(v) for k, v in meta.items() if k.startswith(b"aimo.")}

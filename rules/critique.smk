@@ -1,0 +1,24 @@
+rule critique:
+    input:
+        problems=rules.problems.output.problems,
+        traces=critique_inputs("traces"),
+        executions=critique_inputs("executions"),
+        model=model_dir(),
+    output:
+        shard="results/critique/shard-{shard}.parquet",
+    params:
+        generate=generate_params(),
+        critique=config["critique"],
+        weights=config["vote"]["weights"],
+    log:
+        "logs/critique/shard-{shard}.log",
+    benchmark:
+        "benchmarks/critique/shard-{shard}.tsv"
+    threads: 2
+    resources:
+        mem_mb=engine_mem_mb,
+        gpu=1,
+    conda:
+        "../envs/engine.yaml"
+    script:
+        "../scripts/critique.py"

@@ -1,0 +1,23 @@
+rule evaluate:
+    input:
+        problems=rules.problems.output.problems,
+        traces=trace_files(),
+        executions=execution_files(),
+    output:
+        metrics="results/evaluate/metrics.parquet",
+        per_problem="results/evaluate/per_problem.parquet",
+        report=report("results/evaluate/report.md", category="Evaluation"),
+        maj_at_k=report("results/evaluate/maj_at_k.png", category="Evaluation"),
+        tokens=report("results/evaluate/accuracy_vs_tokens.png", category="Evaluation"),
+    params:
+        evaluate=config["evaluate"],
+        weights=config["vote"]["weights"],
+        critique_weight=config["critique"]["weight"],
+    log:
+        "logs/evaluate.log",
+    benchmark:
+        "benchmarks/evaluate.tsv"
+    conda:
+        "../envs/base.yaml"
+    script:
+        "../scripts/evaluate.py"

@@ -1,0 +1,19 @@
+# Re-run every trace's code, fresh, in the sandbox: one rule for the traces of every stage.
+rule execute:
+    input:
+        shard="results/{stage}/shard-{shard}.parquet",
+    output:
+        shard="results/execute/{stage}/shard-{shard}.parquet",
+    params:
+        sandbox=config["sandbox"],
+    log:
+        "logs/execute/{stage}/shard-{shard}.log",
+    benchmark:
+        "benchmarks/execute/{stage}/shard-{shard}.tsv"
+    threads: 2
+    resources:
+        mem_mb=4096,
+    conda:
+        "../envs/base.yaml"
+    script:
+        "../scripts/execute.py"

@@ -1,0 +1,17 @@
+# Provide the base model as a local Hugging Face directory. Kept under resources/ (not
+# results/) so that clearing results keeps it; rebuilt only when model.* changes.
+rule model:
+    output:
+        model=directory(MODEL_DIR),
+    params:
+        model=config["model"],
+    log:
+        "logs/model.log",
+    benchmark:
+        "benchmarks/model.tsv"
+    resources:
+        mem_mb=engine_mem_mb,
+    conda:
+        "../envs/model.yaml"
+    script:
+        "../scripts/model.py"

@@ -1,0 +1,23 @@
+rule reflexion:
+    input:
+        problems=rules.problems.output.problems,
+        traces="results/generate/shard-{shard}.parquet",
+        executions="results/execute/generate/shard-{shard}.parquet",
+        model=model_dir(),
+    output:
+        shard="results/reflexion/shard-{shard}.parquet",
+    params:
+        generate=generate_params(),
+        reflexion=config["reflexion"],
+    log:
+        "logs/reflexion/shard-{shard}.log",
+    benchmark:
+        "benchmarks/reflexion/shard-{shard}.tsv"
+    threads: 2
+    resources:
+        mem_mb=engine_mem_mb,
+        gpu=1,
+    conda:
+        "../envs/engine.yaml"
+    script:
+        "../scripts/reflexion.py"

@@ -1,0 +1,14 @@
+rule submission:
+    input:
+        problems=rules.problems.output.problems,
+        votes=rules.vote.output.votes,
+    output:
+        submission="results/submission.csv",
+    params:
+        fallback=config["submission"]["fallback"],
+    log:
+        "logs/submission.log",
+    conda:
+        "../envs/base.yaml"
+    script:
+        "../scripts/submission.py"
