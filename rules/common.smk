@@ -1,5 +1,4 @@
 # Shared helpers: shard list, model directory, per-rule params and input functions.
-import math
 import re
 
 wildcard_constraints:
@@ -14,7 +13,8 @@ if config["samples"]["n"] % config["samples"]["shard_size"]:
     )
 
 SHARDS = list(range(config["samples"]["n"] // config["samples"]["shard_size"]))
-MODEL_DIR = f"resources/models/{config['model']['name'].replace('/', '--')}"
+MODEL_SLUG = re.sub(r"[^\w.-]+", "--", config["model"]["name"])
+MODEL_DIR = f"resources/models/{MODEL_SLUG}"
 
 
 def generate_params():

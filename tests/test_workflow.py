@@ -1,0 +1,43 @@
+"""The workflow's wiring, without running a model: lint, validation, the planned DAG."""
+from conftest import overrides, planned_jobs, snakemake
+
+
+def test_lint_is_clean(workflow_copy):
+    out = snakemake(workflow_copy, "--lint").stdout
+    assert "Congratulations" in out, out
+
+
+def test_default_plan_has_every_stage(workflow_copy):
+    jobs = planned_jobs(workflow_copy)
+    assert jobs == {"problems": 1, "model": 1, "generate": 1, "execute": 3, "reflexion": 1,
+                    "critique": 1, "vote": 1, "submission": 1, "evaluate": 1, "all": 1}
+
+
+def test_shards_follow_n(workflow_copy):
+    jobs = planned_jobs(workflow_copy, *overrides(
+        workflow_copy, "n12.yaml", "samples: {n: 12, shard_size: 4, seed: 1}\n"))
+    assert jobs["generate"] == 3 and jobs["execute"] == 9
+
+
+def test_n_not_a_multiple_of_shard_size_is_a_clear_error(workflow_copy):
+    proc = snakemake(workflow_copy, "-n", *overrides(
+        workflow_copy, "n5.yaml", "samples: {n: 5, shard_size: 4}\n"), check=False)
+    assert proc.returncode != 0
+    assert "samples.n=5 is not a multiple of samples.shard_size=4" in proc.stdout
+
+
+def test_schema_rejects_a_bad_value(workflow_copy):
+    proc = snakemake(workflow_copy, "-n", *overrides(
+        workflow_copy, "bad.yaml", "vote: {strategy: plurality}\n"), check=False)
+    assert proc.returncode != 0 and "plurality" in proc.stdout
+
+
+def test_switching_off_reflexion_and_critique_removes_their_jobs(workflow_copy):
+    jobs = planned_jobs(workflow_copy, *overrides(
+        workflow_copy, "off.yaml", "reflexion: {enabled: false}\ncritique: {enabled: false}\n"))
+    assert "reflexion" not in jobs and "critique" not in jobs and jobs["execute"] == 1
+
+
+def test_h100_config_validates_and_plans(workflow_copy):
+    jobs = planned_jobs(workflow_copy, "--configfile", "config.yaml", "config/h100.yaml")
+    assert jobs["generate"] == 16 and jobs["model"] == 1
