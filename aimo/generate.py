@@ -47,7 +47,8 @@ class Solver:
 
     def __init__(self, model_dir, params: dict, threads: int = 2):
         self.model_dir, self.params, self.threads = model_dir, params, threads
-        self.stats = {"engine_start_s": 0.0, "loop_s": 0.0, "completion_tokens": 0, "sandbox_s": 0.0}
+        self.stats = {"engine_start_s": 0.0, "loop_s": 0.0, "engine_s": 0.0, "sandbox_wait_s": 0.0,
+                      "completion_tokens": 0, "sandbox_s": 0.0}
 
     def __enter__(self):
         started, eng = time.time(), self.params["engine"]
@@ -65,7 +66,8 @@ class Solver:
         """Trace rows for `requests`, in order."""
         started = time.time()
         rows = tir.run(self.llm, requests, self.sandbox, self.params["sampling"],
-                       self.params["tir"]["max_rounds"], self.params["engine"]["max_model_len"])
+                       self.params["tir"]["max_rounds"], self.params["engine"]["max_model_len"],
+                       self.stats)
         self.stats["loop_s"] += time.time() - started
         self.stats["completion_tokens"] += sum(r["completion_tokens"] for r in rows)
         self.stats["sandbox_s"] += sum(r["exec_s"] for r in rows)

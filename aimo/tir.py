@@ -65,12 +65,15 @@ def sampling_params(sampling: dict, seed: int, max_tokens: int):
                           max_tokens=max_tokens, seed=seed, stop=[OUTPUT_FENCE], logprobs=0)
 
 
-def run(llm, requests, sandbox, sampling: dict, max_rounds: int, max_model_len: int):
+def run(llm, requests, sandbox, sampling: dict, max_rounds: int, max_model_len: int, stats=None):
     """Produce one trace row (a dict of the TRACES columns) per request, in request order.
 
     `sampling` holds temperature, top_p and max_tokens (the completion budget of a whole
     trace, code outputs excluded); `max_rounds` bounds the code blocks run per trace.
+    `stats`, if given, accumulates the wall time spent in the engine and waiting for the
+    sandbox (`engine_s`, `sandbox_wait_s`), so a benchmark can tell where the time went.
     """
+    stats = {} if stats is None else stats
     tokenizer = llm.get_tokenizer()
     states = []
     for req in requests:
@@ -88,7 +91,9 @@ def run(llm, requests, sandbox, sampling: dict, max_rounds: int, max_model_len: 
                 continue
             batch.append(st)
             params.append(sampling_params(sampling, derive_seed(st.request.seed, round_no), budget))
+        tick = time.time()
         outputs = llm.generate([st.prompt + st.text for st in batch], params, use_tqdm=False) if batch else []
+        stats["engine_s"] = stats.get("engine_s", 0.0) + time.time() - tick
         to_run = []
         for st, out in zip(batch, outputs):
             comp = out.outputs[0]
@@ -109,7 +114,9 @@ def run(llm, requests, sandbox, sampling: dict, max_rounds: int, max_model_len: 
             for st, _ in to_run:
                 if st.session is None:
                     st.session = sandbox.session()
+            tick = time.time()
             results = sandbox.run_round([(st.session, code) for st, code in to_run])
+            stats["sandbox_wait_s"] = stats.get("sandbox_wait_s", 0.0) + time.time() - tick
             for (st, code), res in zip(to_run, results):
                 st.blocks.append({"code": code, "output": res.output, "status": res.status,
                                   "wall_s": res.wall_s})

@@ -1,0 +1,120 @@
+"""The whole DAG on the tiny configuration, with a real vLLM engine on SmolLM2-135M-Instruct.
+
+Asserts files, schemas, metadata and what reruns, not accuracy. One run is shared by the
+tests of this module (a module-scoped fixture): the engine starts a few times, minutes in all.
+"""
+import csv
+import os
+import signal
+import subprocess
+import time
+
+import pyarrow.parquet as pq
+import pytest
+
+from aimo.schemas import EXECUTIONS, PROBLEMS, TRACES, VOTES
+from aimo.tables import read_metadata, read_table
+from conftest import SNAKEMAKE, copy_workflow, overrides, planned_jobs, snakemake
+
+TINY = ["--configfile", "config.yaml", "tiny.yaml"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    workdir = copy_workflow(tmp_path_factory.mktemp("tiny"))
+    proc = snakemake(workdir, "--cores", "2", *TINY)
+    return workdir, proc.stdout
+
+
+def test_every_stage_wrote_its_files(tiny_run):
+    workdir, log = tiny_run
+    res = workdir / "results"
+    assert read_table(res / "problems.parquet", PROBLEMS).num_rows == 2
+    traces = read_table(res / "generate/shard-0.parquet", TRACES)
+    assert traces.num_rows == 4  # 2 problems x 2 samples
+    assert sorted(traces.column("trace_id").to_pylist()) == [
+        "divisors360:0", "divisors360:1", "pow2mod7:0", "pow2mod7:1"]
+    assert len(set(traces.column("seed").to_pylist())) == 4
+    assert all(n > 0 for n in traces.column("completion_tokens").to_pylist())
+    assert all(n > 0 for n in traces.column("prompt_tokens").to_pylist())
+    execs = read_table(res / "execute/generate/shard-0.parquet", EXECUTIONS)
+    assert set(execs.column("trace_id").to_pylist()) == set(traces.column("trace_id").to_pylist())
+    for stage in ("reflexion", "critique"):
+        rows = read_table(res / f"{stage}/shard-0.parquet", TRACES).to_pylist()
+        assert all(r["source"] == stage and r["parent_id"] for r in rows)
+        read_table(res / f"execute/{stage}/shard-0.parquet", EXECUTIONS)
+    votes = read_table(res / "vote/votes.parquet", VOTES)
+    assert sorted(votes.column("problem_id").to_pylist()) == ["divisors360", "pow2mod7"]
+    with open(res / "submission.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["id"] for r in rows] == ["divisors360", "pow2mod7"]
+    assert all(0 <= int(r["answer"]) <= 99999 for r in rows)
+    for name in ("metrics.parquet", "per_problem.parquet", "report.md", "maj_at_k.png",
+                 "accuracy_vs_tokens.png"):
+        assert (res / "evaluate" / name).stat().st_size > 0, name
+    assert (workdir / "logs/generate/shard-0.log").stat().st_size > 0
+    assert (workdir / "benchmarks/generate/shard-0.tsv").is_file()
+    assert "traces done" in log  # progress reached the terminal
+
+
+def test_shard_metadata_names_model_engine_and_sampling(tiny_run):
+    workdir, _ = tiny_run
+    meta = read_metadata(workdir / "results/generate/shard-0.parquet")
+    assert meta["model"]["name"] == "smollm2-135m-instruct"
+    assert meta["model"]["sha256"]
+    assert meta["engine"].startswith("vllm")
+    assert meta["dtype"] in ("bfloat16", "float32")
+    assert meta["sampling"] == {"temperature": 0.8, "top_p": 0.95, "max_tokens": 96}
+    assert meta["shard"] == 0 and meta["samples"] == [0, 2]
+
+
+def test_the_model_directory_records_its_licence(tiny_run):
+    workdir, _ = tiny_run
+    model = workdir / "resources/models/smollm2-135m-instruct"
+    assert "Apache" in (model / "LICENSE.upstream").read_text()
+    assert (model / "model.safetensors").is_file()
+
+
+def test_nothing_reruns_when_nothing_changed(tiny_run):
+    workdir, _ = tiny_run
+    assert planned_jobs(workdir, *TINY) == {}
+
+
+def test_changing_vote_weights_reruns_only_vote_and_after(tiny_run):
+    workdir, _ = tiny_run
+    args = overrides(workdir, "weights.yaml", "vote: {weights: {invalid: 0, clean_code: 3, other: 1}}\n")
+    jobs = planned_jobs(workdir, "--configfile", "config.yaml", "tiny.yaml", *args[2:])
+    assert set(jobs) == {"vote", "submission", "evaluate", "all"}, jobs
+
+
+def test_raising_n_adds_a_shard_and_keeps_the_old_one(tiny_run):
+    workdir, _ = tiny_run
+    args = overrides(workdir, "n4.yaml", "samples: {n: 4, shard_size: 2, seed: 7}\n")
+    out = snakemake(workdir, "-n", "--configfile", "config.yaml", "tiny.yaml", *args[2:]).stdout
+    assert "results/generate/shard-1.parquet" in out
+    assert "results/generate/shard-0.parquet" not in out.split("Job stats")[0].split("output:")[-1]
+    jobs = planned_jobs(workdir, "--configfile", "config.yaml", "tiny.yaml", *args[2:])
+    assert jobs["generate"] == 1
+
+
+def test_a_killed_generate_job_leaves_no_partial_shard(tiny_run):
+    workdir, _ = tiny_run
+    overrides(workdir, "n4.yaml", "samples: {n: 4, shard_size: 2, seed: 7}\n")
+    target = "results/generate/shard-1.parquet"
+    proc = subprocess.Popen([*SNAKEMAKE, "--cores", "2", "--configfile", "config.yaml", "tiny.yaml",
+                             "n4.yaml", target], cwd=workdir, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    log = workdir / "logs/generate/shard-1.log"
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+        if log.is_file() and "aimo.tir" in log.read_text(errors="replace"):
+            break  # the engine is generating
+        time.sleep(1)
+    assert proc.poll() is None, "the job ended before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    time.sleep(2)
+    shard_dir = workdir / "results/generate"
+    assert not (workdir / target).exists()
+    assert sorted(p.name for p in shard_dir.iterdir()) == ["shard-0.parquet"]
+    pq.read_table(shard_dir / "shard-0.parquet")  # the old shard is intact
