@@ -80,7 +80,8 @@ class Solver:
     def metadata(self) -> dict:
         """Run metadata for the shard file: model, engine, dtype, sampling, timings."""
         return {"model": model_identity(self.model_dir), "engine": engine.engine_version(),
-                "dtype": self.params["model"]["dtype"], "sampling": self.params["sampling"],
+                "dtype": engine.resolve_dtype(self.params["model"]["dtype"], engine.has_gpu()),
+                "sampling": self.params["sampling"],
                 "max_rounds": self.params["tir"]["max_rounds"], **self.stats}
 
 

@@ -64,7 +64,7 @@ def test_shard_metadata_names_model_engine_and_sampling(tiny_run):
     assert meta["model"]["sha256"]
     assert meta["engine"].startswith("vllm")
     assert meta["dtype"] in ("bfloat16", "float32")
-    assert meta["sampling"] == {"temperature": 0.8, "top_p": 0.95, "max_tokens": 96}
+    assert meta["sampling"] == {"temperature": 0.8, "top_p": 0.95, "max_tokens": 160}
     assert meta["shard"] == 0 and meta["samples"] == [0, 2]
 
 
