@@ -14,10 +14,9 @@ from aimo.tables import read_table, write_table
 log = logging.getLogger("aimo.execute")
 
 
-def execute_traces(traces, sandbox) -> list[dict]:
-    """EXECUTIONS rows for `traces` (TRACES rows as dicts)."""
-    codes = [[b["code"] for b in (t["code_blocks"] or [])] for t in traces]
-    results = [[] for _ in traces]
+def _run_chunk(codes, sandbox):
+    """Run the blocks of several traces: one fresh session each, block k of all at once."""
+    results = [[] for _ in codes]
     sessions = [sandbox.session() if c else None for c in codes]
     try:
         for index in range(max((len(c) for c in codes), default=0)):
@@ -28,6 +27,16 @@ def execute_traces(traces, sandbox) -> list[dict]:
         for s in sessions:
             if s is not None:
                 s.close()
+    return results
+
+
+def execute_traces(traces, sandbox, chunk: int = 16) -> list[dict]:
+    """EXECUTIONS rows for `traces` (TRACES rows as dicts). Traces run `chunk` at a time,
+    so a big shard never holds more than `chunk` live sessions."""
+    codes = [[b["code"] for b in (t["code_blocks"] or [])] for t in traces]
+    results = []
+    for start in range(0, len(codes), chunk):
+        results += _run_chunk(codes[start:start + chunk], sandbox)
     rows = []
     for trace, res in zip(traces, results):
         bad = [r for r in res if r.status != "ok"]
@@ -53,7 +62,7 @@ def execute_shard(traces_path, out, limits: dict, threads: int = 2):
     traces = read_table(traces_path, TRACES).to_pylist()
     started = time.time()
     with Sandbox(Limits(**limits), workers=threads) as sandbox:
-        rows = execute_traces(traces, sandbox)
+        rows = execute_traces(traces, sandbox, chunk=8 * max(threads, 1))
     elapsed = time.time() - started
     calls = sum(r["n_code_calls"] for r in rows)
     log.info("executed %d code blocks of %d traces in %.1f s (%d errors, %d timeouts)", calls,
