@@ -1,0 +1,356 @@
+"""Voting over many sampled solutions per problem, in DuckDB.
+
+Each strategy is one query in `aimo/sql/<strategy>.sql` over `candidates.sql` (one row per trace
+with its weight under every strategy); `rank.sql` turns the per-answer tallies into one VOTES row
+per problem with a total tie-break order (higher score, then more votes, then the smaller answer).
+The queries take their weights as DuckDB prepared parameters. See docs/answers_and_votes.md.
+
+Inputs are checked before any vote: every shard must exist, be Parquet, have the columns the vote
+reads with compatible types, and name only the known sources; a path may not be given twice and
+trace ids may not repeat across shards; traces must belong to problems in the problems file. A
+failure is a ValueError naming the file and the column. Answers that cannot be voted (NULL
+answer_int: no answer, not an integer, beyond int64; negative or above 99999) get a zero weight
+by design (the `invalid` weight, 0 by default), never an error.
+"""
+from __future__ import annotations
+
+import math
+import re
+from importlib import resources
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .schemas import PROBLEMS, VOTES
+from .tables import read_table, write_table
+
+__all__ = [
+    "STRATEGIES", "DEFAULT_WEIGHTS", "SOURCES", "vote", "vote_table", "load_sql", "Candidates",
+]
+
+STRATEGIES = ("weighted", "majority", "logprob", "verified")
+DEFAULT_WEIGHTS = {"invalid": 0.0, "clean_code": 2.0, "other": 1.0}
+SOURCES = ("generate", "reflexion", "critique")
+# which execution flags (see candidates.sql) each strategy reads; the others are set to false
+# so that DuckDB does not pay a join on trace_id that nobody reads
+NEEDS = {"weighted": {"clean"}, "majority": set(), "logprob": set(),
+         "verified": {"clean", "verified"}}
+
+# the columns the vote reads, and the Arrow type family each may have in a shard
+TRACE_COLUMNS = {
+    "trace_id": "string", "problem_id": "string", "source": "string",
+    "answer_int": "integer", "mean_logprob": "floating",
+}
+EXECUTION_COLUMNS = {"trace_id": "string", "exec_status": "string", "agrees": "boolean"}
+# extra trace columns a caller (the evaluation) may ask for
+OPTIONAL_TRACE_COLUMNS = {"sample": "integer", "completion_tokens": "integer",
+                          "prompt_tokens": "integer"}
+# the two execution flags of a trace (candidates.sql documents them)
+_FLAG_SQL = {
+    "clean": "coalesce(t.trace_id IN (SELECT trace_id FROM executions "
+             "WHERE exec_status = 'ok'), false)",
+    "verified": "coalesce(t.trace_id IN (SELECT trace_id FROM executions WHERE agrees), false)",
+}
+_DUCK_TYPES = {"string": "VARCHAR", "integer": "BIGINT", "floating": "DOUBLE",
+               "boolean": "BOOLEAN"}
+
+
+def load_sql(name: str) -> str:
+    """The text of `aimo/sql/<name>.sql`."""
+    try:
+        return resources.files("aimo").joinpath("sql", f"{name}.sql").read_text(encoding="utf-8")
+    except FileNotFoundError:  # pragma: no cover - a broken install
+        return (Path(__file__).parent / "sql" / f"{name}.sql").read_text(encoding="utf-8")
+
+
+def _check_strategies(strategies) -> list[str]:
+    if isinstance(strategies, str):
+        strategies = [strategies]
+    strategies = list(strategies)
+    bad = [s for s in strategies if s not in STRATEGIES]
+    if bad or not strategies:
+        raise ValueError(f"unknown strategy {bad or strategies!r}; valid strategies: "
+                         f"{', '.join(STRATEGIES)}")
+    return strategies
+
+
+def _check_weights(weights, critique_weight) -> dict:
+    merged = dict(DEFAULT_WEIGHTS)
+    if weights:
+        unknown = sorted(set(weights) - set(DEFAULT_WEIGHTS))
+        if unknown:
+            raise ValueError(f"unknown weight(s) {unknown}; valid keys: {sorted(DEFAULT_WEIGHTS)}")
+        merged.update(weights)
+    merged["critique_weight"] = critique_weight
+    out = {}
+    for key, value in merged.items():
+        try:
+            f = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"weight {key}={value!r} is not a number") from None
+        if not math.isfinite(f) or f < 0:
+            raise ValueError(f"weight {key}={value!r} must be a finite number >= 0")
+        out[key] = f
+    return out
+
+
+def _paths(paths, what: str) -> list[str]:
+    if paths is None:
+        return []
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    out, seen = [], {}
+    for p in paths:
+        p = Path(p)
+        if not p.is_file():
+            raise ValueError(f"{p}: {what} shard not found")
+        key = p.resolve()
+        if key in seen:
+            raise ValueError(f"{p}: {what} shard given twice (also as {seen[key]}); its rows "
+                             "would be counted twice")
+        seen[key] = p
+        out.append(str(p))
+    return out
+
+
+def _family_ok(typ: pa.DataType, family: str) -> bool:
+    if pa.types.is_null(typ):
+        return True  # an all-null column (e.g. an empty shard written without a schema)
+    if pa.types.is_dictionary(typ):
+        typ = typ.value_type
+    if family == "string":
+        return pa.types.is_string(typ) or pa.types.is_large_string(typ) or (
+            hasattr(pa.types, "is_string_view") and pa.types.is_string_view(typ))
+    if family == "integer":
+        return pa.types.is_integer(typ) and typ != pa.uint64()  # uint64 may not fit BIGINT
+    if family == "floating":
+        return pa.types.is_floating(typ) or pa.types.is_integer(typ)
+    if family == "boolean":
+        return pa.types.is_boolean(typ)
+    raise AssertionError(family)
+
+
+def _check_shard(path: str, columns: dict, what: str) -> tuple[int, pa.Schema]:
+    """Check one shard's schema; return its row count."""
+    try:
+        meta = pq.read_metadata(path)
+        schema = meta.schema.to_arrow_schema()
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise ValueError(f"{path}: not a readable Parquet file ({exc})") from exc
+    for name, family in columns.items():
+        if name not in schema.names:
+            raise ValueError(
+                f"{path}: {what} shard has no column {name!r} (columns: {schema.names}); a shard "
+                "from another version of the workflow?")
+        typ = schema.field(name).type
+        if not _family_ok(typ, family):
+            raise ValueError(f"{path}: column {name!r} has type {typ}, expected {family} "
+                             f"(a shard from another version of the workflow?)")
+    return meta.num_rows, schema
+
+
+def _trace_id_ranges_disjoint(paths: list[str]) -> bool:
+    """True when Parquet statistics prove that no trace_id repeats across row groups.
+
+    Each row group's min/max of trace_id is read from the file footers (no data is read); when
+    the ranges are pairwise disjoint no id can be in two row groups. Shards written per problem
+    (the workflow's layout) pass this test at no cost; otherwise the caller runs an exact check.
+    """
+    ranges = []
+    for path in paths:
+        md = pq.read_metadata(path)
+        for g in range(md.num_row_groups):
+            rg = md.row_group(g)
+            if rg.num_rows == 0:
+                continue
+            col = next((rg.column(j) for j in range(rg.num_columns)
+                        if rg.column(j).path_in_schema == "trace_id"), None)
+            st = col.statistics if col is not None else None
+            if st is None or not st.has_min_max:
+                return False
+            ranges.append((st.min, st.max))
+    ranges.sort()
+    return all(a[1] < b[0] for a, b in zip(ranges, ranges[1:]))
+
+
+class Candidates:
+    """A DuckDB connection holding the candidate rows of one vote or evaluation.
+
+    Creates the views `traces`, `executions` and `problems` (checked), and materialises or
+    inlines `candidates` (candidates.sql) with the weights. `tallies(strategy)` and
+    `votes(strategy)` run the strategy queries.
+    """
+
+    def __init__(self, problems_path, trace_paths, execution_paths, weights=None,
+                 critique_weight=1.0, extra_trace_columns=(), strategies=STRATEGIES,
+                 materialise=False):
+        self.params = _check_weights(weights, critique_weight)
+        strategies = _check_strategies(strategies)
+        self.strategies = strategies
+        self._tallies = {}
+        self.con = duckdb.connect()
+        self.con.execute("SET preserve_insertion_order = false")
+        self.problems = read_table(problems_path, PROBLEMS)
+        self.problems_path = str(problems_path)
+        ids = self.problems.column("problem_id")
+        if len(ids) != len(ids.unique()):
+            raise ValueError(f"{problems_path}: column 'problem_id' has duplicate values")
+        self.con.register("problems", self.problems)
+
+        trace_cols = dict(TRACE_COLUMNS)
+        for name in extra_trace_columns:
+            trace_cols[name] = OPTIONAL_TRACE_COLUMNS[name]
+        self.trace_paths = _paths(trace_paths, "trace")
+        self.execution_paths = _paths(execution_paths, "execution")
+        self.n_traces = sum(_check_shard(p, trace_cols, "trace")[0] for p in self.trace_paths)
+        for p in self.execution_paths:
+            _check_shard(p, EXECUTION_COLUMNS, "execution")
+        self._view("trace_rows", self.trace_paths, trace_cols)
+        self._view("executions", self.execution_paths, EXECUTION_COLUMNS)
+        needs = set().union(*(NEEDS[s] for s in strategies))
+        flags = {name: (_FLAG_SQL[name] if name in needs and self.execution_paths else "false")
+                 for name in ("clean", "verified")}
+        self.con.execute(
+            f"CREATE TEMP VIEW traces AS SELECT t.*, {flags['clean']} AS clean, "
+            f"{flags['verified']} AS verified FROM trace_rows AS t")
+        self._check_unique_traces()
+        self.materialised = False
+        if materialise:
+            # keep what the strategies and the evaluation read; trace_id (long strings) is only
+            # needed for the joins inside candidates.sql
+            sql = load_sql("candidates")
+            self._run(lambda: self.con.execute(
+                "CREATE TEMP TABLE candidates AS SELECT * EXCLUDE (trace_id, mean_logprob, "
+                f"clean, source_weight) FROM (\n{sql}\n)", self._params(sql)))
+            self.materialised = True
+
+    # -- setup --------------------------------------------------------------------------------
+    def _view(self, name, paths, columns):
+        if paths:
+            select = ", ".join(f"CAST({c} AS {_DUCK_TYPES[f]}) AS {c}" for c, f in columns.items())
+            rel = self.con.sql(f"SELECT {select} FROM read_parquet($files, union_by_name = true)",
+                               params={"files": paths})
+        else:
+            select = ", ".join(f"CAST(NULL AS {_DUCK_TYPES[f]}) AS {c}" for c, f in columns.items())
+            rel = self.con.sql(f"SELECT {select} WHERE false")
+        rel.create_view(name)
+
+    def _run(self, fn):
+        """Run `fn` (a DuckDB call); turn candidates.sql's unknown-source error into a
+        ValueError that names the shard."""
+        try:
+            return fn()
+        except duckdb.Error as exc:
+            if "aimo: unknown source" not in str(exc):
+                raise
+            where = self.con.execute(
+                "SELECT filename, source FROM read_parquet($files, union_by_name = true, "
+                "filename = true) WHERE source IS NULL OR source NOT IN ('generate', "
+                "'reflexion', 'critique') LIMIT 1", {"files": self.trace_paths}).fetchone()
+            where = where or ("a trace shard", "?")
+            raise ValueError(f"{where[0]}: column 'source' has the value {where[1]!r}; the vote "
+                             f"knows only {', '.join(SOURCES)}") from None
+
+    def _check_unique_traces(self):
+        if not self.trace_paths or _trace_id_ranges_disjoint(self.trace_paths):
+            return
+        dup = self.con.execute(
+            "SELECT trace_id, count(*) FROM trace_rows GROUP BY trace_id HAVING count(*) > 1 "
+            "LIMIT 1").fetchone()
+        if dup:
+            files = self.con.execute(
+                "SELECT DISTINCT filename FROM read_parquet($files, union_by_name = true, "
+                "filename = true) WHERE trace_id = $tid ORDER BY 1",
+                {"files": self.trace_paths, "tid": dup[0]}).fetchall()
+            raise ValueError(
+                f"column 'trace_id': the trace {dup[0]!r} appears {dup[1]} times, in "
+                f"{', '.join(f[0] for f in files)}; overlapping shards would count it twice")
+
+    def _params(self, sql: str) -> dict:
+        """The weights that `sql` uses as $parameters (comments do not count)."""
+        code = re.sub(r"--[^\n]*", "", sql)
+        used = set(re.findall(r"\$([A-Za-z_]\w*)", code))
+        return {k: v for k, v in self.params.items() if k in used}
+
+    def query(self, strategy_sql: str, extra_params=None):
+        """Run a query over `candidates` (inlined as a CTE unless materialised)."""
+        if self.materialised:
+            sql = strategy_sql
+        else:
+            sql = f"WITH candidates AS (\n{load_sql('candidates')}\n)\n{strategy_sql}"
+        params = self._params(sql)
+        params.update(extra_params or {})
+        return self.con.sql(sql, params=params)
+
+    def arrow(self, sql: str, extra_params=None) -> pa.Table:
+        """`query(sql)` as an Arrow table (errors translated, see `_run`)."""
+        return self._run(lambda: self.query(sql, extra_params).to_arrow_table())
+
+    # -- voting -------------------------------------------------------------------------------
+    def tallies(self, strategy: str) -> pa.Table:
+        """Per (problem_id, answer): score and votes under `strategy`."""
+        if strategy not in self.strategies:
+            raise ValueError(f"strategy {strategy!r} was not declared when opening the "
+                             f"candidates (declared: {self.strategies})")
+        if strategy not in self._tallies:
+            table = self.arrow(load_sql(strategy))
+            self._check_problems(table)
+            self._tallies[strategy] = table
+        return self._tallies[strategy]
+
+    def _check_problems(self, tallies: pa.Table):
+        known = set(self.problems.column("problem_id").to_pylist())
+        seen = set(tallies.column("problem_id").unique().to_pylist())
+        stray = sorted("NULL" if x is None else x for x in seen - known)
+        if stray:
+            raise ValueError(
+                f"column 'problem_id': {len(stray)} problem(s) in the trace shards are not in "
+                f"{self.problems_path} (e.g. {stray[:3]}); traces from another run?")
+
+    def votes(self, strategy: str) -> pa.Table:
+        """The VOTES rows of `strategy`, one per problem of the problems file."""
+        tallies = self.tallies(strategy)
+        self.con.register("tallies", tallies)
+        try:
+            table = self.con.sql(load_sql("rank"), params={"strategy": strategy}).to_arrow_table()
+        finally:
+            self.con.unregister("tallies")
+        return table.select(VOTES.names).cast(VOTES)
+
+    def close(self):
+        self.con.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def vote_table(problems_path, trace_paths, execution_paths, strategies=None, weights=None,
+               critique_weight=1.0) -> pa.Table:
+    """VOTES rows for every strategy in `strategies` (default: all), stacked, as one table.
+
+    One row per (problem, strategy), problems in problem_id order within each strategy.
+    """
+    strategies = _check_strategies(STRATEGIES if strategies is None else strategies)
+    with Candidates(problems_path, trace_paths, execution_paths, weights, critique_weight,
+                    strategies=strategies, materialise=len(strategies) > 1) as cands:
+        tables = [cands.votes(s) for s in strategies]
+    return pa.concat_tables(tables) if tables else VOTES.empty_table()
+
+
+def vote(problems_path, trace_paths, execution_paths, out_path, strategy="weighted",
+         weights=None, critique_weight=1.0) -> pa.Table:
+    """Vote with one strategy and write the VOTES table to `out_path` atomically.
+
+    `weights` overrides {"invalid": 0, "clean_code": 2, "other": 1}; `critique_weight` scales
+    critique rows. Returns the table written.
+    """
+    strategy = _check_strategies([strategy])[0]
+    table = vote_table(problems_path, trace_paths, execution_paths, [strategy], weights,
+                       critique_weight)
+    return write_table(table, out_path, VOTES, metadata={
+        "strategy": strategy, "weights": _check_weights(weights, critique_weight)})

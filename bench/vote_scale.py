@@ -1,0 +1,198 @@
+"""Scale benchmark of the vote and the evaluation: 10 million candidate rows.
+
+Writes synthetic trace and execution shards (only the columns the vote and the evaluation read,
+with the TRACES / EXECUTIONS types) into a temporary folder or --out, then in this process:
+
+1. times the DuckDB weighted vote (aimo.vote.vote_table: input checks + query) --repeat times;
+2. times the same vote as a pandas group-by (read, merge, weight, group, rank) and asserts that
+   both give the same answer, score and votes for every problem;
+3. times the evaluation (aimo.evaluate.evaluate) with --n-subsets random subsets per k.
+
+    .venv/bin/python bench/vote_scale.py                      # 1000 problems x 10000 samples
+    .venv/bin/python bench/vote_scale.py --problems 110 --samples 91000 --n-subsets 20
+
+Target: the vote in under 2 s and faster than pandas. Figures are in docs/answers_and_votes.md.
+"""
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from aimo.schemas import EXECUTIONS, PROBLEMS, TRACES  # noqa: E402
+from aimo.tables import write_table  # noqa: E402
+from aimo.vote import DEFAULT_WEIGHTS, vote_table  # noqa: E402
+
+TRACE_COLS = ["trace_id", "problem_id", "sample", "source", "answer_int", "mean_logprob",
+              "completion_tokens"]
+EXEC_COLS = ["trace_id", "problem_id", "exec_status", "agrees"]
+
+
+def subschema(schema, names):
+    return pa.schema([schema.field(n) for n in names])
+
+
+def make_data(out: Path, n_problems: int, n_samples: int, n_shards: int, seed: int = 0):
+    """Problems with answers, and n_problems * n_samples generate traces with executions.
+
+    Per problem: the correct answer with probability U(0.02, 0.5), else one of 40 wrong answers
+    (Zipf-distributed popularity); 5% of answers missing; executions ok / error / no_code at
+    60 / 20 / 20%, agreeing half of the time. Shards hold whole problems, as the workflow's do.
+    """
+    rng = np.random.default_rng(seed)
+    out.mkdir(parents=True, exist_ok=True)
+    correct = rng.integers(0, 100000, n_problems)
+    p_correct = rng.uniform(0.02, 0.5, n_problems)
+    pool = rng.integers(0, 100000, (n_problems, 40))
+    pids = pa.array([f"p{i:05d}" for i in range(n_problems)])
+    write_table(pa.table({"problem_id": pids, "problem": pa.array(["synthetic"] * n_problems),
+                          "answer": pa.array(correct, pa.int64())}),
+                out / "problems.parquet", PROBLEMS)
+    tschema, eschema = subschema(TRACES, TRACE_COLS), subschema(EXECUTIONS, EXEC_COLS)
+    traces, execs = [], []
+    bounds = np.linspace(0, n_problems, n_shards + 1).astype(int)
+    for s in range(n_shards):
+        p = np.repeat(np.arange(bounds[s], bounds[s + 1]), n_samples)
+        j = np.tile(np.arange(n_samples), bounds[s + 1] - bounds[s])
+        n = len(p)
+        if n == 0:
+            continue
+        wrong = pool[p, np.minimum(rng.zipf(1.5, n) - 1, 39)]
+        answer = np.where(rng.random(n) < p_correct[p], correct[p], wrong)
+        pid = pc.take(pids, pa.array(p))
+        tid = pc.binary_join_element_wise(pid, pc.cast(pa.array(j), pa.string()), ":")
+        t = pa.table({
+            "trace_id": tid, "problem_id": pid, "sample": pa.array(j, pa.int32()),
+            "source": pa.array(np.full(n, "generate")),
+            "answer_int": pa.array(answer, pa.int64(), mask=rng.random(n) < 0.05),
+            "mean_logprob": pa.array(rng.normal(-0.3, 0.1, n)),
+            "completion_tokens": pa.array(rng.integers(500, 8000, n), pa.int32()),
+        }, schema=tschema)
+        e = pa.table({
+            "trace_id": tid, "problem_id": pid,
+            "exec_status": pa.array(rng.choice(np.array(["ok", "error", "no_code"]), n,
+                                               p=[0.6, 0.2, 0.2])),
+            "agrees": pa.array(rng.random(n) < 0.5),
+        }, schema=eschema)
+        traces.append(out / f"traces_{s:03d}.parquet")
+        execs.append(out / f"executions_{s:03d}.parquet")
+        pq.write_table(t, traces[-1])
+        pq.write_table(e, execs[-1])
+    return out / "problems.parquet", traces, execs
+
+
+def pandas_weighted(problems_path, traces, execs, weights=DEFAULT_WEIGHTS, critique_weight=1.0):
+    """The weighted vote as a pandas group-by: the same rules and tie-break as rank.sql."""
+    import pandas as pd
+    t = pd.concat([pd.read_parquet(p, columns=["trace_id", "problem_id", "source",
+                                                "answer_int"]) for p in traces])
+    e = pd.concat([pd.read_parquet(p, columns=["trace_id", "exec_status"]) for p in execs])
+    clean = e.loc[e["exec_status"] == "ok", "trace_id"]
+    t = t[t["answer_int"].notna()]
+    valid = t["answer_int"].between(0, 99999)
+    is_clean = t["trace_id"].isin(clean)  # a hash-table lookup in pandas' C code
+    w = np.where(valid, np.where(is_clean, weights["clean_code"], weights["other"]),
+                 weights["invalid"])
+    t = t.assign(w=w * np.where(t["source"] == "critique", critique_weight, 1.0))
+    t = t[t["w"] > 0]
+    g = t.groupby(["problem_id", "answer_int"], sort=False).agg(
+        score=("w", "sum"), votes=("w", "size")).reset_index()
+    g = g.sort_values(["problem_id", "score", "votes", "answer_int"],
+                      ascending=[True, False, False, True])
+    top = g.drop_duplicates("problem_id")
+    problems = pd.read_parquet(problems_path, columns=["problem_id"])
+    return problems.merge(top, on="problem_id", how="left").set_index("problem_id")
+
+
+def timed(fn, repeat):
+    times, result = [], None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - t0)
+    return result, times
+
+
+def fmt(times):
+    return (f"min {min(times):.2f} s, median {statistics.median(times):.2f} s "
+            f"({len(times)} runs)")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, help="folder for the shards (default: a temporary one, "
+                    "removed at the end)")
+    ap.add_argument("--problems", type=int, default=1000)
+    ap.add_argument("--samples", type=int, default=10000, help="samples per problem")
+    ap.add_argument("--shards", type=int, default=10)
+    ap.add_argument("--reuse", action="store_true", help="reuse the shards already in --out")
+    ap.add_argument("--repeat", type=int, default=3, help="timed runs of each vote")
+    ap.add_argument("--n-subsets", type=int, default=200, help="evaluation subsets per k")
+    ap.add_argument("--skip-pandas", action="store_true")
+    ap.add_argument("--skip-eval", action="store_true")
+    args = ap.parse_args(argv)
+
+    tmp = None
+    out = args.out
+    if out is None:
+        tmp = tempfile.mkdtemp(prefix="aimo_vote_scale_")
+        out = Path(tmp)
+    try:
+        t0 = time.perf_counter()
+        if args.reuse and (out / "problems.parquet").is_file():
+            problems = out / "problems.parquet"
+            traces = sorted(out.glob("traces_*.parquet"))
+            execs = sorted(out.glob("executions_*.parquet"))
+        else:
+            problems, traces, execs = make_data(out, args.problems, args.samples, args.shards)
+        n_rows = sum(pq.read_metadata(p).num_rows for p in traces)
+        print(f"data: {args.problems} problems x {args.samples} samples = {n_rows:,} candidate "
+              f"rows in {len(traces)} trace + {len(execs)} execution shards "
+              f"({sum(os.path.getsize(p) for p in traces + execs) / 2**20:.0f} MiB), "
+              f"ready in {time.perf_counter() - t0:.1f} s")
+        print(f"machine: {os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f}")
+
+        duck, times = timed(lambda: vote_table(problems, traces, execs, ["weighted"]),
+                            args.repeat)
+        print(f"duckdb weighted vote (checks + query): {fmt(times)}")
+        duck_t = min(times)
+
+        if not args.skip_pandas:
+            pand, ptimes = timed(lambda: pandas_weighted(problems, traces, execs), args.repeat)
+            print(f"pandas weighted vote (read + merge + group-by): {fmt(ptimes)}")
+            d = duck.to_pandas().set_index("problem_id")
+            same = (d["answer"].astype("Int64") == pand["answer_int"].astype("Int64")).all()
+            assert same, "duckdb and pandas disagree on an answer"
+            assert np.allclose(d["score"], pand["score"]) and (d["votes"] == pand["votes"]).all()
+            print(f"same answers, scores and votes for all {len(d)} problems; duckdb is "
+                  f"{min(ptimes) / duck_t:.1f}x faster")
+
+        if not args.skip_eval:
+            from aimo.evaluate import evaluate
+            t0 = time.perf_counter()
+            res = evaluate(problems, traces, execs, out / "evaluate", ks=[1, 10, 100, 1000],
+                           n_subsets=args.n_subsets)
+            dt = time.perf_counter() - t0
+            m = res["metrics"].to_pandas()
+            full = m[m.curve == "full"].set_index("strategy")["accuracy"].round(3).to_dict()
+            print(f"evaluation ({args.n_subsets} subsets per k, "
+                  f"{m[m.curve == 'subset'].k.nunique()} k values, 4 strategies): {dt:.1f} s; "
+                  f"full-N accuracy {full}")
+        print(f"load average at the end {os.getloadavg()[0]:.2f}")
+    finally:
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
