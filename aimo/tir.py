@@ -11,7 +11,7 @@ import re
 import time
 from dataclasses import dataclass, field
 
-from aimo.answers import extract_answer, to_integer
+from aimo.answers import answer_int64, extract_answer
 from aimo.prompts import CODE_FENCE, FENCE_END, OUTPUT_FENCE, output_block
 
 log = logging.getLogger("aimo.tir")
@@ -135,6 +135,22 @@ def run(llm, requests, sandbox, sampling: dict, max_rounds: int, max_model_len: 
     return [_row(st) for st in states]
 
 
+ANY_CODE_RE = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)```(?:\s*```output[ \t]*\n(.*?)```)?",
+                         re.DOTALL)
+
+
+def row_from_text(request: Request, text: str, prompt: str = "", code_text: str | None = None) -> dict:
+    """A trace row for a completion produced elsewhere (another model's traces, a data set):
+    its code blocks are parsed from `code_text` (default: the text; ```python or bare fences,
+    with the ```output that follows, if any) and marked `not_run`; the execute stage runs them."""
+    st = _State(request, prompt, text=text, finish_reason="stop")
+    for code, output in ANY_CODE_RE.findall(text if code_text is None else code_text):
+        if code.strip():
+            st.blocks.append({"code": code.strip(), "output": output, "status": "not_run",
+                              "wall_s": 0.0})
+    return _row(st)
+
+
 def _row(st: _State) -> dict:
     answer = extract_answer(st.text)
     statuses = [b["status"] for b in st.blocks]
@@ -145,11 +161,11 @@ def _row(st: _State) -> dict:
         "attempt": req.attempt, "prompt": st.prompt, "text": st.text,
         "prompt_tokens": st.prompt_tokens, "completion_tokens": st.completion_tokens,
         "code_blocks": st.blocks, "n_code_calls": len(st.blocks),
-        "n_code_errors": sum(s != "ok" for s in statuses),
+        "n_code_errors": sum(s not in ("ok", "not_run") for s in statuses),
         "n_code_timeouts": statuses.count("timeout"),
         "exec_s": sum(b["wall_s"] for b in st.blocks),
         "finish_reason": st.finish_reason, "answer": answer,
-        "answer_int": to_integer(answer) if answer is not None else None,
+        "answer_int": answer_int64(answer),
         "mean_logprob": st.logprob_sum / st.completion_tokens if st.completion_tokens else None,
         "changed": None,
     }
