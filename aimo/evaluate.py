@@ -32,7 +32,8 @@ import pyarrow.compute as pc
 from .tables import atomic_path, write_table, write_text
 from .vote import STRATEGIES, Candidates, _check_strategies, load_sql
 
-__all__ = ["evaluate", "pass_at_k", "pass_at_k_mean", "k_grid", "subset_curves", "METRICS",
+__all__ = ["evaluate", "pass_at_k", "pass_at_k_mean", "k_grid", "subset_curves",
+           "number_answers_and_classes", "METRICS",
            "PER_PROBLEM"]
 
 ALL_K_MAX = 256  # every k from 1 to N up to this N; a grid above
@@ -165,6 +166,58 @@ def _winners_correct(score, votes, code_answer, seg_starts, correct_code):
     beats = (score > 0) & ((score > s_c) | ((score == s_c) & (
         (votes > v_c) | ((votes == v_c) & (code_answer[:, None] < a_c)))))
     return has[:, None] & (sc > 0) & ~_segments_any(beats, seg_starts)
+
+
+def number_answers_and_classes(rows: dict):
+    """Number the answers and the weight classes of the sample rows (eval_rows.sql), vectorised.
+
+    Returns (code, cls, classes, code_problem, code_answer): `code` numbers each (pidx, answer)
+    with a positive weight in some strategy, in (pidx, answer) order (-1 for a sample with no
+    weight anywhere); `cls` numbers the distinct (w_majority, w_weighted, verified,
+    w_logprob > 0) and `classes` holds those values per class. Hash-based (pandas.factorize),
+    so 10 million rows take a fraction of a second.
+    """
+    import pandas as pd
+
+    pidx = np.asarray(rows["pidx"], dtype=np.int64)
+    answer = np.asarray(rows["answer_int"], dtype=np.int64)
+    w_maj = np.asarray(rows["w_majority"], dtype=np.float64)
+    w_wt = np.asarray(rows["w_weighted"], dtype=np.float64)
+    w_lp = np.asarray(rows["w_logprob"], dtype=np.float64)
+    ver = np.asarray(rows["verified"], dtype=bool)
+    n = len(pidx)
+    live = (w_maj > 0) | (w_wt > 0) | (w_lp > 0)
+    code = np.full(n, -1, dtype=np.int64)
+    code_problem = code_answer = np.zeros(0, dtype=np.int64)
+    if live.any():
+        lp_, la = pidx[live], answer[live]
+        amin, amax = int(la.min()), int(la.max())
+        span = amax - amin + 1
+        if int(lp_.max()) + 1 <= (2 ** 62) // span:  # one int64 key per (problem, answer)
+            key = lp_ * span + (la - amin)
+            inv, uniq = pd.factorize(key, sort=True)
+            code[live] = inv
+            code_problem, code_answer = uniq // span, uniq % span + amin
+        else:  # answers too far apart for one key: sort both columns
+            order = np.lexsort((la, lp_))
+            sp, sa = lp_[order], la[order]
+            new = np.ones(len(order), dtype=bool)
+            new[1:] = (sp[1:] != sp[:-1]) | (sa[1:] != sa[:-1])
+            inv = np.empty(len(order), dtype=np.int64)
+            inv[order] = np.cumsum(new) - 1
+            code[live] = inv
+            code_problem, code_answer = sp[new], sa[new]
+    f_maj, u_maj = pd.factorize(w_maj)
+    f_wt, u_wt = pd.factorize(w_wt)
+    key = ((f_maj.astype(np.int64) * max(len(u_wt), 1) + f_wt) * 2 + ver) * 2 + (w_lp > 0)
+    cls, _ = pd.factorize(key)
+    cls = cls.astype(np.int64)
+    n_cls = int(cls.max(initial=-1)) + 1
+    first = np.zeros(n_cls, dtype=np.int64)
+    first[cls[::-1]] = np.arange(n)[::-1]  # the first row of each class
+    classes = {"w_majority": w_maj[first], "w_weighted": w_wt[first], "verified": ver[first],
+               "lp_pos": w_lp[first] > 0}
+    return code, cls, classes, np.asarray(code_problem), np.asarray(code_answer)
 
 
 def subset_curves(pidx, code, cls, w_logprob, classes, code_problem, code_answer, correct,
@@ -369,10 +422,7 @@ def evaluate(problems_path, trace_paths, execution_paths, out_dir, ks=None, n_su
         index = pa.table({"problem_id": known_ids.column("problem_id"),
                           "pidx": pa.array(np.arange(known_ids.num_rows), pa.int64())})
         con.register("problem_index", index)
-        rows = con.execute(load_sql("eval_rows")).fetchnumpy()
-        codes = con.sql("SELECT pidx, answer_int, code FROM eval_codes ORDER BY code").fetchnumpy()
-        classes = con.sql("SELECT w_majority, w_weighted, verified, lp_pos FROM eval_classes "
-                          "ORDER BY cls").fetchnumpy()
+        rows = con.sql(load_sql("eval_rows")).fetchnumpy()
 
     pids = problems.column("problem_id")
     P = len(pids)
@@ -407,10 +457,10 @@ def evaluate(problems_path, trace_paths, execution_paths, out_dir, ks=None, n_su
     tok_k = np.zeros(len(grid))
     full_tokens = float(all_tokens[known_idx].sum())
     if n_known and len(grid):
+        code, cls, classes, code_problem, code_answer = number_answers_and_classes(rows)
         curves = subset_curves(
-            rows["pidx"], rows["code"], rows["cls"], rows["w_logprob"], classes,
-            codes["pidx"], codes["answer_int"], correct_int[kid], grid, strategies,
-            n_subsets=n_subsets, seed=seed)
+            rows["pidx"], code, cls, rows["w_logprob"], classes, code_problem, code_answer,
+            correct_int[kid], grid, strategies, n_subsets=n_subsets, seed=seed)
         curves["pass@k"] = pass_at_k_mean(n_gen[kid], c_gen[kid], grid)
         # expected completion tokens of k-subsets: a problem spends min(k, n)/n of its total
         n_k = n_gen[kid][:, None]

@@ -92,7 +92,7 @@ def run(llm, requests, sandbox, sampling: dict, max_rounds: int, max_model_len: 
             batch.append(st)
             params.append(sampling_params(sampling, derive_seed(st.request.seed, round_no), budget))
         tick = time.time()
-        outputs = llm.generate([st.prompt + st.text for st in batch], params, use_tqdm=False) if batch else []
+        outputs = llm.generate([st.prompt + st.text for st in batch], params) if batch else []
         stats["engine_s"] = stats.get("engine_s", 0.0) + time.time() - tick
         to_run = []
         for st, out in zip(batch, outputs):
