@@ -112,6 +112,8 @@ def gguf_to_hf(gguf_path, out_dir, dtype="bfloat16"):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    # `auto` is the engine's choice of compute dtype; on disk the weights stay bfloat16.
+    dtype = "bfloat16" if dtype == "auto" else dtype
     folder, name = str(Path(gguf_path).parent), Path(gguf_path).name
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name,
