@@ -14,6 +14,7 @@ validate(config, "schemas/config.schema.yaml")
 include: "rules/common.smk"
 include: "rules/problems.smk"
 include: "rules/model.smk"
+include: "rules/sft.smk"
 include: "rules/generate.smk"
 include: "rules/execute.smk"
 include: "rules/reflexion.smk"

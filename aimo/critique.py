@@ -20,9 +20,11 @@ from aimo.tables import read_table, write_table
 log = logging.getLogger("aimo.critique")
 
 
-def select(traces, execs, how: str, top_k: int, weights: dict):
+def select(traces, execs, how: str, top_k: int):
     """The traces to critique: all of them, or per problem one representative (the most
-    confident) of each of the `top_k` answers that a weighted vote ranks highest."""
+    confident) of each of the `top_k` answers a first vote ranks highest: most traces whose code
+    ran cleanly, then most traces, then the smaller answer. (Its own fixed order, not the vote's
+    weights, so that tuning the vote never reruns the critique.)"""
     if how == "all":
         return list(traces)
     if how != "top":
@@ -37,8 +39,7 @@ def select(traces, execs, how: str, top_k: int, weights: dict):
     for pid, answers in by_answer.items():
         def score(item):
             a, ts = item
-            clean = sum(weights["clean_code"] if execs[t["trace_id"]]["exec_status"] == "ok"
-                        else weights["other"] for t in ts)
+            clean = sum(execs[t["trace_id"]]["exec_status"] == "ok" for t in ts)
             return (-clean, -len(ts), a)
         for a, ts in sorted(answers.items(), key=score)[:top_k]:
             chosen.append(max(ts, key=lambda t: (t["mean_logprob"] or float("-inf"), t["trace_id"])))
@@ -55,7 +56,7 @@ def critique_shard(problems_path, trace_paths, execution_paths, model_dir, out, 
     if missing:
         raise ValueError(f"no execution rows for traces {missing[:5]} (of {len(missing)}) in "
                          f"{list(map(str, execution_paths))}; rerun the execute stage")
-    chosen = select(traces, execs, cfg["select"], cfg["top_k"], params["vote"]["weights"])
+    chosen = select(traces, execs, cfg["select"], cfg["top_k"])
     log.info("critiquing %d of %d traces (select=%s)", len(chosen), len(traces), cfg["select"])
     requests = [tir.Request(
         trace_id=f"{t['trace_id']}:c", problem_id=t["problem_id"], sample=t["sample"],

@@ -9,7 +9,6 @@ rule critique:
     params:
         generate=generate_params(),
         critique=config["critique"],
-        weights=config["vote"]["weights"],
     log:
         "logs/critique/shard-{shard}.log",
     benchmark:
@@ -17,6 +16,7 @@ rule critique:
     threads: 2
     resources:
         mem_mb=engine_mem_mb,
+        runtime=engine_runtime("critique"),
         gpu=1,
     conda:
         "../envs/engine.yaml"

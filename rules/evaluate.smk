@@ -17,6 +17,9 @@ rule evaluate:
         "logs/evaluate.log",
     benchmark:
         "benchmarks/evaluate.tsv"
+    resources:
+        mem_mb=table_mem_mb,
+        runtime=table_runtime,
     conda:
         "../envs/base.yaml"
     script:

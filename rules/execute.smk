@@ -12,7 +12,8 @@ rule execute:
         "benchmarks/execute/{stage}/shard-{shard}.tsv"
     threads: 2
     resources:
-        mem_mb=4096,
+        mem_mb=sandbox_mem_mb,
+        runtime=execute_runtime,
     conda:
         "../envs/base.yaml"
     script:

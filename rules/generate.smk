@@ -13,6 +13,7 @@ rule generate:
     threads: 2
     resources:
         mem_mb=engine_mem_mb,
+        runtime=engine_runtime("generate"),
         gpu=1,
     conda:
         "../envs/engine.yaml"

@@ -11,6 +11,7 @@ rule model:
         "benchmarks/model.tsv"
     resources:
         mem_mb=engine_mem_mb,
+        runtime=model_runtime,
     conda:
         "../envs/model.yaml"
     script:

@@ -5,6 +5,9 @@ rule problems:
         problems="results/problems.parquet",
     log:
         "logs/problems.log",
+    resources:
+        mem_mb=table_mem_mb,
+        runtime=table_runtime,
     conda:
         "../envs/base.yaml"
     script:

@@ -16,6 +16,7 @@ rule reflexion:
     threads: 2
     resources:
         mem_mb=engine_mem_mb,
+        runtime=engine_runtime("reflexion"),
         gpu=1,
     conda:
         "../envs/engine.yaml"

@@ -8,6 +8,9 @@ rule submission:
         fallback=config["submission"]["fallback"],
     log:
         "logs/submission.log",
+    resources:
+        mem_mb=table_mem_mb,
+        runtime=table_runtime,
     conda:
         "../envs/base.yaml"
     script:

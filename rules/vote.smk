@@ -11,6 +11,9 @@ rule vote:
         critique_weight=config["critique"]["weight"],
     log:
         "logs/vote.log",
+    resources:
+        mem_mb=table_mem_mb,
+        runtime=table_runtime,
     conda:
         "../envs/base.yaml"
     script:

@@ -3,7 +3,6 @@ if __name__ == "__main__":
     from aimo.critique import critique_shard
 
     logs.setup(snakemake.log[0])
-    params = dict(snakemake.params.generate, critique=snakemake.params.critique,
-                  vote={"weights": snakemake.params.weights})
+    params = dict(snakemake.params.generate, critique=snakemake.params.critique)
     critique_shard(snakemake.input.problems, snakemake.input.traces, snakemake.input.executions,
                    snakemake.input.model, snakemake.output.shard, params, snakemake.threads)
