@@ -101,8 +101,9 @@ def test_a_killed_generate_job_leaves_no_partial_shard(tiny_run):
     workdir, _ = tiny_run
     overrides(workdir, "n4.yaml", "samples: {n: 4, shard_size: 2, seed: 7}\n")
     target = "results/generate/shard-1.parquet"
-    proc = subprocess.Popen([*SNAKEMAKE, "--cores", "2", "--configfile", "config.yaml", "tiny.yaml",
-                             "n4.yaml", target], cwd=workdir, stdout=subprocess.DEVNULL,
+    # the target goes before --configfile, which takes every argument after it
+    proc = subprocess.Popen([*SNAKEMAKE, target, "--cores", "2", "--configfile", "config.yaml",
+                             "tiny.yaml", "n4.yaml"], cwd=workdir, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     log = workdir / "logs/generate/shard-1.log"
     deadline = time.time() + 600

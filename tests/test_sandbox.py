@@ -104,8 +104,9 @@ def unaffected(request, sb, canary):
         assert wait_gone(others) == [], "processes left behind"
 
 
-def check(r: ExecResult, *statuses, within=WALL + 2.5):
-    """A clear status, and back within the wall limit + grace + kill (slack for loaded machines)."""
+def check(r: ExecResult, *statuses, within=WALL + 8):
+    """A clear status, and back within the wall limit + grace + kill (wide slack: a kill and
+    restart took over 4 s on a machine loaded by other jobs; a hang would take forever)."""
     assert isinstance(r, ExecResult)
     assert r.status in STATUSES
     assert r.status in statuses, r
