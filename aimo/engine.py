@@ -14,7 +14,10 @@ log = logging.getLogger("aimo.engine")
 
 
 def has_gpu():
-    """True when torch sees a CUDA device."""
+    """True when torch sees a CUDA device. First claims a free GPU for this job (Snakemake sets
+    no CUDA_VISIBLE_DEVICES for local jobs), before anything touches CUDA."""
+    from aimo import devices
+    devices.claim()
     try:
         import torch
         return torch.cuda.is_available()
