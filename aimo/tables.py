@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 
 
 def atomic_path(path):
-    """A context-free helper: a temporary path in the target's directory."""
+    """A fresh temporary file beside `path` (same filesystem, so os.replace is atomic)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
