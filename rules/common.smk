@@ -136,6 +136,21 @@ def model_runtime(wildcards, attempt):
     return math.ceil((15 + 2 * model_billions()) * attempt)
 
 
+# Training throughput of one GPU for LoRA on a 1B-parameter model, in tokens/s (forward and
+# backward; a model of B billions trains about this / B).
+GPU_TRAIN_TOKENS_PER_S_1B = 30_000
+
+
+def sft_runtime(wildcards, attempt):
+    """Minutes to fine-tune: load the model, sft.max_steps optimizer steps of full-length rows
+    at the rate above, then merge and save (as long as a model fetch)."""
+    sft = config["sft"]
+    billions = model_billions()
+    tokens = sft["max_steps"] * sft["batch_size"] * sft["grad_accum"] * sft["max_seq_len"]
+    minutes = 10 + tokens / (GPU_TRAIN_TOKENS_PER_S_1B / billions) / 60 + 2 * billions
+    return math.ceil(minutes * attempt)
+
+
 def sandbox_mem_mb(wildcards, threads, attempt):
     """Memory of an execute job: one sandbox block per thread, each up to sandbox.memory_mb."""
     return int((1024 + threads * config["sandbox"]["memory_mb"]) * attempt)

@@ -15,6 +15,9 @@ rule sft_data:
         "logs/sft/data.log",
     benchmark:
         "benchmarks/sft/data.tsv"
+    resources:
+        mem_mb=table_mem_mb,
+        runtime=table_runtime,
     conda:
         "../envs/sft.yaml"
     script:
@@ -39,10 +42,12 @@ rule sft:
         "logs/sft/train.log",
     benchmark:
         "benchmarks/sft/train.tsv"
-    threads: workflow.cores
+    # Locally Snakemake lowers this to --cores; on a cluster it is --cpus-per-task.
+    threads: 8
     resources:
         # Twice an engine job's: fp32 weights on a CPU, and a second copy while merging.
         mem_mb=lambda wildcards, attempt: 2 * engine_mem_mb(wildcards, attempt),
+        runtime=sft_runtime,
         gpu=1,
     conda:
         "../envs/sft.yaml"
