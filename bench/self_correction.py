@@ -1,30 +1,38 @@
 """Does self-correction pay for itself? Reflexion and critique against simply more samples.
 
 Runs the workflow (default model and config, plus bench/self_correction.yaml) in a run folder
-on a GSM8K slice and the AIMO1 problems, then votes (the workflow's weighted vote, its weights)
-over five sets of traces of the same problems:
+on a problem set (default: the first 40 GSM8K problems of ../shared/data), then votes (the
+workflow's weighted vote, with its weights) over these sets of traces of the same problems:
 
-  samples only   samples 0-3
+  samples only   samples 0..base-1 (--base, 4)
   + reflexion    those, plus the repairs of the failed ones
-  + critique     those, plus their critiques (from a run with reflexion off)
-  + both         samples, repairs, and the critiques of samples and repairs (reflexion on)
+  + critique     those, plus the critiques of those samples
+  + both         samples, repairs, and every critique (of samples and of repairs)
   more samples   samples 0..m-1, m the smallest whose completion tokens reach each of the above
 
 Tokens are completion tokens (what decoding costs); prompt tokens are given beside them (the
 repair and critique prompts carry the whole previous solution).
 
-    .venv/bin/python bench/self_correction.py [--gsm8k 40] [--workdir runs/self_correction]
-    .venv/bin/python bench/self_correction.py --analyse-only   # the table from the files there
+    .venv/bin/python bench/self_correction.py                  # GSM8K, first 40 problems
+    .venv/bin/python bench/self_correction.py --problems ../shared/data/aimo1_train.csv --limit 0
+    .venv/bin/python bench/self_correction.py --analyse-only   # the table from what is there
 
-Steps, each a Snakemake run in the run folder (a rerun of the script resumes): samples 0-3;
-their critiques with reflexion off (kept aside in critique_alone/); reflexion on (Snakemake
-reruns only reflexion, critique and what follows); samples 4-7. The table is made from
-whatever of these exists.
+Each problem set gets its own run folder (runs/self_correction/<file name>), so that adding one
+leaves the others' shards valid.
+
+The critiques come from one workflow run with both stages on, as the default config has them:
+critique picks its traces (the top answers per problem) from samples and repairs together, so
+"+ critique" is the critiques of samples chosen with the repairs in view. (A separate run with
+reflexion off would choose almost the same ones: few traces need repair; it would cost a second
+critique pass, the most expensive stage here.)
+
+Steps, each a Snakemake run in the run folder (a rerun of the script resumes): the samples,
+their repairs, the shards of more samples, the critiques. The table is made from whatever of
+these exists, so a run cut short still gives its first rows.
 """
 import argparse
 import csv
 import json
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -42,21 +50,23 @@ SHARED = ROOT.parent / "shared" / "data"
 LINKED = ["Snakefile", "rules", "scripts", "schemas", "config.yaml", "envs", "resources"]
 BENCH = yaml.safe_load((ROOT / "bench" / "self_correction.yaml").read_text())
 SIZE = BENCH["samples"]["shard_size"]
-BASE = 4  # samples per problem that get corrected
-BASE_SHARDS = range(BASE // SIZE)
-EXTRA_SHARDS = range(BASE // SIZE, BENCH["samples"]["n"] // SIZE)
+N_SHARDS = BENCH["samples"]["n"] // SIZE
 
 
-def write_problems(workdir: Path, gsm8k: Path, n_gsm8k: int, aimo1: Path) -> None:
-    """problems.jsonl: the first n_gsm8k GSM8K problems, then AIMO1's (ids prefixed)."""
-    rows = [json.loads(line) for line in gsm8k.read_text().splitlines()[:n_gsm8k]]
-    if len(rows) < n_gsm8k:
-        sys.exit(f"{gsm8k} has {len(rows)} problems, fewer than --gsm8k {n_gsm8k}")
-    rows = [{"id": r["id"], "problem": r["problem"], "answer": r["answer"]} for r in rows]
-    with aimo1.open(encoding="utf-8") as f:
-        rows += [{"id": f"aimo1-{r['id']}", "problem": r["problem"], "answer": int(r["answer"])}
-                 for r in csv.DictReader(f)]
-    text = "".join(json.dumps(r) + "\n" for r in rows)
+def write_problems(workdir: Path, source: Path, limit: int) -> None:
+    """problems.jsonl: the first `limit` problems of `source` (CSV or JSONL with id, problem,
+    answer; 0: all of them)."""
+    if source.suffix == ".csv":
+        with source.open(encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    else:
+        rows = [json.loads(line) for line in source.read_text().splitlines() if line.strip()]
+    if limit:
+        if len(rows) < limit:
+            sys.exit(f"{source} has {len(rows)} problems, fewer than --limit {limit}")
+        rows = rows[:limit]
+    text = "".join(json.dumps({"id": r["id"], "problem": r["problem"], "answer": int(r["answer"])})
+                   + "\n" for r in rows)
     path = workdir / "problems.jsonl"
     if not path.exists() or path.read_text() != text:
         path.write_text(text)
@@ -76,18 +86,12 @@ def snakemake(workdir: Path, reflexion: bool, critique: bool, targets: list[str]
     subprocess.run(cmd, cwd=workdir, check=True)
 
 
-def run(workdir: Path) -> None:
-    snakemake(workdir, False, False, files("generate", BASE_SHARDS))
-    kept = workdir / "critique_alone"
-    newest = max((workdir / f).stat().st_mtime for f in files("generate", BASE_SHARDS))
-    alone = [kept / f.replace("/", "_") for f in files("critique", BASE_SHARDS)]
-    if not all(p.exists() and p.stat().st_mtime > newest for p in alone):
-        snakemake(workdir, False, True, files("critique", BASE_SHARDS))
-        kept.mkdir(exist_ok=True)
-        for f, p in zip(files("critique", BASE_SHARDS), alone):
-            shutil.copy2(workdir / f, p)
-    snakemake(workdir, True, True, files("reflexion", BASE_SHARDS) + files("critique", BASE_SHARDS))
-    snakemake(workdir, True, True, files("generate", EXTRA_SHARDS))
+def run(workdir: Path, base: int, total: int) -> None:
+    shards = range(base // SIZE)
+    snakemake(workdir, False, False, files("generate", shards))
+    snakemake(workdir, True, False, files("reflexion", shards))
+    snakemake(workdir, True, False, files("generate", range(base // SIZE, total // SIZE)))
+    snakemake(workdir, True, True, files("critique", shards))
 
 
 def read(paths, samples=None) -> tuple[pa.Table, pa.Table] | None:
@@ -105,7 +109,7 @@ def read(paths, samples=None) -> tuple[pa.Table, pa.Table] | None:
 
 
 def score(workdir: Path, parts, answers: dict, weights: dict, critique_weight: float) -> dict:
-    """Vote over the union of `parts`; accuracy and tokens per data set."""
+    """Vote over the union of `parts`: problems right, and tokens."""
     traces = pa.concat_tables([t for t, _ in parts], promote_options="permissive")
     execs = pa.concat_tables([e for _, e in parts], promote_options="permissive")
     with tempfile.TemporaryDirectory() as tmp:
@@ -114,16 +118,11 @@ def score(workdir: Path, parts, answers: dict, weights: dict, critique_weight: f
         votes = vote_table(workdir / "results" / "problems.parquet", [f"{tmp}/t.parquet"],
                            [f"{tmp}/e.parquet"], ["weighted"], weights, critique_weight)
     voted = dict(zip(votes["problem_id"].to_pylist(), votes["answer"].to_pylist()))
-    out = {}
-    for name in ("gsm8k", "aimo1"):
-        pids = [p for p in answers if p.startswith(name)]
-        rows = traces.filter(pc.starts_with(traces["problem_id"], name))
-        out[name] = {
-            "right": sum(voted.get(p) == answers[p] for p in pids), "problems": len(pids),
-            "completion_tokens": pc.sum(rows["completion_tokens"]).as_py() or 0,
-            "prompt_tokens": pc.sum(rows["prompt_tokens"]).as_py() or 0,
-        }
-    return out
+    return {
+        "right": sum(voted.get(p) == a for p, a in answers.items()), "problems": len(answers),
+        "completion_tokens": pc.sum(traces["completion_tokens"]).as_py() or 0,
+        "prompt_tokens": pc.sum(traces["prompt_tokens"]).as_py() or 0,
+    }
 
 
 def lineage(samples, repairs, critiques: dict, answers: dict) -> list[str]:
@@ -156,87 +155,88 @@ def lineage(samples, repairs, critiques: dict, answers: dict) -> list[str]:
     return lines
 
 
-def analyse(workdir: Path) -> str:
+def analyse(workdir: Path, base: int) -> str:
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
     weights, critique_weight = config["vote"]["weights"], config["critique"]["weight"]
     problems = pq.read_table(workdir / "results" / "problems.parquet")
     answers = dict(zip(problems["problem_id"].to_pylist(), problems["answer"].to_pylist()))
     at = lambda fs: [workdir / f for f in fs]  # noqa: E731
-    samples = read(at(files("generate", BASE_SHARDS)))
+    shards = range(base // SIZE)
+    samples = read(at(files("generate", shards)))
     if samples is None:
-        sys.exit(f"{workdir}: the samples (generate shards {list(BASE_SHARDS)}) are not there yet")
-    repairs = read(at(files("reflexion", BASE_SHARDS)))
-    alone = read([workdir / "critique_alone" / f.replace("/", "_")
-                  for f in files("critique", BASE_SHARDS)])
-    both = read(at(files("critique", BASE_SHARDS))) if repairs else None
-    conditions = {f"samples only ({BASE})": [samples], "+ reflexion": [samples, repairs],
+        sys.exit(f"{workdir}: the samples (generate shards {list(shards)}) are not there yet")
+    repairs = read(at(files("reflexion", shards)))
+    both = read(at(files("critique", shards))) if repairs else None
+    alone = None
+    if both:  # the critiques of samples (not of repairs)
+        keep = pc.is_in(both[0]["parent_id"], samples[0]["trace_id"])
+        traces = both[0].filter(keep)
+        alone = traces, both[1].filter(pc.is_in(both[1]["trace_id"], traces["trace_id"]))
+    conditions = {f"samples only ({base})": [samples], "+ reflexion": [samples, repairs],
                   "+ critique": [samples, alone], "+ both": [samples, repairs, both]}
     results = {name: score(workdir, parts, answers, weights, critique_weight)
                for name, parts in conditions.items() if all(parts)}
     # more samples: the first m samples of every problem, as far as the shards go
     more, m = {}, 1
     while True:
-        shards = [s for s in range(BENCH["samples"]["n"] // SIZE) if s * SIZE < m]
-        part = read(at(files("generate", shards)), m)
+        part = read(at(files("generate", [s for s in range(N_SHARDS) if s * SIZE < m])), m)
         if part is None:
             break
         more[m] = score(workdir, [part], answers, weights, critique_weight)
         m += 1
         if m > BENCH["samples"]["n"]:
             break
+    n = len(answers)
     rows = []
 
-    def row(label, res):
-        cells = [label]
-        for name in ("gsm8k", "aimo1"):
-            r = res[name]
-            cells += [f"{r['right']}/{r['problems']} ({r['right'] / max(r['problems'], 1):.0%})",
-                      f"{r['completion_tokens'] / max(r['problems'], 1):.0f}",
-                      f"{r['prompt_tokens'] / max(r['problems'], 1):.0f}"]
-        rows.append("| " + " | ".join(cells) + " |")
+    def row(label, r):
+        rows.append(f"| {label} | {r['right']}/{n} ({r['right'] / n:.0%}) | "
+                    f"{r['completion_tokens'] / n:.0f} | {r['prompt_tokens'] / n:.0f} |")
 
     for name, res in results.items():
         row(name, res)
     for name in ("+ reflexion", "+ critique", "+ both"):
         if name not in results:
             continue
-        # per data set, the fewest samples whose tokens reach the condition's
-        res, label = {}, []
-        for ds in ("gsm8k", "aimo1"):
-            target = results[name][ds]["completion_tokens"]
-            k = next((k for k in more if more[k][ds]["completion_tokens"] >= target), max(more))
-            short = "" if more[k][ds]["completion_tokens"] >= target else ", all there are"
-            res[ds] = more[k][ds]
-            label.append(f"{ds} {k}{short}")
-        row(f"more samples at the tokens of {name} ({'; '.join(label)})", res)
+        # the fewest samples whose tokens reach the condition's
+        target = results[name]["completion_tokens"]
+        k = next((k for k in more if more[k]["completion_tokens"] >= target), max(more))
+        short = "" if more[k]["completion_tokens"] >= target else ", all there are"
+        row(f"{k} samples{short}: the tokens of {name}", more[k])
     for k in sorted({1, max(more)}):
         row(f"{k} sample{'s' if k > 1 else ''}", more[k])
-    header = ("| traces voted | GSM8K right | completion tok/problem | prompt tok/problem | "
-              "AIMO1 right | completion tok/problem | prompt tok/problem |\n"
-              "|---|---|---|---|---|---|---|")
-    notes = lineage(samples, repairs, {"critique alone": alone, "critique after reflexion": both},
-                    answers)
-    return "\n".join([header, *rows, "", *notes])
+    header = ("| traces voted | right | completion tokens/problem | prompt tokens/problem |\n"
+              "|---|---|---|---|")
+    notes = lineage(samples, repairs, {"critiques of samples": alone, "all critiques": both}, answers)
+    return "\n".join([f"{workdir.name}: {n} problems", "", header, *rows, "", *notes])
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--gsm8k", type=int, default=40, help="GSM8K problems (the first N)")
-    ap.add_argument("--gsm8k-file", type=Path, default=SHARED / "gsm8k_dev.jsonl")
-    ap.add_argument("--aimo1-file", type=Path, default=SHARED / "aimo1_train.csv")
-    ap.add_argument("--workdir", type=Path, default=ROOT / "runs" / "self_correction")
+    ap.add_argument("--problems", type=Path, default=SHARED / "gsm8k_dev.jsonl",
+                    help="CSV or JSONL with id, problem, answer")
+    ap.add_argument("--limit", type=int, default=40, help="the first N problems; 0: all")
+    ap.add_argument("--base", type=int, default=4,
+                    help="samples per problem that get corrected (a multiple of the shard size)")
+    ap.add_argument("--samples", type=int, default=BENCH["samples"]["n"],
+                    help="samples per problem in all, for the more-samples rows")
+    ap.add_argument("--workdir", type=Path, help="default: runs/self_correction/<problems' name>")
     ap.add_argument("--analyse-only", action="store_true", help="no workflow run: the table only")
     args = ap.parse_args()
-    workdir = args.workdir.resolve()
+    workdir = (args.workdir or ROOT / "runs" / "self_correction" / args.problems.stem).resolve()
     if not args.analyse_only:
         workdir.mkdir(parents=True, exist_ok=True)
         for name in LINKED:  # the workflow and the cached model, not copies
             link = workdir / name
             if not link.is_symlink():
                 link.symlink_to(ROOT / name)
-        write_problems(workdir, args.gsm8k_file, args.gsm8k, args.aimo1_file)
-        run(workdir)
-    table = analyse(workdir)
+        write_problems(workdir, args.problems, args.limit)
+        for name in ("base", "samples"):
+            value = getattr(args, name)
+            if value % SIZE or not 0 < value <= BENCH["samples"]["n"]:
+                ap.error(f"--{name} {value}: a multiple of {SIZE} up to {BENCH['samples']['n']}")
+        run(workdir, args.base, args.samples)
+    table = analyse(workdir, args.base)
     (workdir / "self_correction.md").write_text(table + "\n")
     print(table)
 
