@@ -7,6 +7,7 @@ use `load()` rather than importing vllm themselves.
 import logging
 import os
 import sys
+import threading
 from importlib import metadata
 from pathlib import Path
 
@@ -83,3 +84,53 @@ def load(model_dir, dtype="bfloat16", max_model_len=4096, seed=0, gpu_memory_uti
     kwargs["enforce_eager"] = (not gpu) if enforce_eager is None else enforce_eager
     log.info("starting %s on %s: %s", engine_version(), "GPU" if gpu else "CPU", kwargs)
     return LLM(**kwargs)
+
+
+class EngineWatch:
+    """Ends this job when one of the engine's processes dies.
+
+    The kernel's OOM killer takes the largest process, vLLM's worker, and the engine can then
+    wait for it forever. A dead job is better, with a line in its log saying why: outputs are
+    written only at the end, so nothing half-made is left. `stop()` before shutting the engine
+    down on purpose.
+    """
+
+    def __init__(self, interval_s=2.0):
+        import psutil
+        self.procs = []
+        for proc in psutil.Process().children(recursive=True):
+            try:
+                if proc.name().startswith("VLLM"):  # VLLM::EngineCore, VLLM::Worker...
+                    self.procs.append((proc, proc.name()))
+            except psutil.Error:
+                continue
+        self.stopped = threading.Event()
+        self.interval_s = interval_s
+        if self.procs:
+            log.info("watching the engine's processes: %s",
+                     ", ".join(f"{name} (pid {proc.pid})" for proc, name in self.procs))
+            threading.Thread(target=self._loop, name="engine-watch", daemon=True).start()
+
+    def dead(self):
+        """(name, pid) of an engine process that has ended, or None."""
+        import psutil
+        for proc, name in self.procs:
+            try:
+                if proc.status() != psutil.STATUS_ZOMBIE:
+                    continue
+            except psutil.NoSuchProcess:
+                pass
+            return name, proc.pid
+        return None
+
+    def _loop(self):
+        while not self.stopped.wait(self.interval_s):
+            dead = self.dead()
+            if dead and not self.stopped.is_set():
+                log.error("the engine's process %s (pid %d) died (killed for memory? see dmesg); "
+                          "ending this job, which leaves no output", *dead)
+                logging.shutdown()
+                os._exit(70)
+
+    def stop(self):
+        self.stopped.set()

@@ -55,11 +55,13 @@ class Solver:
         self.llm = engine.load(self.model_dir, dtype=self.params["model"]["dtype"],
                                max_model_len=eng["max_model_len"], seed=self.params["samples"]["seed"],
                                gpu_memory_utilization=eng["gpu_memory_utilization"])
+        self.watch = engine.EngineWatch()
         self.sandbox = Sandbox(Limits(**self.params["sandbox"]), workers=self.threads).__enter__()
         self.stats["engine_start_s"] = time.time() - started
         return self
 
     def __exit__(self, *exc):
+        self.watch.stop()
         self.sandbox.__exit__(*exc)
 
     def run(self, requests) -> list[dict]:

@@ -5,6 +5,7 @@ tests of this module (a module-scoped fixture): the engine starts a few times, m
 """
 import csv
 import os
+import re
 import signal
 import subprocess
 import time
@@ -120,3 +121,33 @@ def test_a_killed_generate_job_leaves_no_partial_shard(tiny_run):
     assert not (workdir / target).exists()
     assert sorted(p.name for p in shard_dir.iterdir()) == ["shard-0.parquet"]
     pq.read_table(shard_dir / "shard-0.parquet")  # the old shard is intact
+
+
+def test_a_dead_engine_process_ends_the_job_instead_of_hanging(tiny_run):
+    """With its engine core process gone (the OOM killer, say), vLLM's generate waits
+    forever; the engine watch ends the job instead, saying why. Killed here as the OOM
+    killer would (SIGKILL), before the first generate call."""
+    workdir, _ = tiny_run
+    overrides(workdir, "n6.yaml", "samples: {n: 6, shard_size: 2, seed: 7}\n")
+    target = "results/generate/shard-2.parquet"
+    proc = subprocess.Popen([*SNAKEMAKE, target, "--cores", "2", "--configfile", "config.yaml",
+                             "tiny.yaml", "n6.yaml"], cwd=workdir, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    log = workdir / "logs/generate/shard-2.log"
+    core = None
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None and core is None:
+        text = log.read_text(errors="replace") if log.is_file() else ""
+        found = re.search(r"VLLM::EngineCore \(pid (\d+)\)", text)
+        core = int(found.group(1)) if found else None
+        time.sleep(0.2)
+    try:
+        assert core, "the job ended before its engine could be killed"
+        os.kill(core, signal.SIGKILL)
+        rc = proc.wait(timeout=180)  # without the watch: a hang, failed here
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert rc != 0
+    assert f"VLLM::EngineCore (pid {core}) died" in log.read_text(errors="replace")
+    assert not (workdir / target).exists()
