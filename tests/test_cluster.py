@@ -2,6 +2,7 @@
 the rules ask for, as dry runs with the one-machine and the Slurm profiles show them. The real
 Slurm run is .ci/slurm.sh."""
 import os
+import re
 import subprocess
 import sys
 
@@ -126,3 +127,21 @@ def test_slurm_profile_plans_with_gpus_and_a_cpu_only_override(workflow_copy):
                     *(f"{rule}:gpu=0" for rule in GPU_RULES)).stdout
     res = planned_resources(out)
     assert all(res[r]["gpu"] == "0" for r in ("generate", "reflexion", "critique"))
+
+
+def test_sft_asks_for_threads_and_a_runtime_that_follows_its_steps(workflow_copy):
+    """sft: 8 threads where the cores allow (a cluster's --cpus-per-task), fewer on a small
+    machine; its runtime grows with sft.max_steps; sft_data is sized like a table job."""
+    def plan(steps, cores):
+        (workflow_copy / "sft.yaml").write_text(f"sft: {{enabled: true, max_steps: {steps}}}\n")
+        out = snakemake(workflow_copy, "-n", "--cores", str(cores), "--configfile", "config.yaml",
+                        "sft.yaml").stdout
+        threads = re.search(r"rule sft:\n(?:    .*\n)*?    threads: (\d+)", out)
+        return planned_resources(out), int(threads.group(1)) if threads else 1
+
+    res, threads = plan(30, 16)
+    assert threads == 8 and res["sft"]["gpu"] == "1"
+    assert int(res["sft_data"]["runtime"]) >= 10 and int(res["sft_data"]["mem_mb"]) >= 2048
+    longer, small = plan(3000, 2)
+    assert small == 2
+    assert int(longer["sft"]["runtime"]) > int(res["sft"]["runtime"])
