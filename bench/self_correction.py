@@ -27,7 +27,7 @@ reflexion off would choose almost the same ones: few traces need repair; it woul
 critique pass, the most expensive stage here.)
 
 Steps, each a Snakemake run in the run folder (a rerun of the script resumes): the samples,
-their repairs, the shards of more samples, the critiques. The table is made from whatever of
+their repairs, the critiques, the shards of more samples. The table is made from whatever of
 these exists, so a run cut short still gives its first rows.
 """
 import argparse
@@ -90,8 +90,8 @@ def run(workdir: Path, base: int, total: int) -> None:
     shards = range(base // SIZE)
     snakemake(workdir, False, False, files("generate", shards))
     snakemake(workdir, True, False, files("reflexion", shards))
-    snakemake(workdir, True, False, files("generate", range(base // SIZE, total // SIZE)))
     snakemake(workdir, True, True, files("critique", shards))
+    snakemake(workdir, True, True, files("generate", range(base // SIZE, total // SIZE)))
 
 
 def read(paths, samples=None) -> tuple[pa.Table, pa.Table] | None:
