@@ -228,6 +228,8 @@ def main():
         workdir.mkdir(parents=True, exist_ok=True)
         for name in LINKED:  # the workflow and the cached model, not copies
             link = workdir / name
+            if link.is_symlink() and link.readlink() != ROOT / name:
+                link.unlink()  # made by another checkout
             if not link.is_symlink():
                 link.symlink_to(ROOT / name)
         write_problems(workdir, args.problems, args.limit)
