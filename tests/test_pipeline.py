@@ -98,27 +98,41 @@ def test_raising_n_adds_a_shard_and_keeps_the_old_one(tiny_run):
     assert jobs["generate"] == 1
 
 
-def test_a_killed_generate_job_leaves_no_partial_shard(tiny_run):
-    workdir, _ = tiny_run
-    overrides(workdir, "n4.yaml", "samples: {n: 4, shard_size: 2, seed: 7}\n")
-    target = "results/generate/shard-1.parquet"
+def start_generate(workdir, n, shard):
+    """Snakemake making generate shard `shard` of `n` samples (shards of 2), in the background,
+    in its own session; returns the process, the target and its log."""
+    overrides(workdir, f"n{n}.yaml", f"samples: {{n: {n}, shard_size: 2, seed: 7}}\n")
+    target = f"results/generate/shard-{shard}.parquet"
     # the target goes before --configfile, which takes every argument after it
     proc = subprocess.Popen([*SNAKEMAKE, target, "--cores", "2", "--configfile", "config.yaml",
-                             "tiny.yaml", "n4.yaml"], cwd=workdir, stdout=subprocess.DEVNULL,
+                             "tiny.yaml", f"n{n}.yaml"], cwd=workdir, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
-    log = workdir / "logs/generate/shard-1.log"
-    deadline = time.time() + 600
+    return proc, workdir / target, workdir / f"logs/generate/shard-{shard}.log"
+
+
+def wait_for_log(proc, log, pattern, interval_s=1.0, timeout_s=600):
+    """The first match of `pattern` in `log` while `proc` runs; None if it ends first."""
+    deadline = time.time() + timeout_s
     while time.time() < deadline and proc.poll() is None:
-        if log.is_file() and "aimo.engine" in log.read_text(errors="replace"):
-            break  # the job is midway: the engine is starting (the tiny model generates too
-            # fast to catch mid-round; a write in progress goes to a temporary name anyway)
-        time.sleep(1)
-    assert proc.poll() is None, "the job ended before it could be killed"
+        found = re.search(pattern, log.read_text(errors="replace") if log.is_file() else "")
+        if found:
+            return found
+        time.sleep(interval_s)
+    return None
+
+
+def test_a_killed_generate_job_leaves_no_partial_shard(tiny_run):
+    workdir, _ = tiny_run
+    proc, target, log = start_generate(workdir, 4, 1)
+    # the job is midway once the engine is starting (the tiny model generates too fast to
+    # catch mid-round; a write in progress goes to a temporary name anyway)
+    started = wait_for_log(proc, log, r"aimo\.engine")
+    assert started and proc.poll() is None, "the job ended before it could be killed"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     time.sleep(2)
     shard_dir = workdir / "results/generate"
-    assert not (workdir / target).exists()
+    assert not target.exists()
     assert sorted(p.name for p in shard_dir.iterdir()) == ["shard-0.parquet"]
     pq.read_table(shard_dir / "shard-0.parquet")  # the old shard is intact
 
@@ -128,19 +142,9 @@ def test_a_dead_engine_process_ends_the_job_instead_of_hanging(tiny_run):
     forever; the engine watch ends the job instead, saying why. Killed here as the OOM
     killer would (SIGKILL), before the first generate call."""
     workdir, _ = tiny_run
-    overrides(workdir, "n6.yaml", "samples: {n: 6, shard_size: 2, seed: 7}\n")
-    target = "results/generate/shard-2.parquet"
-    proc = subprocess.Popen([*SNAKEMAKE, target, "--cores", "2", "--configfile", "config.yaml",
-                             "tiny.yaml", "n6.yaml"], cwd=workdir, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    log = workdir / "logs/generate/shard-2.log"
-    core = None
-    deadline = time.time() + 600
-    while time.time() < deadline and proc.poll() is None and core is None:
-        text = log.read_text(errors="replace") if log.is_file() else ""
-        found = re.search(r"VLLM::EngineCore \(pid (\d+)\)", text)
-        core = int(found.group(1)) if found else None
-        time.sleep(0.2)
+    proc, target, log = start_generate(workdir, 6, 2)
+    found = wait_for_log(proc, log, r"VLLM::EngineCore \(pid (\d+)\)", interval_s=0.2)
+    core = int(found.group(1)) if found else None
     try:
         assert core, "the job ended before its engine could be killed"
         os.kill(core, signal.SIGKILL)
@@ -150,4 +154,4 @@ def test_a_dead_engine_process_ends_the_job_instead_of_hanging(tiny_run):
             os.killpg(proc.pid, signal.SIGKILL)
     assert rc != 0
     assert f"VLLM::EngineCore (pid {core}) died" in log.read_text(errors="replace")
-    assert not (workdir / target).exists()
+    assert not target.exists()
