@@ -41,7 +41,7 @@ NEEDS = {"weighted": {"clean"}, "majority": set(), "logprob": set(),
 # the columns the vote reads, and the Arrow type family each may have in a shard
 TRACE_COLUMNS = {
     "trace_id": "string", "problem_id": "string", "source": "string",
-    "answer_int": "integer", "mean_logprob": "floating",
+    "answer_int": "integer", "mean_logprob": "floating", "parent_id": "string",
 }
 EXECUTION_COLUMNS = {"trace_id": "string", "exec_status": "string", "agrees": "boolean"}
 # extra trace columns a caller (the evaluation) may ask for
@@ -76,7 +76,7 @@ def _check_strategies(strategies) -> list[str]:
     return strategies
 
 
-def _check_weights(weights, critique_weight) -> dict:
+def _check_weights(weights, critique_weight, critique_replaces=False) -> dict:
     merged = dict(DEFAULT_WEIGHTS)
     if weights:
         unknown = sorted(set(weights) - set(DEFAULT_WEIGHTS))
@@ -93,6 +93,9 @@ def _check_weights(weights, critique_weight) -> dict:
         if not math.isfinite(f) or f < 0:
             raise ValueError(f"weight {key}={value!r} must be a finite number >= 0")
         out[key] = f
+    if not isinstance(critique_replaces, bool):
+        raise ValueError(f"critique_replaces={critique_replaces!r} must be true or false")
+    out["critique_replaces"] = critique_replaces
     return out
 
 
@@ -185,8 +188,8 @@ class Candidates:
 
     def __init__(self, problems_path, trace_paths, execution_paths, weights=None,
                  critique_weight=1.0, extra_trace_columns=(), strategies=STRATEGIES,
-                 materialise=False):
-        self.params = _check_weights(weights, critique_weight)
+                 materialise=False, critique_replaces=False):
+        self.params = _check_weights(weights, critique_weight, critique_replaces)
         strategies = _check_strategies(strategies)
         self.strategies = strategies
         self._tallies = {}
@@ -330,27 +333,30 @@ class Candidates:
 
 
 def vote_table(problems_path, trace_paths, execution_paths, strategies=None, weights=None,
-               critique_weight=1.0) -> pa.Table:
+               critique_weight=1.0, critique_replaces=False) -> pa.Table:
     """VOTES rows for every strategy in `strategies` (default: all), stacked, as one table.
 
     One row per (problem, strategy), problems in problem_id order within each strategy.
     """
     strategies = _check_strategies(STRATEGIES if strategies is None else strategies)
     with Candidates(problems_path, trace_paths, execution_paths, weights, critique_weight,
-                    strategies=strategies, materialise=len(strategies) > 1) as cands:
+                    strategies=strategies, materialise=len(strategies) > 1,
+                    critique_replaces=critique_replaces) as cands:
         tables = [cands.votes(s) for s in strategies]
     return pa.concat_tables(tables) if tables else VOTES.empty_table()
 
 
 def vote(problems_path, trace_paths, execution_paths, out_path, strategy="weighted",
-         weights=None, critique_weight=1.0) -> pa.Table:
+         weights=None, critique_weight=1.0, critique_replaces=False) -> pa.Table:
     """Vote with one strategy and write the VOTES table to `out_path` atomically.
 
     `weights` overrides {"invalid": 0, "clean_code": 2, "other": 1}; `critique_weight` scales
-    critique rows. Returns the table written.
+    critique rows; `critique_replaces`: a critique with a valid answer takes its parent's place
+    instead of adding a vote. Returns the table written.
     """
     strategy = _check_strategies([strategy])[0]
     table = vote_table(problems_path, trace_paths, execution_paths, [strategy], weights,
-                       critique_weight)
+                       critique_weight, critique_replaces)
     return write_table(table, out_path, VOTES, metadata={
-        "strategy": strategy, "weights": _check_weights(weights, critique_weight)})
+        "strategy": strategy,
+        "weights": _check_weights(weights, critique_weight, critique_replaces)})

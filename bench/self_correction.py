@@ -8,6 +8,8 @@ workflow's weighted vote, with its weights) over these sets of traces of the sam
   + reflexion    those, plus the repairs of the failed ones
   + critique     those, plus the critiques of those samples
   + both         samples, repairs, and every critique (of samples and of repairs)
+  ..., replacing the same, each critique with an answer voting instead of the trace it reviews
+                 (config critique.replace) rather than beside it
   more samples   samples 0..m-1, m the smallest whose completion tokens reach each of the above
 
 Tokens are completion tokens (what decoding costs); prompt tokens are given beside them (the
@@ -80,7 +82,11 @@ def files(stage, shards):
 def snakemake(workdir: Path, reflexion: bool, critique: bool, targets: list[str]) -> None:
     stages = {"reflexion": {"enabled": reflexion}, "critique": {"enabled": critique}}
     (workdir / "stages.yaml").write_text(yaml.safe_dump(stages))
-    cmd = [sys.executable, "-m", "snakemake", "--cores", "all", *targets, "--configfile",
+    # Only changed settings or inputs rerun a step: a resumed benchmark keeps its shards across
+    # commits that leave what they compute alone, and across a rebuilt model (the same bytes).
+    # Delete the run folder to start over.
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "all", *targets,
+           "--rerun-triggers", "params", "input", "--configfile",
            "config.yaml", str(ROOT / "bench" / "self_correction.yaml"), "stages.yaml"]
     print("+", " ".join(cmd), flush=True)
     subprocess.run(cmd, cwd=workdir, check=True)
@@ -108,15 +114,18 @@ def read(paths, samples=None) -> tuple[pa.Table, pa.Table] | None:
     return traces, execs
 
 
-def score(workdir: Path, parts, answers: dict, weights: dict, critique_weight: float) -> dict:
-    """Vote over the union of `parts`: problems right, and tokens."""
+def score(workdir: Path, parts, answers: dict, weights: dict, critique_weight: float,
+          replaces: bool = False) -> dict:
+    """Vote over the union of `parts` (`replaces`: a critique takes its parent's vote):
+    problems right, and tokens."""
     traces = pa.concat_tables([t for t, _ in parts], promote_options="permissive")
     execs = pa.concat_tables([e for _, e in parts], promote_options="permissive")
     with tempfile.TemporaryDirectory() as tmp:
         pq.write_table(traces, f"{tmp}/t.parquet")
         pq.write_table(execs, f"{tmp}/e.parquet")
         votes = vote_table(workdir / "results" / "problems.parquet", [f"{tmp}/t.parquet"],
-                           [f"{tmp}/e.parquet"], ["weighted"], weights, critique_weight)
+                           [f"{tmp}/e.parquet"], ["weighted"], weights, critique_weight,
+                           replaces)
     voted = dict(zip(votes["problem_id"].to_pylist(), votes["answer"].to_pylist()))
     return {
         "right": sum(voted.get(p) == a for p, a in answers.items()), "problems": len(answers),
@@ -172,10 +181,15 @@ def analyse(workdir: Path, base: int) -> str:
         keep = pc.is_in(both[0]["parent_id"], samples[0]["trace_id"])
         traces = both[0].filter(keep)
         alone = traces, both[1].filter(pc.is_in(both[1]["trace_id"], traces["trace_id"]))
-    conditions = {f"samples only ({base})": [samples], "+ reflexion": [samples, repairs],
-                  "+ critique": [samples, alone], "+ both": [samples, repairs, both]}
-    results = {name: score(workdir, parts, answers, weights, critique_weight)
-               for name, parts in conditions.items() if all(parts)}
+    # (traces, whether a critique replaces its parent's vote: config critique.replace)
+    conditions = {f"samples only ({base})": ([samples], False),
+                  "+ reflexion": ([samples, repairs], False),
+                  "+ critique": ([samples, alone], False),
+                  "+ critique, replacing": ([samples, alone], True),
+                  "+ both": ([samples, repairs, both], False),
+                  "+ both, replacing": ([samples, repairs, both], True)}
+    results = {name: score(workdir, parts, answers, weights, critique_weight, replaces)
+               for name, (parts, replaces) in conditions.items() if all(parts)}
     # more samples: the first m samples of every problem, as far as the shards go
     more, m = {}, 1
     while True:

@@ -13,6 +13,7 @@ rule evaluate:
         evaluate=config["evaluate"],
         weights=config["vote"]["weights"],
         critique_weight=config["critique"]["weight"],
+        critique_replaces=config["critique"]["replace"],
     log:
         "logs/evaluate.log",
     benchmark:

@@ -9,6 +9,7 @@ rule vote:
         strategy=config["vote"]["strategy"],
         weights=config["vote"]["weights"],
         critique_weight=config["critique"]["weight"],
+        critique_replaces=config["critique"]["replace"],
     log:
         "logs/vote.log",
     resources:

@@ -7,4 +7,5 @@ logs.setup(snakemake.log[0])
 cfg = snakemake.params.evaluate
 evaluate(snakemake.input.problems, snakemake.input.traces, snakemake.input.executions,
          Path(snakemake.output.report).parent, ks=cfg["ks"], n_subsets=cfg["n_subsets"],
-         weights=snakemake.params.weights, critique_weight=snakemake.params.critique_weight)
+         weights=snakemake.params.weights, critique_weight=snakemake.params.critique_weight,
+         critique_replaces=snakemake.params.critique_replaces)

@@ -114,7 +114,9 @@ def test_maj_at_k_constructed(tmp_path):
         assert metric(m, "pass@k", k, "pass") == pytest.approx(pass_at_k_mean(n, c, [k])[0])
 
 
-def test_subset_curve_at_full_n_equals_the_generate_vote(tmp_path):
+@pytest.mark.parametrize("replaces", [False, True])
+def test_subset_curve_at_full_n_equals_the_generate_vote(tmp_path, replaces):
+    # the sample curves vote the generate rows alone, whether or not a critique replaces one
     rng = np.random.default_rng(5)
     problems, traces, execs = [], [], []
     for i in range(12):
@@ -128,9 +130,10 @@ def test_subset_curve_at_full_n_equals_the_generate_vote(tmp_path):
             execs.append({"trace_id": t["trace_id"], "problem_id": pid,
                           "exec_status": str(rng.choice(["ok", "error", "no_code"])),
                           "agrees": bool(rng.random() < 0.5)})
-        traces.append(trace(pid, 0, answer, "critique", suffix="c"))  # only in the full vote
+        # only in the full vote
+        traces.append(dict(trace(pid, 0, answer, "critique", suffix="c"), parent_id=f"{pid}:0"))
     paths = write(tmp_path, problems, traces, execs)
-    res = evaluate(*paths, tmp_path / "out", n_subsets=3)
+    res = evaluate(*paths, tmp_path / "out", n_subsets=3, critique_replaces=replaces)
     gen_only = [t for t in traces if t["source"] == "generate"]
     write_table(gen_only, tmp_path / "gen.parquet", TRACES)
     votes = vote_table(paths[0], [tmp_path / "gen.parquet"], paths[2]).to_pylist()
@@ -139,7 +142,8 @@ def test_subset_curve_at_full_n_equals_the_generate_vote(tmp_path):
         want = np.mean([v["answer"] == truth[v["problem_id"]] for v in votes
                         if v["strategy"] == s])
         assert metric(res["metrics"], s, 10) == pytest.approx(want), s
-        full = [v for v in vote_table(*paths).to_pylist() if v["strategy"] == s]
+        full = [v for v in vote_table(*paths, critique_replaces=replaces).to_pylist()
+                if v["strategy"] == s]
         want_full = np.mean([v["answer"] == truth[v["problem_id"]] for v in full])
         assert metric(res["metrics"], s, 10, "full") == pytest.approx(want_full), s
 

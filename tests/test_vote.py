@@ -121,6 +121,27 @@ def test_critique_weight(shards):
     assert (got["answer"], got["score"], got["runner_up_score"]) == (7, 2.0, 2.0)
 
 
+def test_a_critique_can_replace_its_parents_vote(shards):
+    # a 2-2 tie between 7 and 9; one 7 is critiqued and stays 7, one 9 is critiqued to 5
+    ts = [trace("a", 0, 7), trace("a", 1, 7), trace("a", 2, 9), trace("a", 3, 9),
+          trace("b", 0, 4), trace("b", 1, 4)]
+    crit = [dict(trace("a", 0, 7, "critique", suffix="c"), parent_id="a:0"),
+            dict(trace("a", 2, 5, "critique", suffix="c"), parent_id="a:2"),
+            dict(trace("b", 0, None, "critique", suffix="c"), parent_id="b:0"),  # no answer
+            dict(trace("b", 1, 123456, "critique", suffix="c"), parent_id="b:1")]  # invalid
+    p, t, e = shards(ts + crit)
+    added = rows(vote_table(p, t, e, ["majority"]))
+    assert (added["a"]["answer"], added["a"]["score"], added["a"]["runner_up_score"]) == (7, 3, 2)
+    for strategy in ("majority", "weighted", "logprob", "verified"):
+        got = rows(vote_table(p, t, e, [strategy], critique_replaces=True))
+        # 7, 7 (critique of a:0 instead of a:0), 9 (a:3), 5 (instead of a:2)
+        assert (got["a"]["answer"], got["a"]["votes"], got["a"]["runner_up"]) == (7, 2, 5), strategy
+        # a critique with no answer or an invalid one leaves its parent's vote alone
+        assert (got["b"]["answer"], got["b"]["votes"]) == (4, 2), strategy
+    with pytest.raises(ValueError, match="critique_replaces"):
+        vote_table(p, t, e, ["majority"], critique_replaces="yes")
+
+
 def test_logprob_weights(shards):
     ts = [trace("a", 0, 7, lp=-0.1), trace("a", 1, 9, lp=-2.0), trace("a", 2, 9, lp=-2.0),
           trace("a", 3, 11, lp=float("nan")), trace("a", 4, 11, lp=None),

@@ -4,7 +4,8 @@
 -- candidates giving that answer, votes = their number with a positive weight. A problem with no
 -- verified candidate of positive weight falls back to the weighted tallies (all candidates), so
 -- it still gets an answer when any valid candidate exists.
--- Reads: candidates (candidates.sql). One row per (problem_id, answer); rank.sql picks the winner.
+-- Reads: candidates (candidates.sql), the rows it marks counted. One row per (problem_id, answer);
+-- rank.sql picks the winner.
 SELECT
     tally.problem_id,
     tally.answer,
@@ -19,10 +20,11 @@ FROM (
         coalesce(sum(w_weighted) FILTER (WHERE verified), 0.0) AS v_score,
         count(*) FILTER (WHERE verified AND w_weighted > 0) AS v_votes
     FROM candidates
+    WHERE counted
     GROUP BY problem_id, answer_int
 ) AS tally
 LEFT JOIN (
     SELECT DISTINCT problem_id
     FROM candidates
-    WHERE verified AND w_weighted > 0 AND answer_int IS NOT NULL
+    WHERE counted AND verified AND w_weighted > 0 AND answer_int IS NOT NULL
 ) AS has ON has.problem_id = tally.problem_id
