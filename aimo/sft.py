@@ -24,7 +24,7 @@ from pathlib import Path
 
 from aimo import engine, prompts
 from aimo.sft_data import SFT_DATA, ConfigError, clean_errors, file_sha256, prompt_sha256
-from aimo.tables import atomic_path, read_metadata, read_table, write_text
+from aimo.tables import atomic_path, make_readable, read_metadata, read_table, write_text
 
 __all__ = ["ConfigError", "clean_errors", "resolve_trainer", "encode", "train", "merge",
            "adapter_sha256"]
@@ -327,6 +327,7 @@ def train(data_path, base_dir, adapter_dir, merged_dir, train_log, loss_plot, ch
     try:
         trainer.model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        make_readable(tmp)
         if Path(adapter_dir).exists():
             shutil.rmtree(adapter_dir)
         os.replace(tmp, adapter_dir)
@@ -390,6 +391,7 @@ def merge(base_dir, adapter_dir, merged_dir, dtype="bfloat16", identity=None):
             if path.is_file() and path.suffix not in _WEIGHTS and path.name not in _REWRITTEN:
                 shutil.copy2(path, tmp / path.name)
         (tmp / "SOURCE.json").write_text(json.dumps(info, indent=2) + "\n")
+        make_readable(tmp)
         if merged_dir.exists():
             shutil.rmtree(merged_dir)
         os.replace(tmp, merged_dir)

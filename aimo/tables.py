@@ -12,11 +12,30 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 
+def file_mode() -> int:
+    """The mode a plain new file gets under the process's umask (0o644 under 022)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def make_readable(folder) -> None:
+    """Give every file under `folder` the read bits the umask allows (savers such as
+    transformers' leave their weights 0600, which would outlive the folder's rename)."""
+    readable = 0o444 & file_mode()
+    for f in Path(folder).rglob("*"):
+        if f.is_file() and not f.is_symlink():
+            f.chmod(f.stat().st_mode | readable)
+
+
 def atomic_path(path):
-    """A fresh temporary file beside `path` (same filesystem, so os.replace is atomic)."""
+    """A fresh temporary file beside `path` (same filesystem, so os.replace is atomic), with
+    the mode of a plain new file: mkstemp's 0600 would outlive the rename and hide results from
+    the rest of a team sharing the folder."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, file_mode())
     os.close(fd)
     return Path(tmp)
 

@@ -3,6 +3,7 @@ import hashlib
 import pytest
 
 from aimo import model
+from aimo.tables import file_mode
 
 
 def test_assemble_checks_hash_and_order(tmp_path):
@@ -41,7 +42,11 @@ def test_local_source_copies_and_records_licence(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
     (src / "config.json").write_text("{}")
+    (src / "model.safetensors").write_bytes(b"")
+    (src / "model.safetensors").chmod(0o600)  # as transformers leaves its weights
     info = model.provide("local", "mine", tmp_path / "m", path=str(src))
     assert (tmp_path / "m" / "config.json").is_file()
+    # readable wherever the umask lets a new file be
+    assert (tmp_path / "m" / "model.safetensors").stat().st_mode & 0o444 == 0o444 & file_mode()
     assert (tmp_path / "m" / "LICENSE.upstream").is_file()
     assert info["source"] == "local"

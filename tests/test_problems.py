@@ -6,7 +6,7 @@ import pytest
 
 from aimo.problems import ProblemError, load, normalize
 from aimo.schemas import PROBLEMS
-from aimo.tables import read_metadata, read_table
+from aimo.tables import file_mode, read_metadata, read_table
 
 
 def write(tmp_path, name, text):
@@ -34,6 +34,11 @@ def test_normalize_writes_schema_and_metadata(tmp_path):
     assert normalize(src, out) == 1
     assert read_table(out, PROBLEMS).to_pylist() == [{"problem_id": "x", "problem": "Find 2+2.", "answer": None}]
     assert read_metadata(out)["n_problems"] == 1
+    # the mode a plain new file gets (not mkstemp's 0600), and no temporary file left beside it
+    plain = tmp_path / "out" / "plain"
+    plain.touch()
+    assert out.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777 == file_mode()
+    assert sorted(p.name for p in out.parent.iterdir()) == ["plain", "problems.parquet"]
 
 
 @pytest.mark.parametrize("text, message", [
