@@ -53,6 +53,9 @@ _FLAG_SQL = {
              "WHERE exec_status = 'ok'), false)",
     "verified": "coalesce(t.trace_id IN (SELECT trace_id FROM executions WHERE agrees), false)",
 }
+# false for a trace that a critique with a valid answer reviews (critique_replaces only)
+_COUNTED_SQL = ("coalesce(t.trace_id NOT IN (SELECT parent_id FROM trace_rows WHERE source = "
+                "'critique' AND parent_id IS NOT NULL AND answer_int BETWEEN 0 AND 99999), true)")
 _DUCK_TYPES = {"string": "VARCHAR", "integer": "BIGINT", "floating": "DOUBLE",
                "boolean": "BOOLEAN"}
 
@@ -215,17 +218,18 @@ class Candidates:
         needs = set().union(*(NEEDS[s] for s in strategies))
         flags = {name: (_FLAG_SQL[name] if name in needs and self.execution_paths else "false")
                  for name in ("clean", "verified")}
+        counted = _COUNTED_SQL if critique_replaces else "true"
         self.con.execute(
             f"CREATE TEMP VIEW traces AS SELECT t.*, {flags['clean']} AS clean, "
-            f"{flags['verified']} AS verified FROM trace_rows AS t")
+            f"{flags['verified']} AS verified, {counted} AS counted FROM trace_rows AS t")
         self._check_unique_traces()
         self.materialised = False
         if materialise:
-            # keep what the strategies and the evaluation read; trace_id (long strings) is only
+            # keep what the strategies and the evaluation read; trace_id and parent_id (long strings) are only
             # needed for the joins inside candidates.sql
             sql = load_sql("candidates")
             self._run(lambda: self.con.execute(
-                "CREATE TEMP TABLE candidates AS SELECT * EXCLUDE (trace_id, mean_logprob, "
+                "CREATE TEMP TABLE candidates AS SELECT * EXCLUDE (trace_id, parent_id, mean_logprob, "
                 f"clean, source_weight) FROM (\n{sql}\n)", self._params(sql)))
             self.materialised = True
 

@@ -1,11 +1,15 @@
 -- candidates.sql: one row per candidate trace, with its vote weight under every strategy.
 --
 -- Reads the view `traces` that aimo/vote.py creates from the Parquet shards:
---   traces(trace_id, problem_id, source, answer_int, mean_logprob, [sample, completion_tokens],
---          clean, verified)
+--   traces(trace_id, problem_id, source, answer_int, mean_logprob, parent_id,
+--          [sample, completion_tokens], clean, verified, counted)
 -- where vote.py computes the two flags from the execution shards:
 --   clean     some execution of the trace has exec_status = 'ok' (every code block ran cleanly)
 --   verified  some execution of the trace printed the boxed answer (executions.agrees)
+-- and `counted`, whether the strategies count the row: false, when the critiques replace their
+-- parents' votes (config critique.replace), for a trace that a critique with an answer in
+-- [0, 99999] reviews (the critique counts instead); else true. The evaluation's sample curves
+-- read every generate row regardless.
 -- A trace counts once however many execution rows it has (vote.py uses IN, not a join), so a
 -- duplicated execution shard cannot double its vote; a trace with no execution row is neither
 -- clean nor verified. (A flag that no requested strategy reads is set to false without a join:
@@ -13,14 +17,10 @@
 -- Parameters (DuckDB prepared parameters):
 --   $invalid, $clean_code, $other  the weighted strategy's weights
 --   $critique_weight               the weight of a critique row relative to generate/reflexion
---   $critique_replaces             a critique with a valid answer takes its parent's place
 -- Adds to every column of traces:
 --   valid          answer_int is an integer in [0, 99999]  (false when answer_int is NULL)
 --   source_weight  1 for generate and reflexion, $critique_weight for critique; any other
 --                  source stops the query with an error (vote.py names the file)
---   counted        whether the strategies count the row: false for a trace that a critique with
---                  a valid answer reviews, when $critique_replaces (the critique counts instead);
---                  the evaluation's sample curves read every generate row regardless
 --   w_majority     source_weight when valid, else 0
 --   w_weighted     0 when answer_int is NULL; ($clean_code if clean else $other) * source_weight
 --                  when valid; $invalid * source_weight for an integer outside [0, 99999]
@@ -49,10 +49,6 @@ FROM (
             WHEN 'reflexion' THEN 1.0
             WHEN 'critique' THEN CAST($critique_weight AS DOUBLE)
             ELSE error('aimo: unknown source ' || coalesce(t.source, 'NULL'))
-        END AS source_weight,
-        NOT (CAST($critique_replaces AS BOOLEAN) AND t.trace_id IN (
-            SELECT r.parent_id FROM traces AS r
-            WHERE r.source = 'critique' AND r.parent_id IS NOT NULL
-                AND r.answer_int BETWEEN 0 AND 99999)) AS counted
+        END AS source_weight
     FROM traces AS t
 ) AS c
