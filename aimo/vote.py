@@ -225,12 +225,12 @@ class Candidates:
         self._check_unique_traces()
         self.materialised = False
         if materialise:
-            # keep what the strategies and the evaluation read; trace_id and parent_id (long strings) are only
-            # needed for the joins inside candidates.sql
+            # keep what the strategies and the evaluation read; trace_id and parent_id (long
+            # strings) are only needed for the joins that make the flags
             sql = load_sql("candidates")
             self._run(lambda: self.con.execute(
-                "CREATE TEMP TABLE candidates AS SELECT * EXCLUDE (trace_id, parent_id, mean_logprob, "
-                f"clean, source_weight) FROM (\n{sql}\n)", self._params(sql)))
+                "CREATE TEMP TABLE candidates AS SELECT * EXCLUDE (trace_id, parent_id, "
+                f"mean_logprob, clean, source_weight) FROM (\n{sql}\n)", self._params(sql)))
             self.materialised = True
 
     # -- setup --------------------------------------------------------------------------------
