@@ -2,7 +2,8 @@
 
 Runs the workflow (default model and config, plus bench/self_correction.yaml) in a run folder
 on a problem set (default: the first 40 GSM8K problems of ../shared/data), then votes (the
-workflow's weighted vote, with its weights) over these sets of traces of the same problems:
+workflow's weighted vote, with its weights; the logprob vote beside it) over these sets of traces
+of the same problems:
 
   samples only   samples 0..base-1 (--base, 4)
   + reflexion    those, plus the repairs of the failed ones
@@ -13,7 +14,10 @@ workflow's weighted vote, with its weights) over these sets of traces of the sam
   more samples   samples 0..m-1, m the smallest whose completion tokens reach each of the above
 
 Tokens are completion tokens (what decoding costs); prompt tokens are given beside them (the
-repair and critique prompts carry the whole previous solution).
+repair and critique prompts carry the whole previous solution). Each row also says which
+problems moved against the samples alone (+gained -lost: on a few dozen problems a total that
+differs by one or two is noise) and on how many problems some voted trace is right (what a
+perfect vote would get).
 
     .venv/bin/python bench/self_correction.py                  # GSM8K, first 40 problems
     .venv/bin/python bench/self_correction.py --problems ../shared/data/aimo1_train.csv --limit 0
@@ -116,19 +120,22 @@ def read(paths, samples=None) -> tuple[pa.Table, pa.Table] | None:
 
 def score(workdir: Path, parts, answers: dict, weights: dict, critique_weight: float,
           replaces: bool = False) -> dict:
-    """Vote over the union of `parts` (`replaces`: a critique takes its parent's vote):
-    problems right, and tokens."""
+    """Vote over the union of `parts` (`replaces`: a critique takes its parent's vote): the
+    problems the vote gets right, those where some trace is right, and tokens."""
     traces = pa.concat_tables([t for t, _ in parts], promote_options="permissive")
     execs = pa.concat_tables([e for _, e in parts], promote_options="permissive")
     with tempfile.TemporaryDirectory() as tmp:
         pq.write_table(traces, f"{tmp}/t.parquet")
         pq.write_table(execs, f"{tmp}/e.parquet")
         votes = vote_table(workdir / "results" / "problems.parquet", [f"{tmp}/t.parquet"],
-                           [f"{tmp}/e.parquet"], ["weighted"], weights, critique_weight,
-                           replaces)
-    voted = dict(zip(votes["problem_id"].to_pylist(), votes["answer"].to_pylist()))
+                           [f"{tmp}/e.parquet"], ["weighted", "logprob"], weights,
+                           critique_weight, replaces).to_pylist()
+    voted = {(v["strategy"], v["problem_id"]): v["answer"] for v in votes}
+    given = set(zip(traces["problem_id"].to_pylist(), traces["answer_int"].to_pylist()))
     return {
-        "right": sum(voted.get(p) == a for p, a in answers.items()), "problems": len(answers),
+        "right": {p for p, a in answers.items() if voted.get(("weighted", p)) == a},
+        "logprob_right": sum(voted.get(("logprob", p)) == a for p, a in answers.items()),
+        "some_right": sum((p, a) in given for p, a in answers.items()),
         "completion_tokens": pc.sum(traces["completion_tokens"]).as_py() or 0,
         "prompt_tokens": pc.sum(traces["prompt_tokens"]).as_py() or 0,
     }
@@ -201,26 +208,38 @@ def analyse(workdir: Path, base: int) -> str:
         if m > BENCH["samples"]["n"]:
             break
     n = len(answers)
+    reference = results[f"samples only ({base})"]["right"]
     rows = []
 
     def row(label, r):
-        rows.append(f"| {label} | {r['right']}/{n} ({r['right'] / n:.0%}) | "
+        # paired against the samples alone: with a few dozen problems a difference of one or
+        # two is noise, and the problems that moved say more than the totals
+        right = len(r["right"])
+        rows.append(f"| {label} | {right}/{n} ({right / n:.0%}) | +{len(r['right'] - reference)} "
+                    f"-{len(reference - r['right'])} | {r['logprob_right']}/{n} | "
+                    f"{r['some_right']}/{n} | "
                     f"{r['completion_tokens'] / n:.0f} | {r['prompt_tokens'] / n:.0f} |")
 
     for name, res in results.items():
         row(name, res)
+    # the first m samples, for every m there is; each marked with the corrections whose
+    # completion tokens it is the first to reach
+    reach = {}
     for name in ("+ reflexion", "+ critique", "+ both"):
-        if name not in results:
-            continue
-        # the fewest samples whose tokens reach the condition's
-        target = results[name]["completion_tokens"]
-        k = next((k for k in more if more[k]["completion_tokens"] >= target), max(more))
-        short = "" if more[k]["completion_tokens"] >= target else ", all there are"
-        row(f"{k} samples{short}: the tokens of {name}", more[k])
-    for k in sorted({1, max(more)}):
-        row(f"{k} sample{'s' if k > 1 else ''}", more[k])
-    header = ("| traces voted | right | completion tokens/problem | prompt tokens/problem |\n"
-              "|---|---|---|---|")
+        if name in results:
+            target = results[name]["completion_tokens"]
+            k = next((k for k in more if more[k]["completion_tokens"] >= target), None)
+            reach.setdefault(k, []).append(name)
+    for k in more:
+        label = f"{k} sample{'s' if k > 1 else ''}"
+        if k in reach:
+            label += f" (the tokens of {', '.join(reach[k])})"
+        row(label, more[k])
+    if None in reach:
+        rows.append(f"| more samples than there are reach the tokens of {', '.join(reach[None])} "
+                    "| | | | | | |")
+    header = ("| traces voted | right | vs samples only | right, logprob vote | some trace right "
+              "| completion tokens/problem | prompt tokens/problem |\n|---|---|---|---|---|---|---|")
     notes = lineage(samples, repairs, {"critiques of samples": alone, "all critiques": both}, answers)
     return "\n".join([f"{workdir.name}: {n} problems", "", header, *rows, "", *notes])
 
