@@ -22,6 +22,7 @@ perfect vote would get).
     .venv/bin/python bench/self_correction.py                  # GSM8K, first 40 problems
     .venv/bin/python bench/self_correction.py --problems ../shared/data/aimo1_train.csv --limit 0
     .venv/bin/python bench/self_correction.py --analyse-only   # the table from what is there
+    .venv/bin/python bench/self_correction.py --config config/h100.yaml   # the plan's setting
 
 Each problem set gets its own run folder (runs/self_correction/<file name>), so that adding one
 leaves the others' shards valid.
@@ -53,7 +54,7 @@ from aimo.vote import vote_table
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
-LINKED = ["Snakefile", "rules", "scripts", "schemas", "config.yaml", "envs", "resources"]
+LINKED = ["Snakefile", "rules", "scripts", "schemas", "envs", "resources"]
 BENCH = yaml.safe_load((ROOT / "bench" / "self_correction.yaml").read_text())
 SIZE = BENCH["samples"]["shard_size"]
 N_SHARDS = BENCH["samples"]["n"] // SIZE
@@ -172,7 +173,7 @@ def lineage(samples, repairs, critiques: dict, answers: dict) -> list[str]:
 
 
 def analyse(workdir: Path, base: int) -> str:
-    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    config = yaml.safe_load((workdir / "config.yaml").read_text())
     weights, critique_weight = config["vote"]["weights"], config["critique"]["weight"]
     problems = pq.read_table(workdir / "results" / "problems.parquet")
     answers = dict(zip(problems["problem_id"].to_pylist(), problems["answer"].to_pylist()))
@@ -254,17 +255,23 @@ def main():
     ap.add_argument("--samples", type=int, default=BENCH["samples"]["n"],
                     help="samples per problem in all, for the more-samples rows")
     ap.add_argument("--workdir", type=Path, help="default: runs/self_correction/<problems' name>")
+    ap.add_argument("--config", type=Path, default=ROOT / "config.yaml",
+                    help="the workflow config under the benchmark's (default: config.yaml)")
     ap.add_argument("--analyse-only", action="store_true", help="no workflow run: the table only")
     args = ap.parse_args()
     workdir = (args.workdir or ROOT / "runs" / "self_correction" / args.problems.stem).resolve()
     if not args.analyse_only:
+        if not args.config.is_file():
+            ap.error(f"--config {args.config}: no such file")
         workdir.mkdir(parents=True, exist_ok=True)
-        for name in LINKED:  # the workflow and the cached model, not copies
+        # the workflow, its config and the cached model, not copies
+        for name, target in [(n, ROOT / n) for n in LINKED] + [("config.yaml",
+                                                               args.config.resolve())]:
             link = workdir / name
-            if link.is_symlink() and link.readlink() != ROOT / name:
-                link.unlink()  # made by another checkout
+            if link.is_symlink() and link.readlink() != target:
+                link.unlink()  # made by another checkout, or another config
             if not link.is_symlink():
-                link.symlink_to(ROOT / name)
+                link.symlink_to(target)
         write_problems(workdir, args.problems, args.limit)
         for name in ("base", "samples"):
             value = getattr(args, name)

@@ -8,7 +8,7 @@ rule critique:
         shard="results/critique/shard-{shard}.parquet",
     params:
         generate=generate_params(),
-        critique=config["critique"],
+        critique=critique_params(),
     log:
         "logs/critique/shard-{shard}.log",
     benchmark:

@@ -81,9 +81,13 @@ def test_nothing_reruns_when_nothing_changed(tiny_run):
     assert planned_jobs(workdir, *TINY) == {}
 
 
-def test_changing_vote_weights_reruns_only_vote_and_after(tiny_run):
+@pytest.mark.parametrize("overlay", [
+    "vote: {weights: {invalid: 0, clean_code: 3, other: 1}}\n",
+    "critique: {weight: 0.5, replace: true}\n",  # the critique's vote, not the critique
+])
+def test_changing_vote_weights_reruns_only_vote_and_after(tiny_run, overlay):
     workdir, _ = tiny_run
-    args = overrides(workdir, "weights.yaml", "vote: {weights: {invalid: 0, clean_code: 3, other: 1}}\n")
+    args = overrides(workdir, "weights.yaml", overlay)
     jobs = planned_jobs(workdir, "--configfile", "config.yaml", "tiny.yaml", *args[2:])
     assert set(jobs) == {"vote", "submission", "evaluate", "all"}, jobs
 
