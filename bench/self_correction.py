@@ -260,23 +260,25 @@ def main():
     ap.add_argument("--analyse-only", action="store_true", help="no workflow run: the table only")
     args = ap.parse_args()
     workdir = (args.workdir or ROOT / "runs" / "self_correction" / args.problems.stem).resolve()
+    if not args.config.is_file():
+        ap.error(f"--config {args.config}: no such file")
+    for name in ("base", "samples"):
+        value = getattr(args, name)
+        if value % SIZE or not 0 < value <= BENCH["samples"]["n"]:
+            ap.error(f"--{name} {value}: a multiple of {SIZE} up to {BENCH['samples']['n']}")
+    if args.analyse_only and not (workdir / "results").is_dir():
+        ap.error(f"{workdir}: no benchmark run there yet")
+    workdir.mkdir(parents=True, exist_ok=True)
+    # the workflow, its config and the cached model, not copies (relinked every time: the
+    # analysis reads the config's vote weights)
+    for name, target in [(n, ROOT / n) for n in LINKED] + [("config.yaml", args.config.resolve())]:
+        link = workdir / name
+        if link.is_symlink() and link.readlink() != target:
+            link.unlink()  # made by another checkout, or another config
+        if not link.is_symlink():
+            link.symlink_to(target)
     if not args.analyse_only:
-        if not args.config.is_file():
-            ap.error(f"--config {args.config}: no such file")
-        workdir.mkdir(parents=True, exist_ok=True)
-        # the workflow, its config and the cached model, not copies
-        for name, target in [(n, ROOT / n) for n in LINKED] + [("config.yaml",
-                                                               args.config.resolve())]:
-            link = workdir / name
-            if link.is_symlink() and link.readlink() != target:
-                link.unlink()  # made by another checkout, or another config
-            if not link.is_symlink():
-                link.symlink_to(target)
         write_problems(workdir, args.problems, args.limit)
-        for name in ("base", "samples"):
-            value = getattr(args, name)
-            if value % SIZE or not 0 < value <= BENCH["samples"]["n"]:
-                ap.error(f"--{name} {value}: a multiple of {SIZE} up to {BENCH['samples']['n']}")
         run(workdir, args.base, args.samples)
     table = analyse(workdir, args.base)
     (workdir / "self_correction.md").write_text(table + "\n")
