@@ -50,6 +50,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
 
+from aimo.tables import write_text
 from aimo.vote import vote_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -255,13 +256,18 @@ def main():
     ap.add_argument("--samples", type=int, default=BENCH["samples"]["n"],
                     help="samples per problem in all, for the more-samples rows")
     ap.add_argument("--workdir", type=Path, help="default: runs/self_correction/<problems' name>")
-    ap.add_argument("--config", type=Path, default=ROOT / "config.yaml",
-                    help="the workflow config under the benchmark's (default: config.yaml)")
+    ap.add_argument("--config", type=Path,
+                    help="the workflow config under the benchmark's (default: the run folder's, "
+                         "else config.yaml)")
     ap.add_argument("--analyse-only", action="store_true", help="no workflow run: the table only")
     args = ap.parse_args()
     workdir = (args.workdir or ROOT / "runs" / "self_correction" / args.problems.stem).resolve()
-    if not args.config.is_file():
-        ap.error(f"--config {args.config}: no such file")
+    config = args.config
+    if config is None:  # keep the folder's own, so that a resumed run or a table uses it
+        linked = workdir / "config.yaml"
+        config = linked.resolve() if linked.is_file() else ROOT / "config.yaml"
+    if not config.is_file():
+        ap.error(f"--config {config}: no such file")
     for name in ("base", "samples"):
         value = getattr(args, name)
         if value % SIZE or not 0 < value <= BENCH["samples"]["n"]:
@@ -271,7 +277,7 @@ def main():
     workdir.mkdir(parents=True, exist_ok=True)
     # the workflow, its config and the cached model, not copies (relinked every time: the
     # analysis reads the config's vote weights)
-    for name, target in [(n, ROOT / n) for n in LINKED] + [("config.yaml", args.config.resolve())]:
+    for name, target in [(n, ROOT / n) for n in LINKED] + [("config.yaml", config.resolve())]:
         link = workdir / name
         if link.is_symlink() and link.readlink() != target:
             link.unlink()  # made by another checkout, or another config
@@ -281,7 +287,7 @@ def main():
         write_problems(workdir, args.problems, args.limit)
         run(workdir, args.base, args.samples)
     table = analyse(workdir, args.base)
-    (workdir / "self_correction.md").write_text(table + "\n")
+    write_text(table + "\n", workdir / "self_correction.md")
     print(table)
 
 
