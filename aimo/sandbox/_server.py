@@ -150,12 +150,100 @@ def umount(target):
 
 
 def python_paths():
-    """Real paths an unprivileged session needs to read to run and import things."""
+    """Real paths an unprivileged session needs to read to run and import things: the
+    interpreter, its prefixes, sys.path, and the directories of the shared libraries it has
+    loaded (libpython can live outside sys.prefix, found through an absolute RUNPATH)."""
     paths = {os.path.realpath(sys.executable)}
     for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, *sys.path):
         if p and os.path.exists(p):
             paths.add(os.path.realpath(p))
+    try:
+        with open("/proc/self/maps") as f:
+            for line in f:
+                parts = line.split(None, 5)
+                lib = parts[5].strip() if len(parts) == 6 else ""
+                if lib.startswith("/") and (lib.endswith(".so") or ".so." in lib) and os.path.exists(lib):
+                    paths.add(os.path.dirname(os.path.realpath(lib)))
+    except OSError:
+        pass
     return sorted(paths)
+
+
+def under_world_writable(paths):
+    """The outermost of `paths` that lie in a directory a session gets privately (/tmp, ...):
+    they must be bind-mounted back into its private /tmp."""
+    roots = [os.path.realpath(d) + "/" for d in WORLD_WRITABLE]
+    found = []
+    for p in sorted(paths):
+        if any(p.startswith(r) for r in roots) and not any(p.startswith(k + "/") for k in found):
+            found.append(p)
+    return found
+
+
+def private_tmp(size_mb, keep=()):
+    """In our own mount namespace: a fresh tmpfs (mode 700) on /tmp, also bound on the other
+    world-writable directories; the paths in `keep` (an interpreter, virtualenv or project that
+    lives under /tmp) are bind-mounted back, read-only, at their own place. Returns the tmpfs's
+    directory ("/" when none of WORLD_WRITABLE exists)."""
+    held = [(p, os.open(p, os.O_PATH | os.O_CLOEXEC), os.path.isdir(p)) for p in keep]
+    try:
+        mount(None, "/", None, MS_REC | MS_PRIVATE)
+        first = None
+        for path in WORLD_WRITABLE:
+            if not os.path.isdir(path):
+                continue
+            if first is None:
+                mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, f"size={int(size_mb)}m,mode=700")
+                first = path
+            else:
+                mount(first, path, None, MS_BIND)
+        for path, fd, is_dir in held:
+            parts = [q for q in os.path.dirname(path).split("/") if q]
+            cur = "/"
+            for part in parts:                   # root-owned 0755 skeleton inside the tmpfs
+                cur = os.path.join(cur, part)
+                if not os.path.isdir(cur):
+                    os.mkdir(cur)
+                    os.chmod(cur, 0o755)
+            if is_dir:
+                os.mkdir(path)
+            else:
+                os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o644))
+            mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
+            try:                                 # defence in depth: the uid cannot write there anyway
+                mount(None, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+            except OSError:
+                pass
+    finally:
+        for _, fd, _ in held:
+            os.close(fd)
+    return first or "/"
+
+
+_cgroup_mod = None
+
+
+def cgroup_module():
+    """aimo/sandbox/_cgroup.py, loaded by path (the server never imports the aimo package)."""
+    global _cgroup_mod
+    if _cgroup_mod is None:
+        import importlib.util
+        here = os.path.dirname(os.path.abspath(__file__))
+        spec = importlib.util.spec_from_file_location("_aimo_sandbox_cgroup", os.path.join(here, "_cgroup.py"))
+        _cgroup_mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(_cgroup_mod)
+    return _cgroup_mod
+
+
+def set_oom_score_adj(value):
+    """-1000: never the OOM killer's pick (launcher, fork server); 1000: its first pick (sessions,
+    so that a full machine loses a code block, not the inference engine). Set as root, a session
+    cannot lower it again."""
+    try:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write(str(value))
+    except OSError:
+        pass
 
 
 def _blocking_dir(path):
@@ -204,6 +292,13 @@ def expose_paths(paths):
                     os.close(fd)
             covered.append(top)
     return covered
+
+
+def memory_cap_text(limits, pool_mb, what):
+    """The error of a block whose session reached its memory cgroup's cap (or the pool's)."""
+    pool = f", or all sessions together the pool's {int(pool_mb)} MB" if pool_mb else ""
+    return (f"MemoryError: memory cap reached (all processes of the session together may hold "
+            f"{int(limits.get('session_memory_mb', 0))} MB{pool}); the kernel's OOM killer {what}.")
 
 
 def describe_wait_status(status):
@@ -274,6 +369,7 @@ def launcher_main(ctl_fd):
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     root = os.geteuid() == 0
     use_ns = root and opts.get("namespaces", True)
+    unshared = {}
     notes = {}
     lock_fd, uid_base = (None, None)
     if root and opts.get("drop_privileges", True):
@@ -282,6 +378,21 @@ def launcher_main(ctl_fd):
             notes["uid"] = "all uid blocks are in use"
     else:
         notes["uid"] = "not root" if not root else "disabled (drop_privileges=False)"
+    cg, cg_home, cg_offered = None, None, False
+    if root:
+        set_oom_score_adj(-1000)
+        version, cg_home, why = cgroup_module().locate()
+        cg_offered = version is not None
+        try:
+            if not cg_offered:
+                raise OSError(errno.ENOENT, why)
+            cg = cgroup_module().Pool.create(opts.get("pool_memory_mb", 4096), f"aimo-sandbox-{os.getpid()}")
+            cg.move(cg.server)          # the fork server and all it forks start below the pool's cap
+        except OSError as e:
+            notes["memory_cgroup"] = e.strerror or str(e)
+            cg = None
+    else:
+        notes["memory_cgroup"] = "not root"
     pool = {"pidns": False, "netns": False, "mountns": False, "utsns": False, "ipcns": False}
     if use_ns:
         wanted = [("pidns", CLONE_NEWPID), ("netns", CLONE_NEWNET), ("mountns", CLONE_NEWNS),
@@ -297,6 +408,7 @@ def launcher_main(ctl_fd):
                     pool[name] = True
                 except OSError as e:
                     notes[name] = f"unshare refused ({e.strerror})"
+        unshared = dict(pool)
         if pool["mountns"]:
             try:
                 mount(None, "/", None, MS_REC | MS_PRIVATE)
@@ -306,11 +418,19 @@ def launcher_main(ctl_fd):
     else:
         for name in pool:
             notes[name] = "not root" if not root else "disabled (namespaces=False)"
+    # what must hold here; with root and namespaces, a missing one is an error at start-up
+    expected = (["uid"] if root and opts.get("drop_privileges", True) else []) \
+        + (["memory_cgroup"] if cg_offered else [])
+    strict = use_ns and all(unshared.values())
+    if strict:
+        expected += ["pidns", "netns", "mountns", "private_tmp", "ipcns", "proc"] \
+            + (["netns_per_session"] if opts.get("net_per_session", True) else [])
     pid = os.fork()
     if pid == 0:
         try:
             prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
             server = ForkServer(ctl_fd, opts, uid_base if lock_fd is not None else None, pool, notes)
+            server.cg, server.expected, server.strict = cg, expected, strict
             server.serve()
         except BaseException:
             import traceback
@@ -325,6 +445,12 @@ def launcher_main(ctl_fd):
         except ChildProcessError:
             status = 0
             break
+    if cg is not None:              # leave the pool's cgroup and remove it (and what sessions left)
+        try:
+            cg.move(cg_home)
+        except OSError:
+            pass
+        cg.remove_all()
     os._exit(os.waitstatus_to_exitcode(status) & 0xFF if os.WIFEXITED(status) else 1)
 
 
@@ -351,6 +477,11 @@ class ForkServer:
         self.next_sid = 1
         self.scratch_base = None
         self.session_flags = {}
+        self.cg = None            # the pool's memory cgroup (_cgroup.Pool), set by the launcher
+        self.cg_dirs = {}         # pid of a spare or session process -> its cgroup
+        self.cg_stale = []        # cgroups of ended sessions still busy (processes dying)
+        self.expected, self.strict = [], False
+        self.keep = []            # Python paths under /tmp & co., bound into each private /tmp
 
     # ---- start-up
     def _setup_pool(self):
@@ -465,8 +596,7 @@ class ForkServer:
         if os.geteuid() != 0 or not self.opts.get("namespaces", True):
             raise OSError(errno.EPERM, "not root or disabled")
         unshare(CLONE_NEWNS)
-        mount(None, "/", None, MS_REC | MS_PRIVATE)
-        mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=700")
+        self._probe_tmp = private_tmp(1, self.keep)   # what a session gets (the uid probe follows)
 
     def _probe_net(self):
         if os.geteuid() != 0 or not self.opts.get("namespaces", True):
@@ -483,6 +613,8 @@ class ForkServer:
         if self.uid_base is None:
             raise OSError(errno.EPERM, self.notes.get("uid", "no uid block"))
         u = self.uid_base + UID_BLOCK - 1
+        if getattr(self, "_probe_tmp", "/") != "/":
+            os.chown(self._probe_tmp, u, u)            # as _assign does for a session
         os.setgroups([])
         os.setresgid(u, u, u)
         os.setresuid(u, u, u)
@@ -494,8 +626,10 @@ class ForkServer:
     def serve(self):
         self._setup_pool()
         self._warm_up()
+        self.keep = under_world_writable(python_paths())
         probe = self._probe_sessions()
         f = self.session_flags
+        f["keep"] = self.keep
         f["mountns"] = probe.get("mountns") is True
         f["ipcns"] = probe.get("ipcns") is True
         f["netns"] = probe.get("netns") is True and bool(self.opts.get("net_per_session", True))
@@ -517,9 +651,13 @@ class ForkServer:
             "mountns": f["mountns"], "private_tmp": f["mountns"], "ipcns": f["ipcns"] or self.pool["ipcns"],
             "proc": bool(self.pool.get("proc")), "hidden_paths": self.pool.get("hidden_paths", []),
             "uid_base": self.uid_base if f["uid"] else None,
+            "memory_cgroup": self.cg is not None,
+            "pool_memory_mb": int(self.opts.get("pool_memory_mb", 0)) if self.cg is not None else None,
         }
         self.protections = prot
         self.ctl.send(json.dumps({"ready": True, "protections": prot, "notes": self.notes,
+                                  "expected": self.expected, "strict": self.strict,
+                                  "cgroup": self.cg.path if self.cg is not None else None,
                                   "startup_s": time.monotonic() - self.started,
                                   "scratch_base": self.scratch_base, "pid": os.getpid()}).encode())
         self._fill_spares()
@@ -539,6 +677,8 @@ class ForkServer:
                 self._finish_dying()
             if not events:
                 self._fill_spares()
+                if self.cg_stale:
+                    self.cg_stale = [d for d in self.cg_stale if not self.cg.remove(d)]
                 continue
             try:
                 data = self.ctl.recv(1 << 20)
@@ -607,6 +747,12 @@ class ForkServer:
                 for spare in [sp for sp in self.spares if sp[0] == pid]:
                     spare[1].close()
                     self.spares.remove(spare)
+                self._drop_cgroup(pid)
+
+    def _drop_cgroup(self, pid):
+        path = self.cg_dirs.pop(pid, None)
+        if path is not None and not self.cg.remove(path):
+            self.cg_stale.append(path)
 
     # ---- sessions
     def _fill_spares(self):
@@ -636,6 +782,17 @@ class ForkServer:
                     traceback.print_exc()
             os._exit(0)
         child_end.close()
+        if self.cg is not None:          # its own cgroup now; the cap is set when it is assigned
+            try:
+                path = self.cg.leaf(f"p{pid}")
+                self.cg_dirs[pid] = path
+                self.cg.move(path, pid)
+            except OSError:
+                os.kill(pid, signal.SIGKILL)
+                parent_end.close()
+                os.waitpid(pid, 0)
+                self._drop_cgroup(pid)
+                raise
         return pid, parent_end
 
     def _alloc_uid(self):
@@ -658,18 +815,27 @@ class ForkServer:
         sid = self.next_sid
         self.next_sid += 1
         scratch = os.path.join(self.scratch_base, f"s{sid}") if self.scratch_base else None
-        assign = {"op": "assign", "sid": sid, "uid": uid, "limits": msg["limits"],
-                  "seed": msg.get("seed", 0), "scratch": scratch}
         for _ in range(3):
             if not self.spares:
                 self._fill_spares()
                 if not self.spares:
                     break
             pid, sock = self.spares.pop(0)
+            assign = {"op": "assign", "sid": sid, "uid": uid, "limits": msg["limits"],
+                      "seed": msg.get("seed", 0), "scratch": scratch, "oom_file": None}
             try:
+                if self.cg is not None:
+                    path = self.cg_dirs[pid]
+                    self.cg.set_limit(path, msg["limits"].get("session_memory_mb", 2048))
+                    assign["oom_file"] = self.cg.events_file(path)
+                    assign["pool_memory_mb"] = self.protections["pool_memory_mb"]
                 send_msg(sock, assign)
-            except OSError:
+            except (OSError, KeyError):
                 sock.close()
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
                 continue
             try:
                 pidfd = os.pidfd_open(pid)
@@ -707,6 +873,7 @@ class ForkServer:
                     pass
         if uid is not None:
             self._signal_uid(uid)
+        self._sweep_cgroup(pid)
         deadline = time.monotonic() + (3.0 if wait or uid is None else 0.05)
         while pid not in self.exited and time.monotonic() < deadline:
             try:
@@ -720,14 +887,15 @@ class ForkServer:
             time.sleep(0.0005)
         self.by_pid.pop(pid, None)
         status, cpu = self.exited.pop(pid, (None, 0.0))
+        oom = self.cg.oom_kills(self.cg_dirs[pid]) if pid in self.cg_dirs else 0
         self.dying.append(info)
         if wait:
             self._finish_dying(block=True)
         if status is None:
             return {"ok": True, "kind": "unknown", "code": 0, "desc": "the process did not exit",
-                    "cpu_s": cpu}
+                    "cpu_s": cpu, "oom_kills": oom}
         kind, code, desc = describe_wait_status(status)
-        return {"ok": True, "kind": kind, "code": code, "desc": desc, "cpu_s": cpu}
+        return {"ok": True, "kind": kind, "code": code, "desc": desc, "cpu_s": cpu, "oom_kills": oom}
 
     def _finish_dying(self, block=False):
         """Free the uids of killed sessions whose processes are all gone; re-signal the others."""
@@ -741,9 +909,14 @@ class ForkServer:
                     self._signal_uid(info["uid"])
                     keep.append(info)
                     continue
+                if self._sweep_cgroup(info["pid"]):
+                    keep.append(info)
+                    continue
                 if info["scratch"]:
                     import shutil
                     shutil.rmtree(info["scratch"], ignore_errors=True)
+                if self.cg is not None:
+                    self._drop_cgroup(info["pid"])
                 if info["uid"] is not None:
                     self.free_uids.append(info["uid"])
             self.dying = keep
@@ -751,6 +924,25 @@ class ForkServer:
                 return
             if block:
                 time.sleep(min(0.0005 * attempt, 0.01))
+
+    def _sweep_cgroup(self, pid):
+        """SIGKILL every process in the cgroup of session process `pid`; whether there were any.
+        Catches what a session without a uid of its own left after its process exited (orphans
+        re-parented to us, setsid() daemons): every descendant stays in the session's cgroup."""
+        path = self.cg_dirs.get(pid)
+        if path is None:
+            return False
+        try:
+            with open(os.path.join(path, "cgroup.procs")) as f:
+                pids = [int(p) for p in f.read().split()]
+        except (OSError, ValueError):
+            return False
+        for p in pids:
+            try:
+                os.kill(p, signal.SIGKILL)
+            except OSError:
+                pass
+        return bool(pids)
 
     @staticmethod
     def _descendants(root):
@@ -1046,6 +1238,7 @@ class SessionWorker:
     def _prepare(self):
         os.setsid()
         prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        set_oom_score_adj(1000)
         keep = self.sock.detach()
         if keep != 3:
             os.dup2(keep, 3)
@@ -1066,22 +1259,20 @@ class SessionWorker:
         if f.get("netns"):
             set_loopback_up()
         if f.get("mountns"):
-            mount(None, "/", None, MS_REC | MS_PRIVATE)
-            first = None
-            for path in WORLD_WRITABLE:
-                if not os.path.isdir(path):
-                    continue
-                if first is None:
-                    mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV,
-                          f"size={int(self.scratch_mb)}m,mode=700")
-                    first = path
-                else:
-                    mount(first, path, None, MS_BIND)
-            self.scratch = first or "/"
+            self.scratch = private_tmp(self.scratch_mb, f.get("keep", ()))
 
     def _assign(self, msg):
         self.sid = msg["sid"]
         self.limits = lim = msg["limits"]
+        self.oom_file = msg.get("oom_file")
+        self.pool_memory_mb = msg.get("pool_memory_mb")
+        if self.oom_file and msg["uid"] is None:
+            # root without a uid of its own could move itself out of its cgroup: hide the cgroup
+            # file systems from it (it cannot unmount), reading its OOM count through an fd
+            self.oom_fd = os.open(self.oom_file, os.O_RDONLY | os.O_CLOEXEC)
+            if self.flags.get("mountns") and os.path.isdir("/sys/fs/cgroup"):
+                mount("tmpfs", "/sys/fs/cgroup", "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                      "size=4k,mode=755")
         uid = msg["uid"]
         if self.flags.get("mountns"):
             want = int(lim.get("scratch_mb", self.scratch_mb))
@@ -1233,6 +1424,8 @@ class SessionWorker:
         # bound once: code that patches socket, json or os in the session cannot break the protocol
         self._sock_recv, self._sock_sendall = self.sock.recv, self.sock.sendall
         self._dumps, self._loads, self._exit, self._getpid = json.dumps, json.loads, os._exit, os.getpid
+        self._oom_kills = self._oom_counter(self.oom_file, getattr(self, "oom_fd", None),
+                                            os.open, os.pread, os.close)
         while True:
             try:
                 msg = self._recv()
@@ -1264,6 +1457,31 @@ class SessionWorker:
                 self._send(res)
             except BaseException:
                 self._exit(0)
+
+    @staticmethod
+    def _oom_counter(path, fd, o, pread, c):
+        """How many of our processes the OOM killer ended (the `oom_kill` line of the cgroup's
+        events, from `fd` or else `path`), read with functions bound now so that code patching
+        os or open cannot hide it."""
+        def count():
+            if not path:
+                return 0
+            try:
+                if fd is not None:
+                    data = pread(fd, 4096, 0)
+                else:
+                    f = o(path, 0)
+                    try:
+                        data = pread(f, 4096, 0)
+                    finally:
+                        c(f)
+                for line in data.split(b"\n"):
+                    if line.startswith(b"oom_kill "):
+                        return int(line.split()[1])
+            except BaseException:
+                pass
+            return 0
+        return count
 
     @staticmethod
     def _cpu():
@@ -1302,6 +1520,7 @@ class SessionWorker:
         except (ValueError, OSError):
             pass
         cpu0 = self._cpu()
+        oom0 = self._oom_kills()
         t0 = time.perf_counter()
         status, error = OK, ""
         try:
@@ -1349,13 +1568,18 @@ class SessionWorker:
         if self.forked or self._getpid() != self.pid:
             self._exit(0)
         wall = time.perf_counter() - t0
+        oom = self._oom_kills()
+        if oom > oom0:                  # the kernel ended processes of ours: the cap, not the code
+            status = MEMORY
+            error = (memory_cap_text(lim, self.pool_memory_mb, f"ended {oom - oom0} of the session's "
+                                     "processes") + ("\n" + error if error else ""))[:2500]
         try:
             out = writer.getvalue()
         except MemoryError:
             out = ""
         return {"status": status, "stdout": out, "error": error, "wall_s": wall,
                 "cpu_s": max(self._cpu() - cpu0, 0.0), "cpu_total": self._cpu(),
-                "chars": writer.total}
+                "chars": writer.total, "oom_kills": oom}
 
     @staticmethod
     def _user_frames(tb, head=2, tail=4):

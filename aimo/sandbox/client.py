@@ -45,7 +45,12 @@ _PROTECTION_NAMES = {
     "netns": "network isolation",
     "pidns": "a pid namespace (if the server is killed, processes that called setsid() may survive)",
     "private_tmp": "a private /tmp per session",
+    "memory_cgroup": "a memory cap per session and for the pool (a session may hold processes x memory_mb,"
+                     " and the kernel's OOM killer may pick the inference engine)",
 }
+_EXPECTED_NAMES = dict(_PROTECTION_NAMES, mountns="a mount namespace", ipcns="an ipc namespace",
+                       proc="a private /proc", netns_per_session="a network namespace per session",
+                       hidden_paths="hidden paths (hide_paths)")
 _logged = set()
 
 
@@ -57,7 +62,10 @@ def _log_once(level, text):
 
 @dataclasses.dataclass
 class Limits:
-    """Per-block limits. Every field has a default; ``Limits(**config_dict)`` works."""
+    """Per-block limits. Every field has a default; ``Limits(**config_dict)`` works.
+
+    ``pool_memory_mb`` and ``accept_missing`` concern the whole pool: they are read from the
+    Sandbox's limits (a session's own limits cannot change them)."""
 
     wall_s: float = 10.0        # wall time per block (soft interrupt, then kill GRACE_S later)
     cpu_s: float = 10.0         # CPU time per block (RLIMIT_CPU, whole seconds)
@@ -68,10 +76,17 @@ class Limits:
     output_chars: int = 2000    # characters of stdout returned (head and tail kept)
     max_output_mb: float = 8    # a block printing more than this is stopped ("output_limit")
     scratch_mb: int = 256       # size of the private /tmp (tmpfs) of a session
+    session_memory_mb: int = 2048   # memory of all processes of a session together (memory cgroup)
+    pool_memory_mb: int = 4096      # memory of the whole pool: server, spares and sessions (cgroup)
+    accept_missing: bool = False    # run even when a protection that should hold here does not
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
+            if f.type in ("bool", bool):
+                if not isinstance(value, bool):
+                    raise TypeError(f"Limits.{f.name} must be true or false, not {value!r}")
+                continue
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise TypeError(f"Limits.{f.name} must be a number, not {value!r}")
             value = float(value) if f.type in ("float", float) else int(value)
@@ -225,6 +240,7 @@ class _Proc:
     def __init__(self, chan, sid, gen, uid):
         self.chan, self.sid, self.gen, self.uid = chan, sid, gen, uid
         self.cpu_total = 0.0
+        self.oom_kills = 0          # OOM kills in its cgroup known from its last answer
 
 
 class _Server:
@@ -337,6 +353,10 @@ class _Server:
         if base and os.path.isdir(base):     # the server was killed before it could clean up
             import shutil
             shutil.rmtree(base, ignore_errors=True)
+        cg = (self.info or {}).get("cgroup")
+        if cg and os.path.isdir(cg):
+            from . import _cgroup
+            _cgroup.Pool(0, cg).remove_all()
 
 
 class Sandbox:
@@ -359,7 +379,8 @@ class Sandbox:
         self._opts = {"spares": self.workers if spares is None else max(0, int(spares)),
                       "hide_paths": [os.path.abspath(p) for p in hide_paths],
                       "net_per_session": bool(net_per_session), "scratch_mb": limits.scratch_mb,
-                      "namespaces": bool(namespaces), "drop_privileges": bool(drop_privileges)}
+                      "namespaces": bool(namespaces), "drop_privileges": bool(drop_privileges),
+                      "pool_memory_mb": limits.pool_memory_mb}
         self._start_timeout = start_timeout
         self._lock = threading.RLock()
         self._closed = False
@@ -368,6 +389,7 @@ class Sandbox:
         self._sessions = weakref.WeakSet()
         self._seeds = itertools.count(1)
         self._executor = None
+        self._fatal = None          # a SandboxError from start-up, raised again by every call
         self._start_server()
 
     # ---- server management
@@ -379,6 +401,8 @@ class Sandbox:
         with self._lock:
             if self._closed:
                 raise RuntimeError("the Sandbox is closed")
+            if self._fatal is not None:
+                raise self._fatal
             srv = self._server
             if srv.dead:
                 log.warning("the sandbox server died; starting a new one")
@@ -388,21 +412,44 @@ class Sandbox:
             first = srv.info is None
             info = srv.wait_ready(self._start_timeout)
             if first:
-                self._report(info)
+                try:
+                    self._report(info)
+                except SandboxError as e:
+                    self._fatal = e
+                    srv.close()
+                    raise
             return srv
 
     def _report(self, info):
+        """Say once which protections are missing and why; raise SandboxError instead where the
+        machine offers what they need (root, namespaces) and the limits do not accept_missing."""
         prot, notes = info["protections"], info.get("notes", {})
-        missing = []
-        for key, text in _PROTECTION_NAMES.items():
-            if not prot.get(key):
-                alias = "mountns" if key == "private_tmp" else key
-                why = notes.get(key) or notes.get(f"session {key}") or notes.get(alias) \
-                    or notes.get(f"session {alias}")
-                missing.append(f"{text} ({why})" if why else text)
-        if missing:
-            _log_once(logging.WARNING, "sandbox running without: " + "; ".join(missing))
+        absent = [k for k in _PROTECTION_NAMES if not prot.get(k)]
+        absent += [k for k in info.get("expected", []) if not prot.get(k) and k not in absent]
+        hide = [p for p in self._opts["hide_paths"] if os.path.exists(p)]
+        if set(hide) - set(prot.get("hidden_paths") or []):
+            absent.append("hidden_paths")
+        texts = []
+        for key in absent:
+            why = self._why(key, notes)
+            texts.append(f"{_EXPECTED_NAMES[key]} ({why})" if why else _EXPECTED_NAMES[key])
+        should = [t for k, t in zip(absent, texts) if k in info.get("expected", []) or k == "hidden_paths"]
+        if should and info.get("strict") and not self.limits.accept_missing:
+            raise SandboxError(
+                "sandbox protections missing although this machine offers what they need (root, "
+                f"namespaces): {'; '.join(should)}. Fix the cause, or set sandbox.accept_missing: true "
+                "(Limits(accept_missing=True)) to run without them (see docs/sandbox.md)")
+        if texts:
+            _log_once(logging.WARNING, "sandbox running without: " + "; ".join(texts))
         log.debug("sandbox server ready in %.2f s: %s", info.get("client_startup_s", 0), prot)
+
+    @staticmethod
+    def _why(key, notes):
+        alias = {"private_tmp": "mountns", "netns_per_session": "netns"}.get(key, key)
+        if key == "hidden_paths":
+            return "; ".join(f"{k[5:]}: {v}" for k, v in notes.items() if k.startswith("hide")) or None
+        return notes.get(key) or notes.get(f"session {key}") or notes.get(alias) \
+            or notes.get(f"session {alias}") or (notes.get("expose") if key == "uid" else None)
 
     @property
     def protections(self) -> dict:
@@ -536,6 +583,9 @@ class Sandbox:
         return self._closed
 
     def __enter__(self):
+        # wait for the server here: a protection missing where it should hold is an error now,
+        # before the caller spends minutes on anything else
+        self._ready()
         return self
 
     def __exit__(self, *exc):
@@ -704,6 +754,7 @@ class Session:
         wall = time.monotonic() - t0
         if how == "msg":
             proc.cpu_total = float(msg.get("cpu_total") or proc.cpu_total)
+            proc.oom_kills = int(msg.get("oom_kills") or proc.oom_kills)
             status = msg.get("status")
             if status not in STATUSES:
                 status = ERROR
@@ -712,7 +763,11 @@ class Session:
         # the process is gone: say why, restart it (re-running the history) right away
         cpu = max(float(msg.get("cpu_s") or 0.0) - proc.cpu_total, 0.0)
         desc = msg.get("desc", "the process ended")
-        if how == "timeout":
+        if int(msg.get("oom_kills") or 0) > proc.oom_kills:
+            status = MEMORY
+            error = _srv.memory_cap_text(dataclasses.asdict(lim), self._sb.limits.pool_memory_mb,
+                                         "killed the session's process")
+        elif how == "timeout":
             status = TIMEOUT
             error = (f"wall time limit {lim.wall_s:g} s exceeded; the block did not stop when interrupted"
                      f" and its process was killed.")
