@@ -8,13 +8,11 @@ A critique whose reply has no answer keeps `answer` null (zero weight in every v
 import logging
 from collections import defaultdict
 
-import pyarrow.parquet as pq
-
 from aimo import prompts, tir
 from aimo.answers import in_range
-from aimo.generate import Solver
-from aimo.reflexion import clean_error
+from aimo.prompts import clean_error
 from aimo.schemas import EXECUTIONS, TRACES
+from aimo.solver import Solver, read_problems
 from aimo.tables import read_table, write_table
 
 log = logging.getLogger("aimo.critique")
@@ -49,7 +47,7 @@ def select(traces, execs, how: str, top_k: int):
 def critique_shard(problems_path, trace_paths, execution_paths, model_dir, out, params, threads=2):
     """Write the critique traces of one shard (its generate and reflexion traces) to `out`."""
     cfg = params["critique"]
-    problems = {r["problem_id"]: r["problem"] for r in pq.read_table(problems_path).to_pylist()}
+    problems = read_problems(problems_path)
     traces = [t for p in trace_paths for t in read_table(p, TRACES).to_pylist()]
     execs = {e["trace_id"]: e for p in execution_paths for e in read_table(p, EXECUTIONS).to_pylist()}
     missing = [t["trace_id"] for t in traces if t["trace_id"] not in execs]

@@ -384,7 +384,8 @@ def _pct(x) -> str:
 
 
 def evaluate(problems_path, trace_paths, execution_paths, out_dir, ks=None, n_subsets=200, seed=0,
-             weights=None, critique_weight=1.0, strategies=None, critique_replaces=False) -> dict:
+             weights=None, critique_weight=1.0, strategies=None, critique_replaces=False,
+             count_cancelled=False) -> dict:
     """Evaluate every strategy against the known answers and write the outputs to `out_dir`.
 
     Returns {"metrics": table, "per_problem": table, "report": markdown text}. Problems with an
@@ -406,7 +407,8 @@ def evaluate(problems_path, trace_paths, execution_paths, out_dir, ks=None, n_su
 
     with Candidates(problems_path, trace_paths, execution_paths, weights, critique_weight,
                     extra_trace_columns=("sample", "completion_tokens"), strategies=strategies,
-                    materialise=True, critique_replaces=critique_replaces) as cands:
+                    materialise=True, critique_replaces=critique_replaces,
+                    count_cancelled=count_cancelled) as cands:
         con = cands.con
         params = cands.params
         problems = cands.problems

@@ -9,15 +9,17 @@ import time
 from aimo.answers import printed_integer
 from aimo.sandbox import Limits, Sandbox
 from aimo.schemas import EXECUTIONS, TRACES
+from aimo.tir import sandbox_seed
 from aimo.tables import read_table, write_table
 
 log = logging.getLogger("aimo.execute")
 
 
-def _run_chunk(codes, sandbox):
-    """Run the blocks of several traces: one fresh session each, block k of all at once."""
+def _run_chunk(codes, seeds, sandbox):
+    """Run the blocks of several traces: one fresh session each, seeded as the TIR run seeded
+    it, block k of all at once."""
     results = [[] for _ in codes]
-    sessions = [sandbox.session() if c else None for c in codes]
+    sessions = [sandbox.session(seed=sandbox_seed(seed)) if c else None for c, seed in zip(codes, seeds)]
     try:
         for index in range(max((len(c) for c in codes), default=0)):
             todo = [i for i, c in enumerate(codes) if index < len(c)]
@@ -34,9 +36,10 @@ def execute_traces(traces, sandbox, chunk: int = 16) -> list[dict]:
     """EXECUTIONS rows for `traces` (TRACES rows as dicts). Traces run `chunk` at a time,
     so a big shard never holds more than `chunk` live sessions."""
     codes = [[b["code"] for b in (t["code_blocks"] or [])] for t in traces]
+    seeds = [t["seed"] for t in traces]
     results = []
     for start in range(0, len(codes), chunk):
-        results += _run_chunk(codes[start:start + chunk], sandbox)
+        results += _run_chunk(codes[start:start + chunk], seeds[start:start + chunk], sandbox)
     rows = []
     for trace, res in zip(traces, results):
         bad = [r for r in res if r.status != "ok"]

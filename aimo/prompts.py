@@ -54,6 +54,18 @@ def critique_messages(problem: str, solution: str) -> list[dict]:
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": text}]
 
 
+def clean_error(text, limit: int) -> str:
+    """`text` made safe for a prompt: printable, and at most `limit` characters (tail kept,
+    where tracebacks put the cause)."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", errors="replace")
+    text = "".join(c if c.isprintable() or c in "\n\t" else "?" for c in (text or ""))
+    text = text.strip()
+    if len(text) > limit:
+        text = "...[cut]...\n" + text[-limit:]
+    return text
+
+
 def output_block(output: str) -> str:
     """The text appended after a code block: its real output, fenced as the model expects."""
     return f"{OUTPUT_FENCE}\n{output.rstrip()}\n{FENCE_END}\n"

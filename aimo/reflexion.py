@@ -6,29 +6,16 @@ repairs only the attempts k that failed again.
 """
 import logging
 
-import pyarrow.parquet as pq
-
 from aimo import prompts, tir
 from aimo.answers import in_range
-from aimo.generate import Solver
+from aimo.prompts import clean_error
 from aimo.schemas import EXECUTIONS, TRACES
+from aimo.solver import Solver, read_problems
 from aimo.tables import read_table, write_table
 
 log = logging.getLogger("aimo.reflexion")
 
 FAILED = {"error", "timeout", "memory", "output_limit", "killed"}
-
-
-def clean_error(text, limit: int) -> str:
-    """`text` made safe for a prompt: printable, and at most `limit` characters (tail kept,
-    where tracebacks put the cause)."""
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", errors="replace")
-    text = "".join(c if c.isprintable() or c in "\n\t" else "?" for c in (text or ""))
-    text = text.strip()
-    if len(text) > limit:
-        text = "...[cut]...\n" + text[-limit:]
-    return text
 
 
 def failure(trace: dict, exec_status: str | None, exec_error: str | None, limit: int) -> str | None:
@@ -59,7 +46,7 @@ def repair_requests(parents, problems, errors, attempt):
 def reflexion_shard(problems_path, traces_path, executions_path, model_dir, out, params, threads=2):
     """Write the reflexion traces of one shard to `out` (an empty table when nothing failed)."""
     cfg = params["reflexion"]
-    problems = {r["problem_id"]: r["problem"] for r in pq.read_table(problems_path).to_pylist()}
+    problems = read_problems(problems_path)
     traces = read_table(traces_path, TRACES).to_pylist()
     execs = {e["trace_id"]: e for e in read_table(executions_path, EXECUTIONS).to_pylist()}
     errors, parents = {}, []

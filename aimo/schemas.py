@@ -36,12 +36,19 @@ TRACES = pa.schema([
     pa.field("n_code_errors", pa.int32()),
     pa.field("n_code_timeouts", pa.int32()),
     pa.field("exec_s", pa.float64()),
-    pa.field("finish_reason", pa.string()),  # stop | length | max_rounds
+    pa.field("finish_reason", pa.string()),  # one of FINISHED or CANCELLED
     pa.field("answer", pa.string()),  # extracted, as written
     pa.field("answer_int", pa.int64()),  # null unless an integer
     pa.field("mean_logprob", pa.float64()),
     pa.field("changed", pa.bool_()),  # critique: did the answer change
+    pa.field("round_tokens", pa.list_(pa.int32())),  # completion tokens of each engine round
 ])
+
+# Why a trace ended. FINISHED: on its own (the model stopped, its budget or the context ran
+# out, its code blocks were used up, its prompt did not fit the context); CANCELLED: by a
+# per-problem policy of the scheduler (enough answers agreed; the problem's deadline passed).
+FINISHED = ("stop", "length", "max_rounds", "prompt_too_long")
+CANCELLED = ("early_stop", "deadline")
 
 EXECUTIONS = pa.schema([
     pa.field("trace_id", pa.string(), nullable=False),

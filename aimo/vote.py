@@ -23,7 +23,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .schemas import PROBLEMS, VOTES
+from .schemas import CANCELLED, PROBLEMS, VOTES
 from .tables import read_table, write_table
 
 __all__ = [
@@ -42,6 +42,7 @@ NEEDS = {"weighted": {"clean"}, "majority": set(), "logprob": set(),
 TRACE_COLUMNS = {
     "trace_id": "string", "problem_id": "string", "source": "string",
     "answer_int": "integer", "mean_logprob": "floating", "parent_id": "string",
+    "finish_reason": "string",
 }
 EXECUTION_COLUMNS = {"trace_id": "string", "exec_status": "string", "agrees": "boolean"}
 # extra trace columns a caller (the evaluation) may ask for
@@ -56,6 +57,9 @@ _FLAG_SQL = {
 # false for a trace that a critique with a valid answer reviews (critique_replaces only)
 _COUNTED_SQL = ("coalesce(t.trace_id NOT IN (SELECT parent_id FROM trace_rows WHERE source = "
                 "'critique' AND parent_id IS NOT NULL AND answer_int BETWEEN 0 AND 99999), true)")
+# false for a trace the scheduler cancelled (unless count_cancelled)
+_FINISHED_SQL = "coalesce(t.finish_reason NOT IN ({}), true)".format(
+    ", ".join(f"'{r}'" for r in CANCELLED))
 _DUCK_TYPES = {"string": "VARCHAR", "integer": "BIGINT", "floating": "DOUBLE",
                "boolean": "BOOLEAN"}
 
@@ -191,7 +195,7 @@ class Candidates:
 
     def __init__(self, problems_path, trace_paths, execution_paths, weights=None,
                  critique_weight=1.0, extra_trace_columns=(), strategies=STRATEGIES,
-                 materialise=False, critique_replaces=False):
+                 materialise=False, critique_replaces=False, count_cancelled=False):
         self.params = _check_weights(weights, critique_weight, critique_replaces)
         strategies = _check_strategies(strategies)
         self.strategies = strategies
@@ -218,7 +222,9 @@ class Candidates:
         needs = set().union(*(NEEDS[s] for s in strategies))
         flags = {name: (_FLAG_SQL[name] if name in needs and self.execution_paths else "false")
                  for name in ("clean", "verified")}
-        counted = _COUNTED_SQL if critique_replaces else "true"
+        counted = [_COUNTED_SQL] if critique_replaces else []
+        counted += [] if count_cancelled else [_FINISHED_SQL]
+        counted = " AND ".join(counted) or "true"
         self.con.execute(
             f"CREATE TEMP VIEW traces AS SELECT t.*, {flags['clean']} AS clean, "
             f"{flags['verified']} AS verified, {counted} AS counted FROM trace_rows AS t")
@@ -337,7 +343,7 @@ class Candidates:
 
 
 def vote_table(problems_path, trace_paths, execution_paths, strategies=None, weights=None,
-               critique_weight=1.0, critique_replaces=False) -> pa.Table:
+               critique_weight=1.0, critique_replaces=False, count_cancelled=False) -> pa.Table:
     """VOTES rows for every strategy in `strategies` (default: all), stacked, as one table.
 
     One row per (problem, strategy), problems in problem_id order within each strategy.
@@ -345,22 +351,25 @@ def vote_table(problems_path, trace_paths, execution_paths, strategies=None, wei
     strategies = _check_strategies(STRATEGIES if strategies is None else strategies)
     with Candidates(problems_path, trace_paths, execution_paths, weights, critique_weight,
                     strategies=strategies, materialise=len(strategies) > 1,
-                    critique_replaces=critique_replaces) as cands:
+                    critique_replaces=critique_replaces, count_cancelled=count_cancelled) as cands:
         tables = [cands.votes(s) for s in strategies]
     return pa.concat_tables(tables) if tables else VOTES.empty_table()
 
 
 def vote(problems_path, trace_paths, execution_paths, out_path, strategy="weighted",
-         weights=None, critique_weight=1.0, critique_replaces=False) -> pa.Table:
+         weights=None, critique_weight=1.0, critique_replaces=False,
+         count_cancelled=False) -> pa.Table:
     """Vote with one strategy and write the VOTES table to `out_path` atomically.
 
     `weights` overrides {"invalid": 0, "clean_code": 2, "other": 1}; `critique_weight` scales
     critique rows; `critique_replaces`: a critique with a valid answer takes its parent's place
-    instead of adding a vote. Returns the table written.
+    instead of adding a vote; `count_cancelled`: traces the scheduler cancelled vote too.
+    Returns the table written.
     """
     strategy = _check_strategies([strategy])[0]
     table = vote_table(problems_path, trace_paths, execution_paths, [strategy], weights,
-                       critique_weight, critique_replaces)
+                       critique_weight, critique_replaces, count_cancelled)
     return write_table(table, out_path, VOTES, metadata={
         "strategy": strategy,
-        "weights": _check_weights(weights, critique_weight, critique_replaces)})
+        "weights": _check_weights(weights, critique_weight, critique_replaces),
+        "count_cancelled": bool(count_cancelled)})

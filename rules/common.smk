@@ -27,7 +27,8 @@ def generate_params():
     """What a generate, reflexion or critique job depends on. samples.n is left out on
     purpose: raising N adds shards without invalidating the existing ones."""
     samples = {k: v for k, v in config["samples"].items() if k != "n"}
-    return {k: config[k] for k in ("model", "engine", "sampling", "tir", "sandbox")} | {
+    keys = ("model", "engine", "sampling", "tir", "scheduler", "sandbox")
+    return {k: config[k] for k in keys} | {
         "samples": samples
     }
 

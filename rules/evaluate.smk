@@ -14,6 +14,7 @@ rule evaluate:
         weights=config["vote"]["weights"],
         critique_weight=config["critique"]["weight"],
         critique_replaces=config["critique"]["replace"],
+        count_cancelled=config["vote"]["count_cancelled"],
     log:
         "logs/evaluate.log",
     benchmark:

@@ -10,6 +10,7 @@ rule vote:
         weights=config["vote"]["weights"],
         critique_weight=config["critique"]["weight"],
         critique_replaces=config["critique"]["replace"],
+        count_cancelled=config["vote"]["count_cancelled"],
     log:
         "logs/vote.log",
     resources:

@@ -3,6 +3,7 @@ model: extraction, sandbox execution, every vote strategy and the evaluation. Ru
 the figures."""
 import hashlib
 import json
+import re
 
 import pyarrow.parquet as pq
 import pytest
@@ -16,6 +17,20 @@ from aimo.vote import vote_table
 from conftest import SHARED
 
 SRC = SHARED / "tir_traces_aimo2_r1distill.jsonl"
+# ```python or bare fences, with the ```output that follows, if any
+ANY_CODE_RE = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)```(?:\s*```output[ \t]*\n(.*?)```)?",
+                         re.DOTALL)
+
+
+def row_from_text(request, text: str, prompt: str, code_text: str) -> dict:
+    """A trace row for a completion made elsewhere: its code blocks, parsed from `code_text`,
+    are marked `not_run`; the execute stage runs them."""
+    trace = tir.Trace(request, prompt, text=text, finish_reason="stop")
+    for code, output in ANY_CODE_RE.findall(code_text):
+        if code.strip():
+            trace.blocks.append({"code": code.strip(), "output": output, "status": "not_run",
+                                 "wall_s": 0.0})
+    return tir.row(trace)
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +46,8 @@ def real_run(tmp_path_factory):
         sample = counts[pid] = counts.get(pid, -1) + 1
         req = tir.Request(f"{pid}:{sample}", pid, sample, tir.derive_seed(0, pid, sample), [])
         # the code of these traces sits in the conversation before the final completion
-        traces.append(tir.row_from_text(req, r["completion"], r["prompt"],
-                                        code_text=r["prompt"] + r["completion"]))
+        traces.append(row_from_text(req, r["completion"], r["prompt"],
+                                    code_text=r["prompt"] + r["completion"]))
     write_table(list(problems.values()), tmp / "problems.parquet", PROBLEMS)
     write_table(traces, tmp / "traces.parquet", TRACES)
     execs = execute_shard(tmp / "traces.parquet", tmp / "executions.parquet",

@@ -269,7 +269,7 @@ def test_merged_model_names_base_and_adapter(trained, tiny_model):
         assert (trained["merged"] / name).is_file(), name
     assert ((trained["merged"] / "chat_template.jinja").read_text()
             == (tiny_model / "chat_template.jinja").read_text())
-    from aimo.generate import model_identity
+    from aimo.solver import model_identity
     identity = model_identity(trained["merged"])
     assert identity["adapter_sha256"] == source["adapter_sha256"] and identity["base"]["sha256"]
 

@@ -1,0 +1,325 @@
+"""Every trace on its own clock: the continuous-batching TIR loop on vLLM's engine.
+
+Each trace is one engine request per round: it generates until the model closes a code block
+(the ```output fence it would otherwise invent) or ends; its code runs in the sandbox on a
+worker thread while the engine goes on with the other traces; its continuation (the exact
+token ids so far plus the output block's tokens) joins the running batch as soon as the code
+returns. One thread, the caller's, owns the engine. Per problem, `early_stop` cancels the
+unfinished traces once k valid answers agree and `deadline` cancels what is left at a clock
+time; cancelled traces are rows too, with their partial text and tokens.
+
+The engine is `llm.llm_engine` (vLLM's synchronous V1 engine): add_request with token ids,
+step, abort_request, has_unfinished_requests. See ../shared/notes/vllm-engine.md.
+"""
+import logging
+import time
+from collections import Counter, deque
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+
+from aimo.answers import in_range
+from aimo.prompts import OUTPUT_FENCE, output_block
+from aimo.schemas import CANCELLED
+from aimo.tir import Trace, derive_seed, last_code_block, row, sandbox_seed
+
+log = logging.getLogger("aimo.scheduler")
+
+# Traces in flight per KV-cache slot of a full-length trace: most traces end well short of
+# their budget, and vLLM preempts (recomputes) the newest requests if the cache does fill.
+OVERCOMMIT = 2
+
+
+@dataclass
+class _Live:
+    """Scheduler state of one trace beside its Trace: token ids and the request in flight."""
+    trace: Trace
+    ids: list
+    prompt_len: int
+    problem: "_Problem"
+    session: object = None
+    round: int = 0
+    rid: str | None = None
+    new_ids: list = field(default_factory=list)  # tokens of the request in flight
+    new_text: str = ""
+    first_output: bool = True  # the request in flight has not reported yet
+    code: str | None = None  # the block running in the sandbox
+    cancelled: bool = False
+
+
+@dataclass
+class _Problem:
+    deadline: float | None
+    open: int = 0  # traces not finished
+    answers: Counter = field(default_factory=Counter)
+
+
+def default_max_in_flight(llm, sampling: dict, max_model_len: int) -> int:
+    """Traces in flight the engine's KV cache holds: OVERCOMMIT x its tokens / a full trace."""
+    cache = llm.llm_engine.vllm_config.cache_config
+    tokens = (cache.num_gpu_blocks or 0) * cache.block_size
+    per_trace = min(max_model_len, sampling["max_tokens"] + 512)
+    return max(1, OVERCOMMIT * tokens // per_trace)
+
+
+def sampling_params(sampling: dict, seed: int, max_tokens: int):
+    """vLLM SamplingParams for one round of one trace: new tokens are streamed (DELTA), so a
+    cancelled round keeps what it wrote."""
+    from vllm import SamplingParams
+    from vllm.sampling_params import RequestOutputKind
+    return SamplingParams(temperature=sampling["temperature"], top_p=sampling["top_p"],
+                          max_tokens=max_tokens, seed=seed, stop=[OUTPUT_FENCE], logprobs=0,
+                          output_kind=RequestOutputKind.DELTA)
+
+
+def decode(tokenizer, ids) -> str:
+    """Text of `ids` as vLLM's detokenizer writes it (special tokens skipped)."""
+    return tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+
+def tokens_match(tokenizer, live: _Live) -> bool:
+    """The invariant: the ids after the prompt decode to the trace's text."""
+    return decode(tokenizer, live.ids[live.prompt_len:]) == live.trace.text
+
+
+def _close_quietly(session):
+    try:
+        session.close()
+    except Exception:  # the sandbox may be closed by now
+        pass
+
+
+def run(llm, requests, sandbox, sampling: dict, max_rounds: int, max_model_len: int, stats=None, *,
+        max_in_flight: int | None = None, early_stop: int | None = None, deadline=None,
+        clock=time.monotonic, threads: int = 2, check_tokens: bool = True) -> list[dict]:
+    """Produce one trace row (a dict of the TRACES columns) per request, in request order.
+
+    `sampling` holds temperature, top_p and max_tokens (the completion budget of a whole
+    trace, code outputs excluded); `max_rounds` bounds the code blocks run per trace.
+    `max_in_flight` bounds the traces started and not finished (default: sized from the KV
+    cache); requests are admitted in order, continuations never wait. `early_stop`: cancel a
+    problem's unfinished traces once this many valid answers agree. `deadline`: a `clock()`
+    time, or a dict problem_id -> time, after which a problem's traces are cancelled.
+    `stats`, if given, accumulates where the time went (see `_Stats`).
+    """
+    stats = {} if stats is None else stats
+    loop = _Loop(llm, sampling, max_rounds, max_model_len, sandbox, clock, threads, check_tokens,
+                 early_stop)
+    cap = max_in_flight or default_max_in_flight(llm, sampling, max_model_len)
+    lives = loop.start(requests, deadline)
+    try:
+        loop.drive(lives, cap)
+    finally:
+        loop.close()
+    for key, value in loop.stats.items():  # *_max are peaks, the rest totals
+        stats[key] = max(stats.get(key, 0), value) if key.endswith("_max") else stats.get(key, 0) + value
+    return [row(live.trace) for live in lives]
+
+
+class _Loop:
+    runs = 0
+
+    def __init__(self, llm, sampling, max_rounds, max_model_len, sandbox, clock, threads,
+                 check_tokens, early_stop):
+        self.engine, self.tok = llm.llm_engine, llm.get_tokenizer()
+        self.sampling, self.max_rounds, self.max_model_len = sampling, max_rounds, max_model_len
+        self.sandbox, self.clock, self.check, self.early_stop = sandbox, clock, check_tokens, early_stop
+        self.pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix="aimo-tir")
+        self.in_engine, self.in_sandbox, self.waiting = {}, {}, deque()
+        self.stats = Counter()
+        _Loop.runs += 1
+        self.run_no = _Loop.runs  # request ids stay unique when the same trace is asked again
+
+    # -- start and end -------------------------------------------------------------------
+    def start(self, requests, deadline):
+        problems, lives = {}, []
+        for req in requests:
+            prompt = self.tok.apply_chat_template(req.messages, add_generation_prompt=True,
+                                                  tokenize=False)
+            # the chat template writes any BOS itself; vLLM adds none to token-id prompts
+            ids = self.tok.encode(prompt, add_special_tokens=False)
+            limit = deadline.get(req.problem_id) if isinstance(deadline, dict) else deadline
+            problem = problems.setdefault(req.problem_id, _Problem(limit))
+            problem.open += 1
+            live = _Live(Trace(req, prompt, prompt_tokens=len(ids)), ids, len(ids), problem)
+            lives.append(live)
+            self.waiting.append(live)
+        self.problems = problems
+        return lives
+
+    def close(self):
+        # never wait for a cancelled block: its session closes when the block returns
+        self.pool.shutdown(wait=False)
+
+    def finish(self, live: _Live, reason: str):
+        t = live.trace
+        if t.finish_reason is not None:
+            return
+        t.finish_reason = reason
+        if live.new_ids or live.new_text:  # a round cut short: keep what it wrote
+            t.text += live.new_text
+            t.completion_tokens += len(live.new_ids)
+            t.round_tokens.append(len(live.new_ids))
+            live.new_ids, live.new_text = [], ""
+        live.problem.open -= 1
+        if live.session is not None and not live.cancelled:
+            live.session.close()
+            live.session = None
+        if reason in CANCELLED:
+            self.stats["cancelled_" + reason] += 1
+        elif self.early_stop:
+            self.agree(live)
+
+    def agree(self, live: _Live):
+        """Early stop: once `early_stop` valid answers of a problem agree, cancel the rest."""
+        answer = row(live.trace)["answer_int"]
+        if answer is None or not in_range(answer):
+            return
+        live.problem.answers[answer] += 1
+        if live.problem.answers[answer] >= self.early_stop:
+            self.cancel(live.problem, "early_stop")
+
+    def cancel(self, problem: _Problem, reason: str):
+        rids = [rid for rid, live in self.in_engine.items() if live.problem is problem]
+        if rids:
+            self.engine.abort_request(rids)  # a list; no output comes for these
+        for rid in rids:
+            self.finish(self.in_engine.pop(rid), reason)
+        for fut, live in list(self.in_sandbox.items()):
+            if live.problem is problem:
+                del self.in_sandbox[fut]
+                live.cancelled = True
+                fut.add_done_callback(lambda _, s=live.session: _close_quietly(s))
+                self.finish(live, reason)
+        for live in [w for w in self.waiting if w.problem is problem]:
+            self.waiting.remove(live)
+            self.finish(live, reason)
+        problem.deadline = None
+
+    # -- one round of one trace ------------------------------------------------------------
+    def launch(self, live: _Live):
+        t = live.trace
+        if len(live.ids) >= self.max_model_len:
+            return self.finish(live, "prompt_too_long" if live.round == 0 else "length")
+        budget = min(self.sampling["max_tokens"] - t.completion_tokens,
+                     self.max_model_len - len(live.ids))
+        if budget <= 0:
+            return self.finish(live, "length")
+        from vllm import TokensPrompt
+        live.rid = f"{self.run_no}:{t.request.trace_id}#{live.round}"
+        live.first_output = True
+        params = sampling_params(self.sampling, derive_seed(t.request.seed, live.round), budget)
+        self.engine.add_request(live.rid, TokensPrompt(prompt_token_ids=list(live.ids)), params)
+        self.in_engine[live.rid] = live
+        if live.round:
+            self.stats["continuations"] += 1
+            self.stats["continuation_prompt_tokens"] += len(live.ids)
+
+    def generated(self, live: _Live, comp):
+        """A round ended in the engine: run its code block, or end the trace."""
+        t, new_ids, new_text = live.trace, live.new_ids, live.new_text
+        live.new_ids, live.new_text = [], ""
+        t.completion_tokens += len(new_ids)
+        t.round_tokens.append(len(new_ids))
+        if comp.cumulative_logprob is None:
+            t.logprobs_known = False
+        else:
+            t.logprob_sum += comp.cumulative_logprob
+        at_fence = comp.finish_reason == "stop" and comp.stop_reason == OUTPUT_FENCE
+        code = last_code_block(new_text) if at_fence else None
+        if code is None or len(t.blocks) >= self.max_rounds:
+            t.text += new_text
+            live.ids += new_ids
+            reason = "max_rounds" if code else ("stop" if at_fence else comp.finish_reason)
+            return self.finish(live, reason)
+        # Keep the model's own tokens as far as they spell the text that follows (up to the
+        # fence); the rest of it is tokenized with the output block once the code has run.
+        sep = "" if new_text.endswith("\n") else "\n"
+        target = t.text + new_text + sep + OUTPUT_FENCE
+        keep = len(new_ids)
+        while keep and not target.startswith(decode(self.tok, live.ids[live.prompt_len:] + new_ids[:keep])):
+            keep -= 1
+        live.ids += new_ids[:keep]
+        t.text += new_text + sep
+        live.code = code
+        if live.session is None:
+            live.session = self.sandbox.session(seed=sandbox_seed(t.request.seed))
+        self.in_sandbox[self.pool.submit(live.session.run, code)] = live
+
+    def executed(self, live: _Live, result):
+        """A code block returned: append its output and send the continuation."""
+        t = live.trace
+        t.blocks.append({"code": live.code, "output": result.output, "status": result.status,
+                         "wall_s": result.wall_s})
+        covered = decode(self.tok, live.ids[live.prompt_len:])
+        t.text += output_block(result.output)
+        live.ids += self.tok.encode(t.text[len(covered):], add_special_tokens=False)
+        if self.check and not tokens_match(self.tok, live):
+            # the text stays right; the ids are rebuilt from it (a re-tokenisation)
+            self.stats["tokens_rebuilt"] += 1
+            log.warning("%s: token ids and text disagree after round %d; re-tokenising",
+                        t.request.trace_id, live.round)
+            live.ids = live.ids[:live.prompt_len] + self.tok.encode(t.text, add_special_tokens=False)
+        live.round += 1
+        self.launch(live)
+
+    # -- the loop --------------------------------------------------------------------------
+    def drive(self, lives, cap: int):
+        started = self.clock()
+        last_log = started
+        while self.waiting or self.in_engine or self.in_sandbox:
+            while self.waiting and len(self.in_engine) + len(self.in_sandbox) < cap:
+                self.launch(self.waiting.popleft())
+            in_flight = len(self.in_engine) + len(self.in_sandbox)
+            self.stats["in_flight_max"] = max(self.stats["in_flight_max"], in_flight)
+            now = self.clock()
+            for problem in self.problems.values():
+                if problem.deadline is not None and now >= problem.deadline and problem.open:
+                    self.cancel(problem, "deadline")
+            if self.engine.has_unfinished_requests():
+                self.stats["steps"] += 1
+                self.stats["running_sum"] += len(self.in_engine)
+                tick = time.monotonic()
+                outputs = self.engine.step()
+                self.stats["step_s"] += time.monotonic() - tick
+                for out in outputs:
+                    self.take(out)
+            elif self.in_sandbox:
+                tick = time.monotonic()
+                wait(list(self.in_sandbox), timeout=self._wait_s(), return_when=FIRST_COMPLETED)
+                self.stats["idle_s"] += time.monotonic() - tick
+            for fut in [f for f in self.in_sandbox if f.done()]:
+                self.executed(self.in_sandbox.pop(fut), fut.result())
+            if time.monotonic() - last_log > 30:
+                last_log = time.monotonic()
+                self._progress(lives, started)
+        self.stats["wall_s"] += self.clock() - started
+        self._progress(lives, started)
+
+    def take(self, out):
+        live = self.in_engine.get(out.request_id)
+        if live is None:  # aborted, or not ours
+            return
+        comp = out.outputs[0]
+        if live.first_output:
+            live.first_output = False
+            if live.round:
+                self.stats["cached_tokens"] += out.num_cached_tokens or 0
+        live.new_ids += comp.token_ids
+        live.new_text += comp.text
+        if out.finished:
+            del self.in_engine[out.request_id]
+            self.generated(live, comp)
+
+    def _wait_s(self):
+        deadlines = [p.deadline for p in self.problems.values() if p.deadline is not None and p.open]
+        if not deadlines:
+            return 1.0
+        return min(1.0, max(0.0, min(deadlines) - self.clock()))
+
+    def _progress(self, lives, started):
+        done = sum(live.trace.finish_reason is not None for live in lives)
+        tokens = sum(live.trace.completion_tokens for live in lives)
+        elapsed = max(self.clock() - started, 1e-9)
+        log.info("%d/%d traces done, %d in the engine, %d running code, %d tokens, %.1f tokens/s",
+                 done, len(lives), len(self.in_engine), len(self.in_sandbox), tokens,
+                 tokens / elapsed)

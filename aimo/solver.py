@@ -1,0 +1,83 @@
+"""What the three engine stages (generate, reflexion, critique) share: an engine and a sandbox,
+started once, that turn TIR requests into trace rows through the scheduler, and the reading of
+a stage's problems.
+"""
+import json
+import logging
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from aimo import engine, scheduler
+from aimo.sandbox import Limits, Sandbox
+
+log = logging.getLogger("aimo.solver")
+
+
+def model_identity(model_dir) -> dict:
+    """What the model is: its directory and the SOURCE.json written when it was provided."""
+    source = Path(model_dir, "SOURCE.json")
+    info = json.loads(source.read_text()) if source.is_file() else {}
+    return {"dir": str(model_dir), **info}
+
+
+def read_problems(problems_path) -> dict:
+    """problem_id -> problem text, from the problems stage's table."""
+    return {r["problem_id"]: r["problem"] for r in pq.read_table(problems_path).to_pylist()}
+
+
+class Solver:
+    """An engine and a sandbox, started once, that turn TIR requests into trace rows.
+
+    Use as a context manager; the engine starts on entry, so a stage with nothing to do
+    should not enter one. `params` is the stage's config (model, engine, sampling, tir,
+    sandbox, samples, scheduler).
+    """
+
+    def __init__(self, model_dir, params: dict, threads: int = 2):
+        self.model_dir, self.params, self.threads = model_dir, params, threads
+        self.stats = {"engine_start_s": 0.0, "loop_s": 0.0, "completion_tokens": 0, "sandbox_s": 0.0}
+
+    def __enter__(self):
+        started, eng = time.time(), self.params["engine"]
+        self.llm = engine.load(self.model_dir, dtype=self.params["model"]["dtype"],
+                               max_model_len=eng["max_model_len"], seed=self.params["samples"]["seed"],
+                               gpu_memory_utilization=eng["gpu_memory_utilization"])
+        self.watch = engine.EngineWatch()
+        self.sandbox = Sandbox(Limits(**self.params["sandbox"]), workers=self.threads).__enter__()
+        self.stats["engine_start_s"] = time.time() - started
+        return self
+
+    def __exit__(self, *exc):
+        self.watch.stop()
+        self.sandbox.__exit__(*exc)
+
+    def run(self, requests, early_stop=None, deadline=None) -> list[dict]:
+        """Trace rows for `requests`, in order. `early_stop` and `deadline` default to the
+        config's (`scheduler`); see `scheduler.run`."""
+        started = time.time()
+        sched = self.params.get("scheduler", {})
+        rows = scheduler.run(
+            self.llm, requests, self.sandbox, self.params["sampling"], self.params["tir"]["max_rounds"],
+            self.params["engine"]["max_model_len"], self.stats, threads=self.threads,
+            max_in_flight=sched.get("max_in_flight"),
+            early_stop=sched.get("early_stop") if early_stop is None else early_stop,
+            deadline=deadline)
+        self.stats["loop_s"] += time.time() - started
+        self.stats["completion_tokens"] += sum(r["completion_tokens"] for r in rows)
+        self.stats["sandbox_s"] += sum(r["exec_s"] for r in rows)
+        s = self.stats
+        log.info("%d traces: loop %.1f s, %d tokens (%.1f tokens/s), sandbox %.1f s, "
+                 "%.1f running per engine step", len(rows), s["loop_s"], s["completion_tokens"],
+                 s["completion_tokens"] / max(s["loop_s"], 1e-9), s["sandbox_s"],
+                 s.get("running_sum", 0) / max(s.get("steps", 0), 1))
+        return rows
+
+    def metadata(self) -> dict:
+        """Run metadata for the shard file: model, engine, dtype, sampling, timings."""
+        return {"model": model_identity(self.model_dir), "engine": engine.engine_version(),
+                "dtype": engine.resolve_dtype(self.params["model"]["dtype"], engine.has_gpu()),
+                "sampling": self.params["sampling"], "seed": self.params["samples"]["seed"],
+                "max_rounds": self.params["tir"]["max_rounds"],
+                "scheduler": self.params.get("scheduler", {}), **self.stats}

