@@ -2,11 +2,15 @@
 
 Every hostile block must end with a clear status, leave the other sessions (the `canary`) and
 the pipeline working, change no file outside its scratch directory, and leave no process of
-its uid behind. Isolation assertions that need root (separate uids, namespaces) are skipped
-with a reason when the protection is not available.
+its uid behind. An isolation test fails where the machine offers what its protection needs
+(root and namespaces; a memory cgroup for the caps), and is skipped, saying why, only where it
+does not. tests/test_sandbox_protections.py runs an interpreter and virtualenv under /tmp.
 """
+import functools
 import os
 import socket
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -85,9 +89,29 @@ def canary(sb):
     s.close()
 
 
+@functools.cache
+def not_offered(key="uid"):
+    """Why this machine cannot give protection `key` (None: it can, so it must hold)."""
+    if not ROOT:
+        return "not root"
+    if key == "memory_cgroup":
+        from aimo.sandbox import _cgroup
+        return _cgroup.locate()[2]
+    code = ("import ctypes, sys\n"            # a pid, network and mount namespace, as the sandbox makes
+            "sys.exit(ctypes.CDLL(None, use_errno=True).unshare(0x20000000 | 0x40000000 | 0x20000) != 0)")
+    if subprocess.run([sys.executable, "-c", code]).returncode != 0:
+        return "the kernel refuses new namespaces here (no CAP_SYS_ADMIN, e.g. a default Docker container)"
+    return None
+
+
 def need(sb, key):
-    if not sb.protections.get(key):
-        pytest.skip(f"protection {key!r} not available here (needs root and namespaces)")
+    """Fail where the machine offers what protection `key` needs and it is missing; skip (saying
+    why) only where the machine cannot give it."""
+    why = not_offered("memory_cgroup" if key == "memory_cgroup" else "uid")
+    if why is None:
+        assert sb.protections.get(key), f"protection {key!r} should hold here (root, namespaces) and does not"
+    elif not sb.protections.get(key):
+        pytest.skip(f"protection {key!r} not available here: {why}")
 
 
 @pytest.fixture(autouse=True)
@@ -114,15 +138,24 @@ def check(r: ExecResult, *statuses, within=WALL + 8):
     r.output.encode("utf-8")                 # always valid text
 
 
+def outside_tmp(path):
+    """Whether `path` lies outside the directories a session sees privately (/tmp, ...)."""
+    real = os.path.realpath(path) + "/"
+    return not any(real.startswith(os.path.realpath(d) + "/") for d in ("/tmp", "/var/tmp", "/dev/shm", "/run/lock"))
+
+
 @pytest.fixture
 def results_dirs(tmp_path):
     """results/ directories with a file, root-owned 0755/0644, as the workflow leaves them:
-    one in tmp_path, and one the sandbox can see (tmp_path is hidden behind a private /tmp)."""
+    one in tmp_path, and one outside /tmp that the sandbox can see (tmp_path is hidden behind a
+    private /tmp, and so is the repository when it is cloned under /tmp)."""
     dirs = []
     made = []
     for parent in (tmp_path, None):
         if parent is None:
-            for cand in ("/run", str(REPO)):
+            for cand in (str(REPO), "/run", "/srv", "/var/lib", "/opt"):
+                if not outside_tmp(cand) or (not ROOT and not os.access(cand, os.W_OK)):
+                    continue
                 try:
                     parent = Path(tempfile.mkdtemp(prefix=".sandbox-test-", dir=cand))
                     made.append(parent)
@@ -155,14 +188,20 @@ def snapshot(dirs):
 
 
 def test_limits_from_config():
-    cfg = {"wall_s": 10, "cpu_s": 10, "memory_mb": 2048, "processes": 16, "open_files": 64,
-           "file_size_mb": 16, "output_chars": 2000, "max_output_mb": 8}
+    import yaml
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())["sandbox"]
+    schema = yaml.safe_load((REPO / "schemas" / "config.schema.yaml").read_text())
+    keys = schema["properties"]["sandbox"]["properties"]
+    assert set(cfg) == set(keys)                   # every key of the default config is a Limits field
     lim = Limits(**cfg)
     assert lim == Limits() and isinstance(lim.wall_s, float)
+    assert Limits(**{k: v["default"] for k, v in keys.items()}) == Limits()
     with pytest.raises(ValueError):
         Limits(wall_s=-1)
     with pytest.raises(TypeError):
         Limits(bogus=1)
+    with pytest.raises(TypeError, match="accept_missing"):
+        Limits(accept_missing="yes")
 
 
 def test_statefulness(sb):
@@ -502,9 +541,18 @@ def test_environment_is_scrubbed_and_paths_hidden(monkeypatch, results_dirs):
 
 def test_results_cannot_be_deleted_or_overwritten(sb, results_dirs):
     need(sb, "uid")
+    assert_results_safe(sb, results_dirs)
+
+
+def assert_results_safe(sb, results_dirs):
+    """Code that deletes, overwrites, renames, chmods or creates files beside the run's changes
+    nothing (also used by tests/test_sandbox_protections.py)."""
     before = snapshot(results_dirs)
     for d in results_dirs:
         f = d / "answers.csv"
+        if outside_tmp(d):                    # the session sees these files: the uid alone protects them
+            r = sb.run(f"print(open({str(f)!r}).read(), end='')")
+            assert r.stdout == "id,answer\n1,42\n", r
         for code in (f"import os\nos.remove({str(f)!r})",
                      f"open({str(f)!r}, 'w').write('hacked')",
                      f"import os\nos.rename({str(f)!r}, {str(f) + '.bak'!r})",
