@@ -246,7 +246,9 @@ def test_pool_memory_cap():
             for s in (a, b):
                 check(s.run("import time\ny = 2"), OK)
             before = oom_kills_on_the_machine()
-            hold = "buf = b'x' * (900 << 20)\ntime.sleep(2)\ndel buf\nprint('held')"
+            # each holds its 900 MB for 4 s: long enough to overlap on a busy machine
+            hold = ("t0 = time.time()\nbuf = b'x' * (900 << 20)\nt1 = time.time()\ntime.sleep(4)\n"
+                    "del buf\nprint('held', t0, t1, time.time())")
             rs = sb2.run_round([(a, hold), (b, hold)])
             statuses = sorted(r.status for r in rs)
             assert MEMORY in statuses and set(statuses) <= {OK, MEMORY}, rs

@@ -30,6 +30,12 @@ def _write(path, text):
         f.write(text)
 
 
+class NoPlace(OSError):
+    """cgroup v2 has no cgroup we may give controlled children: ours holds processes (v2 allows
+    those only in leaves) and its parent is not ours to use (a container's cgroup namespace).
+    The machine then does not offer the caps, as if it had no memory cgroup."""
+
+
 def locate():
     """(version, directory of our own memory cgroup, None) or (None, None, why not)."""
     mounts = {}                                   # version -> (mount point, root in the hierarchy)
@@ -84,7 +90,7 @@ class Pool:
         if version is None:
             raise OSError(errno.ENOENT, why)
         parents = [own]
-        if version == 2:
+        if version == 2 and os.path.exists(os.path.join(os.path.dirname(own), "cgroup.procs")):
             parents.append(os.path.dirname(own))
         last = None
         for parent in parents:
@@ -105,6 +111,8 @@ class Pool:
                 pool.remove_all(timeout=0)
                 raise
             return pool
+        if version == 2 and last.errno == errno.EBUSY and len(parents) == 1:
+            raise NoPlace(errno.EBUSY, f"cgroup v2: {own} holds processes and has no parent to use")
         raise last
 
     def leaf(self, name):

@@ -391,6 +391,7 @@ def launcher_main(ctl_fd):
         except OSError as e:
             notes["memory_cgroup"] = e.strerror or str(e)
             cg = None
+            cg_offered = cg_offered and not isinstance(e, cgroup_module().NoPlace)
     else:
         notes["memory_cgroup"] = "not root"
     pool = {"pidns": False, "netns": False, "mountns": False, "utsns": False, "ipcns": False}
