@@ -938,6 +938,7 @@ class ForkServer:
                 pids = [int(p) for p in f.read().split()]
         except (OSError, ValueError):
             return False
+        pids = [p for p in pids if p > 1]   # 0: a process outside our pid namespace; 1: ourselves
         for p in pids:
             try:
                 os.kill(p, signal.SIGKILL)
