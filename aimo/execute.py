@@ -5,6 +5,7 @@ trace's own earlier blocks defined. Traces run in parallel, one block index at a
 """
 import logging
 import time
+from dataclasses import dataclass
 
 from aimo.answers import printed_integer
 from aimo.sandbox import Limits, Sandbox
@@ -40,23 +41,46 @@ def execute_traces(traces, sandbox, chunk: int = 16) -> list[dict]:
     results = []
     for start in range(0, len(codes), chunk):
         results += _run_chunk(codes[start:start + chunk], seeds[start:start + chunk], sandbox)
+    return [execution_row(trace, res) for trace, res in zip(traces, results)]
+
+
+def execution_row(trace: dict, res) -> dict:
+    """The EXECUTIONS row of `trace` from the results of its blocks, in order (objects with
+    status, stdout, error and wall_s: ExecResults, or `BlockResult`s of blocks already run)."""
+    bad = [r for r in res if r.status != "ok"]
+    last = res[-1] if res else None
+    printed = printed_integer(last.stdout) if last else None
+    answer = trace["answer_int"]
+    return {
+        "trace_id": trace["trace_id"], "problem_id": trace["problem_id"],
+        "exec_status": bad[0].status if bad else ("ok" if res else "no_code"),
+        "exec_output": last.stdout if last else None,
+        "exec_error": bad[0].error if bad else None,
+        "printed_int": printed,
+        "agrees": None if printed is None or answer is None else printed == answer,
+        "n_code_calls": len(res), "n_code_errors": len(bad),
+        "n_code_timeouts": sum(r.status == "timeout" for r in res),
+        "exec_s": sum(r.wall_s for r in res),
+    }
+
+
+@dataclass
+class BlockResult:
+    """A code block's result as the TIR run recorded it (its output is stdout and error)."""
+    status: str
+    stdout: str
+    error: str | None
+    wall_s: float
+
+
+def executions_from_blocks(traces) -> list[dict]:
+    """EXECUTIONS rows from the blocks the TIR run already ran (no re-run): what the online
+    solver votes with, where there is no time for the execute stage."""
     rows = []
-    for trace, res in zip(traces, results):
-        bad = [r for r in res if r.status != "ok"]
-        last = res[-1] if res else None
-        printed = printed_integer(last.stdout) if last else None
-        answer = trace["answer_int"]
-        rows.append({
-            "trace_id": trace["trace_id"], "problem_id": trace["problem_id"],
-            "exec_status": bad[0].status if bad else ("ok" if res else "no_code"),
-            "exec_output": last.stdout if last else None,
-            "exec_error": bad[0].error if bad else None,
-            "printed_int": printed,
-            "agrees": None if printed is None or answer is None else printed == answer,
-            "n_code_calls": len(res), "n_code_errors": len(bad),
-            "n_code_timeouts": sum(r.status == "timeout" for r in res),
-            "exec_s": sum(r.wall_s for r in res),
-        })
+    for t in traces:
+        res = [BlockResult(b["status"], b["output"], b["output"] if b["status"] != "ok" else None,
+                           b["wall_s"]) for b in (t["code_blocks"] or [])]
+        rows.append(execution_row(t, res))
     return rows
 
 

@@ -7,7 +7,7 @@ import sys
 def setup(log_path):
     """Send this process's output, logging and that of its children (the vLLM engine core,
     which logs to stdout) to `log_path`; keep the aimo progress lines on the terminal so a user
-    sees the run advance."""
+    sees the run advance. Returns the terminal's stream (for a progress bar)."""
     os.makedirs(os.path.dirname(log_path) or ".", exist_ok=True)
     terminal = os.fdopen(os.dup(1), "w", buffering=1)
     stream = open(log_path, "a", buffering=1, encoding="utf-8")
@@ -23,3 +23,4 @@ def setup(log_path):
     to_terminal.setFormatter(fmt)
     to_terminal.addFilter(lambda record: record.name.startswith("aimo"))
     logging.basicConfig(level=logging.INFO, handlers=[to_file, to_terminal], force=True)
+    return terminal

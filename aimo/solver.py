@@ -35,8 +35,9 @@ class Solver:
     sandbox, samples, scheduler).
     """
 
-    def __init__(self, model_dir, params: dict, threads: int = 2):
+    def __init__(self, model_dir, params: dict, threads: int = 2, on_engine_death=None):
         self.model_dir, self.params, self.threads = model_dir, params, threads
+        self.on_engine_death = on_engine_death  # None: a dead engine ends the process
         self.stats = {"engine_start_s": 0.0, "loop_s": 0.0, "completion_tokens": 0, "sandbox_s": 0.0}
 
     def __enter__(self):
@@ -44,7 +45,7 @@ class Solver:
         self.llm = engine.load(self.model_dir, dtype=self.params["model"]["dtype"],
                                max_model_len=eng["max_model_len"], seed=self.params["samples"]["seed"],
                                gpu_memory_utilization=eng["gpu_memory_utilization"])
-        self.watch = engine.EngineWatch()
+        self.watch = engine.EngineWatch(on_death=self.on_engine_death)
         self.sandbox = Sandbox(Limits(**self.params["sandbox"]), workers=self.threads).__enter__()
         self.stats["engine_start_s"] = time.time() - started
         return self

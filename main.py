@@ -1,0 +1,154 @@
+"""The Kaggle entry point: `predict(id_, problem, *rest)` answers one AIMO3 problem.
+
+    python main.py                                 # Kaggle: serve() in the rerun, else a local gateway
+    python main.py --problems FILE [--out submission.csv] [--configfile config.yaml more.yaml]
+    python main.py --evaluate runs/online          # re-vote and evaluate an online run's files
+
+Config: the workflow's own files, `--configfile A.yaml B.yaml` as in Snakemake (default
+config.yaml), or, with no command line (the gateway, a notebook), the same list from the
+environment variable AIMO_CONFIG, separated by spaces. Kaggle's `kaggle_evaluation` package
+(shipped with the competition data, not on PyPI) is imported only by `serve_kaggle`.
+"""
+import argparse
+import functools
+import logging
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+log = logging.getLogger("aimo.main")
+_solver = None
+_start_lock = threading.Lock()
+
+
+def config_files(argv=None) -> list[str]:
+    if argv:
+        return argv
+    files = os.environ.get("AIMO_CONFIG", "").split()
+    return files or [str(HERE / "config.yaml") if not Path("config.yaml").is_file() else "config.yaml"]
+
+
+def solver(files=None):
+    """The warm solver, started on first use (the launcher starts it before serving)."""
+    global _solver
+    with _start_lock:
+        if _solver is None:
+            from aimo import config
+            from aimo.online import OnlineSolver
+            s = OnlineSolver(config.load(config_files(files)))
+            s.start()
+            _solver = s
+    return _solver
+
+
+def _value(x):
+    """The one value of a one-row polars or pandas Series (or a plain value)."""
+    if hasattr(x, "to_list"):
+        x = x.to_list()
+    elif hasattr(x, "tolist"):
+        x = x.tolist()
+    if isinstance(x, (list, tuple)):
+        return x[0] if x else None
+    return x
+
+
+def _frame(id_str: str, answer: int):
+    try:
+        import polars as pl
+        return pl.DataFrame({"id": [id_str], "answer": [int(answer)]})
+    except ImportError:
+        import pandas as pd
+        return pd.DataFrame({"id": [id_str], "answer": [int(answer)]})
+
+
+def _never_raises(fn):
+    @functools.wraps(fn)
+    def predict(id_, problem, *rest):
+        id_str = "?"
+        try:
+            id_str = str(_value(id_))
+            return fn(id_str, problem, *rest)
+        except BaseException:  # anything that escapes ends the whole submission
+            log.exception("predict(%s) failed; answering the fallback", id_str)
+            fallback = 0
+            try:
+                fallback = int(_solver.config["submission"]["fallback"]) if _solver else 0
+            except Exception:
+                pass
+            return _frame(id_str, fallback)
+    return predict
+
+
+@_never_raises
+def predict(id_, problem, *rest):
+    """One AIMO3 problem -> a one-row DataFrame (`id`, `answer` an int in [0, 99999]).
+
+    Called by Kaggle's gateway with one-row polars Series (id, problem[, answer]); plain values
+    work too. Never raises: a failure answers `submission.fallback`."""
+    answer = _value(rest[0]) if rest else None  # reference files carry it; only recorded
+    result = solver().solve(id_, _value(problem), answer=answer)
+    return _frame(id_, result.answer)
+
+
+def serve_kaggle(test_csv=None):
+    """Start the solver, then Kaggle's inference server: serve() in the competition rerun,
+    else a local gateway run over `test_csv`."""
+    import kaggle_evaluation.aimo_3_inference_server as kaggle  # only here: not on PyPI
+    server = kaggle.AIMO3InferenceServer(predict)
+    solver()  # before serving: the gateway waits 900 s for the server
+    if os.getenv("KAGGLE_IS_COMPETITION_RERUN"):
+        server.serve()
+    else:
+        server.run_local_gateway((test_csv or "/kaggle/input/ai-mathematical-olympiad-progress-prize-3/test.csv",))
+
+
+def solve_file(problems, out, files):
+    """`predict` over a problem file, with a progress bar; writes `out` (id,answer)."""
+    from aimo import logs
+    from aimo.config import load
+    from aimo.problems import load as load_problems
+    from aimo.tables import write_text
+    config = load(config_files(files))
+    rows = load_problems(problems)
+    run_dir = Path(config["online"]["run_dir"])
+    terminal = logs.setup(str(run_dir / "main.log"))
+    from tqdm import tqdm
+    s = solver(files)
+    lines = ["id,answer"]
+    for row in tqdm(rows, desc="problems", unit="problem", file=terminal):
+        frame = predict(row["problem_id"], row["problem"], row.get("answer"))
+        lines.append(f"{row['problem_id']},{int(_value(frame['answer']))}")
+    write_text("\n".join(lines) + "\n", out)
+    log.info("wrote %s (%d problems); traces in %s; bank left %.0f s", out, len(rows), run_dir,
+             s.bank.left())
+    s.stop()
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description="AIMO3 entry point: predict() over a problem file, "
+                                 "Kaggle's gateway, or the evaluation of an online run.")
+    ap.add_argument("--problems", help="CSV, JSONL or Parquet with id, problem[, answer]")
+    ap.add_argument("--out", default="submission.csv")
+    ap.add_argument("--configfile", nargs="+", default=None)
+    ap.add_argument("--evaluate", metavar="RUN_DIR", help="re-vote and evaluate an online run")
+    ap.add_argument("--test-csv", help="the local gateway's problem file (Kaggle mode)")
+    args = ap.parse_args(argv)
+    if args.evaluate:
+        from aimo.config import load
+        from aimo.online import evaluate_run
+        logging.basicConfig(level=logging.INFO)
+        res = evaluate_run(args.evaluate, load(config_files(args.configfile)))
+        print(res["report"])
+    elif args.problems:
+        solve_file(args.problems, args.out, args.configfile)
+    else:
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+        serve_kaggle(args.test_csv)
+
+
+if __name__ == "__main__":
+    started = time.time()
+    main()

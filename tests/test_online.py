@@ -1,0 +1,189 @@
+"""The online solver and main.py's `predict` on the tiny model, called the way Kaggle's AIMO3
+gateway calls it: from a worker thread, rows shuffled, one-row polars Series per column. The
+harness is the project's own, written from ../shared/notes/aimo3-interface.md (Kaggle's code is
+not on PyPI and is never copied here)."""
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import types
+from concurrent.futures import ThreadPoolExecutor
+
+import pandas as pd
+import polars as pl
+import psutil
+import pytest
+
+from conftest import ROOT, SHARED
+
+sys.path.insert(0, str(ROOT))  # main.py, the Kaggle entry point, sits at the top
+import main  # noqa: E402
+from aimo import config as aimo_config
+from aimo.online import OnlineSolver, TimeBank, final_answer
+from aimo.schemas import PROBLEMS, TRACES
+from aimo.tables import read_metadata, read_table
+
+pytestmark = pytest.mark.slow
+
+OVERLAY = """
+sampling: {{max_tokens: 96}}
+online: {{samples: 4, early_stop: 2, budget_s: {budget}, problems: 20, min_s: {min_s}, max_s: 60,
+          reserve_s: 1, run_dir: {run_dir}}}
+"""
+
+
+def load_config(tmp_path, budget=900, min_s=5):
+    overlay = tmp_path / "online.yaml"
+    overlay.write_text(OVERLAY.format(budget=budget, min_s=min_s, run_dir=tmp_path / "run"))
+    return aimo_config.load([ROOT / "config.yaml", ROOT / "tests/tiny/config.yaml", overlay]), overlay
+
+
+def gateway(predict, csv_path, seed=0):
+    """Call `predict` as the gateway does; check every reply; return the submission frame."""
+    df = pl.read_csv(csv_path).sample(fraction=1.0, shuffle=True, seed=seed)
+    replies = []
+    with ThreadPoolExecutor(1) as worker:  # the gRPC server's single worker thread
+        for row in df.iter_slices(n_rows=1):
+            reply = worker.submit(predict, *row).result()  # *DataFrame: one Series per column
+            assert isinstance(reply, (pl.DataFrame, pd.DataFrame)), type(reply)
+            assert len(reply) == 1 and {"id", "answer"} <= set(reply.columns)
+            reply = reply if isinstance(reply, pl.DataFrame) else pl.from_pandas(reply)
+            answer = reply["answer"].item(0)
+            assert type(answer) is int and 0 <= answer <= 99999
+            assert reply["id"].item(0) == str(row["id"].item(0))
+            replies.append(reply.select("id", "answer"))
+    return pl.concat(replies, how="vertical_relaxed")
+
+
+@pytest.fixture(scope="module")
+def solver(tmp_path_factory):
+    config, _ = load_config(tmp_path_factory.mktemp("online"))
+    s = OnlineSolver(config)
+    # started from a worker thread, as a notebook's own launcher would on the first call
+    t = threading.Thread(target=s.start)
+    t.start()
+    t.join()
+    main._solver = s
+    yield s
+    main._solver = None
+    s.stop()
+
+
+def test_predict_is_a_plain_function_named_predict():
+    assert isinstance(main.predict, types.FunctionType) and main.predict.__name__ == "predict"
+
+
+def test_the_gateway_harness_on_the_test_file(solver):
+    sub = gateway(main.predict, SHARED / "aimo3_test.csv")
+    assert sorted(sub["id"].to_list()) == sorted(pl.read_csv(SHARED / "aimo3_test.csv")["id"].to_list())
+    assert sub["answer"].dtype == pl.Int64
+
+
+def test_the_gateway_harness_on_the_reference_file(solver):
+    sub = gateway(main.predict, SHARED / "aimo3_reference.csv", seed=1)
+    assert len(sub) == 10
+    run = solver.run_dir
+    for pid in sub["id"].to_list():
+        rows = read_table(run / "traces" / f"{pid}.parquet", TRACES)
+        assert rows.num_rows == 4
+        meta = read_metadata(run / "traces" / f"{pid}.parquet")
+        assert meta["budget_s"] > 0 and meta["used_s"] > 0 and meta["stopped"]
+    # the reference answers are recorded beside the problems (never shown to the model)
+    problems = read_table(run / "problems.parquet", PROBLEMS).to_pylist()
+    assert all(p["answer"] is not None for p in problems if p["problem_id"] in sub["id"].to_list())
+
+
+def test_bad_problems_get_the_fallback_and_nothing_escapes(solver):
+    empty = main.predict(pl.Series("id", ["e1"]), pl.Series("problem", [""]))
+    assert empty["answer"].item(0) == 0
+    long = main.predict(pl.Series("id", ["l1"]), pl.Series("problem", ["word " * 1200]))
+    assert long["answer"].item(0) == 0
+    rows = read_table(solver.run_dir / "traces" / "l1.parquet", TRACES).to_pylist()
+    assert {r["finish_reason"] for r in rows} == {"prompt_too_long"}
+    numeric = main.predict(pl.Series("id", [12345]), pl.Series("problem", ["What is 2 + 3?"]))
+    assert numeric["id"].item(0) == "12345" and type(numeric["answer"].item(0)) is int
+    broken = main.predict(pl.Series("id", ["b1"]), None)  # not a problem at all
+    assert broken["answer"].item(0) == 0
+
+
+def test_the_same_problem_twice_is_answered_twice(solver):
+    for _ in range(2):
+        out = main.predict(pl.Series("id", ["twice"]), pl.Series("problem", ["What is 6 times 7?"]))
+        assert type(out["answer"].item(0)) is int
+    assert (solver.run_dir / "traces" / "twice.parquet").is_file()
+    assert (solver.run_dir / "traces" / "twice~2.parquet").is_file()
+
+
+def test_voted_answers_outside_the_range_fall_back():
+    for bad in (10 ** 30, -5, 100000, 3.0, "7", None, True):
+        assert final_answer(bad, 0) == (0, True)
+    assert final_answer(99999, 0) == (99999, False)
+
+
+def test_the_time_bank_shares_out_and_keeps_a_minimum():
+    now = [0.0]
+    bank = TimeBank(17400, 50, 300, 900, 300, clock=lambda: now[0])
+    assert bank.budget() == 900  # 17400 - 300 x 49 = 2700, capped at 900
+    now[0] = 15000.0
+    bank.solved = 40
+    assert bank.budget() == 300  # 2400 - 300 x 9 = -300: the minimum
+    now[0] = 20000.0
+    assert bank.budget() == 300  # spent: still the minimum
+
+
+def test_a_spent_bank_still_answers_with_the_minimum(tmp_path):
+    config, _ = load_config(tmp_path, budget=1, min_s=3)
+    s = OnlineSolver(config)
+    s.start()
+    try:
+        time.sleep(1.1)
+        started = time.monotonic()
+        first = s.solve("p1", "What is 2 + 2?")
+        second = s.solve("p2", "What is 3 + 3?")
+        assert time.monotonic() - started < 30
+        assert first.budget_s == second.budget_s == 3 and first.bank_left_s < 0
+        assert isinstance(second.answer, int)
+    finally:
+        s.stop()
+
+
+def test_a_dead_engine_falls_back_and_the_next_problem_restarts_it(solver, caplog):
+    def kill_core():  # once the problem's traces are in the engine
+        deadline = time.monotonic() + 60
+        while not solver.solver.llm.llm_engine.has_unfinished_requests() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
+        for p in psutil.Process().children(recursive=True):
+            if p.name().startswith("VLLM::EngineCore"):
+                os.kill(p.pid, signal.SIGKILL)
+    killer = threading.Thread(target=kill_core)
+    killer.start()
+    long = "Write out, step by step, every prime below 500, then their sum. " * 3
+    first = solver.solve("dies", long)
+    killer.join()
+    assert first.stopped == "engine died" and first.fallback and first.answer == 0
+    after = solver.solve("after", "What is 6 times 7?")
+    assert after.stopped != "engine died" and after.finished + after.cancelled == 4
+    assert "restarting it" in caplog.text
+
+
+def test_main_solves_a_file_and_evaluates_its_run(tmp_path):
+    config, overlay = load_config(tmp_path)
+    problems = tmp_path / "p.csv"
+    problems.write_text("id,problem,answer\nadd,What is 2 + 3?,5\nmul,What is 6 times 7?,42\n")
+    out = tmp_path / "submission.csv"
+    cmd = [sys.executable, str(ROOT / "main.py"), "--problems", str(problems), "--out", str(out),
+           "--configfile", str(ROOT / "config.yaml"), str(ROOT / "tests/tiny/config.yaml"), str(overlay)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert out.read_text().splitlines()[0] == "id,answer"
+    assert [line.split(",")[0] for line in out.read_text().splitlines()[1:]] == ["add", "mul"]
+    assert "samples finished" in proc.stderr + proc.stdout  # one line per problem
+    env = dict(os.environ, AIMO_CONFIG=" ".join(cmd[-3:]))
+    proc = subprocess.run([sys.executable, str(ROOT / "main.py"), "--evaluate", str(tmp_path / "run")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "run/evaluate/report.md").is_file()
+    assert (tmp_path / "run/evaluate/votes.parquet").is_file()
