@@ -447,7 +447,8 @@ class Sandbox:
     def _why(key, notes):
         alias = {"private_tmp": "mountns", "netns_per_session": "netns"}.get(key, key)
         if key == "hidden_paths":
-            return "; ".join(f"{k[5:]}: {v}" for k, v in notes.items() if k.startswith("hide")) or None
+            return "; ".join(v if k == "hide_paths" else f"{k[5:]}: {v}"
+                             for k, v in notes.items() if k.startswith("hide")) or None
         return notes.get(key) or notes.get(f"session {key}") or notes.get(alias) \
             or notes.get(f"session {alias}") or (notes.get("expose") if key == "uid" else None)
 
