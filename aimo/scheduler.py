@@ -322,7 +322,7 @@ class _Loop:
 
     def _progress(self, lives, started):
         done = sum(live.trace.finish_reason is not None for live in lives)
-        tokens = sum(live.trace.completion_tokens for live in lives)
+        tokens = sum(live.trace.completion_tokens + len(live.new_ids) for live in lives)
         elapsed = max(self.clock() - started, 1e-9)
         log.info("%d/%d traces done, %d in the engine, %d running code, %d tokens, %.1f tokens/s",
                  done, len(lives), len(self.in_engine), len(self.in_sandbox), tokens,

@@ -67,6 +67,10 @@ def test_shard_metadata_names_model_engine_and_sampling(tiny_run):
     assert meta["dtype"] in ("bfloat16", "float32")
     assert meta["sampling"] == {"temperature": 0.8, "top_p": 0.95, "max_tokens": 160}
     assert meta["shard"] == 0 and meta["samples"] == [0, 2]
+    assert meta["sample_seed"] == 7 and meta["scheduler"] == {"max_in_flight": None, "early_stop": None}
+    assert meta["steps"] > 0 and meta["wall_s"] > 0  # the scheduler's own figures
+    rows = read_table(workdir / "results/generate/shard-0.parquet", TRACES).to_pylist()
+    assert all(sum(r["round_tokens"]) == r["completion_tokens"] for r in rows)
 
 
 def test_the_model_directory_records_its_licence(tiny_run):
