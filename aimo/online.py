@@ -179,8 +179,9 @@ class OnlineSolver:
             rows = self.solver.run(requests, early_stop=o["early_stop"],
                                    deadline=started + result.budget_s)
         except Exception:
-            if not self.dead:
+            if not (self.dead or self.solver.engine_dead):
                 raise
+            self.dead = True
             log.error("%s: the engine died during this problem; answering the fallback", pid)
             result.stopped = "engine died"
             return

@@ -38,6 +38,7 @@ class Solver:
     def __init__(self, model_dir, params: dict, threads: int = 2, on_engine_death=None):
         self.model_dir, self.params, self.threads = model_dir, params, threads
         self.on_engine_death = on_engine_death  # None: a dead engine ends the process
+        self.engine_dead = False
         self.stats = {"engine_start_s": 0.0, "loop_s": 0.0, "completion_tokens": 0, "sandbox_s": 0.0}
 
     def __enter__(self):
@@ -59,12 +60,21 @@ class Solver:
         config's (`scheduler`); see `scheduler.run`."""
         started = time.time()
         sched = self.params.get("scheduler", {})
-        rows = scheduler.run(
-            self.llm, requests, self.sandbox, self.params["sampling"], self.params["tir"]["max_rounds"],
-            self.params["engine"]["max_model_len"], self.stats, threads=self.threads,
-            max_in_flight=sched.get("max_in_flight"),
-            early_stop=sched.get("early_stop") if early_stop is None else early_stop,
-            deadline=deadline)
+        try:
+            rows = scheduler.run(
+                self.llm, requests, self.sandbox, self.params["sampling"],
+                self.params["tir"]["max_rounds"], self.params["engine"]["max_model_len"], self.stats,
+                threads=self.threads, max_in_flight=sched.get("max_in_flight"),
+                early_stop=sched.get("early_stop") if early_stop is None else early_stop,
+                deadline=deadline)
+        except Exception:
+            # vLLM may notice a dead engine core before the watch does: say which one died
+            dead = self.watch.dead()
+            if dead:
+                self.engine_dead = True
+                log.error("the engine's process %s (pid %d) died (killed for memory? see dmesg); "
+                          "no output is written", *dead)
+            raise
         self.stats["loop_s"] += time.time() - started
         self.stats["completion_tokens"] += sum(r["completion_tokens"] for r in rows)
         self.stats["sandbox_s"] += sum(r["exec_s"] for r in rows)
