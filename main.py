@@ -15,7 +15,6 @@ import logging
 import os
 import sys
 import threading
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -150,5 +149,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    started = time.time()
     main()

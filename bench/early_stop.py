@@ -72,7 +72,7 @@ def main():
             write_table(rows, out / f"{name}.parquet", TRACES, metadata=fig)
             print(json.dumps(fig), flush=True)
     (_, all_right, a), (_, k_right, b) = runs["all"], runs[f"k={args.k}"]
-    print(f"\n| run | right | completion tokens | cancelled traces | wall s |\n|---|---|---|---|---|")
+    print("\n| run | right | completion tokens | cancelled traces | wall s |\n|---|---|---|---|---|")
     for f in (a, b):
         print(f"| {f['run']} | {f['right']}/{f['of']} | {f['completion_tokens']} | {f['cancelled']} | {f['wall_s']} |")
     saved = 1 - b["completion_tokens"] / a["completion_tokens"]
