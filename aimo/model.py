@@ -12,6 +12,7 @@ import hashlib
 import importlib
 import importlib.util
 import json
+import re
 import logging
 import os
 import shutil
@@ -127,6 +128,11 @@ def gguf_to_hf(gguf_path, out_dir, dtype="bfloat16"):
         del model.config.quantization_config
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
+
+
+def slug(name: str) -> str:
+    """The folder name of model `name` under resources/models/ (rules/common.smk's MODEL_SLUG)."""
+    return re.sub(r"[^\w.-]+", "--", name)
 
 
 def provide(source, name, out_dir, path=None, revision=None, dtype="bfloat16"):

@@ -9,7 +9,6 @@ solved, atomically, in the workflow's schemas, so an interrupted run keeps what 
 Kaggle's `predict()` API.
 """
 import logging
-import re
 import threading
 import time
 from dataclasses import dataclass
@@ -73,7 +72,7 @@ def model_dir(config) -> Path:
         return Path("results/sft/merged")
     if m["source"] == "local":
         return Path(m["path"])
-    out = Path("resources/models", re.sub(r"[^\w.-]+", "--", m["name"]))
+    out = Path("resources/models", model.slug(m["name"]))
     if not (out / "config.json").is_file():
         model.provide(m["source"], m["name"], out, revision=m["revision"], dtype=m["dtype"])
     return out
