@@ -2,7 +2,7 @@
 # -> submission -> evaluate. Only wiring here; the stages are in rules/, the logic in aimo/.
 from snakemake.utils import min_version, validate
 
-min_version("9.0")
+min_version("9.20")
 
 
 configfile: "config.yaml"
