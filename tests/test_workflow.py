@@ -62,3 +62,14 @@ def test_a_bad_online_config_names_the_key(workflow_copy):
     bad.write_text("online: {budget: 5}\n")
     with pytest.raises(ValueError, match="budget"):
         config.load([workflow_copy / "config.yaml", bad])
+
+
+def test_a_failing_jobs_error_reaches_the_terminal(workflow_copy):
+    """The default profile shows a failed job's log, so the terminal names the bad row and
+    column, not only "check log file(s) for error details"."""
+    (workflow_copy / "bad.csv").write_text("id,problem\na,one\na,two\n")
+    proc = snakemake(workflow_copy, "results/problems.parquet", "--cores", "1", *overrides(
+        workflow_copy, "bad.yaml", "problems: bad.csv\n"), check=False)
+    assert proc.returncode != 0
+    assert "bad.csv: row 2, column 'id': duplicate id 'a' (first at row 1)" in proc.stdout, \
+        proc.stdout[-3000:]
