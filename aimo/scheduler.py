@@ -20,10 +20,12 @@ from dataclasses import dataclass, field
 from aimo.answers import in_range
 from aimo.prompts import OUTPUT_FENCE, output_block
 from aimo.schemas import CANCELLED
-from aimo.tir import Trace, derive_seed, last_code_block, row, sandbox_seed
+from aimo.tir import Entropy, Trace, derive_seed, last_code_block, row, sandbox_seed
 
 log = logging.getLogger("aimo.scheduler")
 
+# where a final answer starts: the tail entropy is of the tokens before the last one
+ANSWER_MARK = "\\boxed"
 # Traces in flight per KV-cache slot of a full-length trace: most traces end well short of
 # their budget, and vLLM preempts (recomputes) the newest requests if the cache does fill.
 OVERCOMMIT = 2
@@ -63,12 +65,28 @@ def default_max_in_flight(llm, sampling: dict, max_model_len: int) -> int:
 
 def sampling_params(sampling: dict, seed: int, max_tokens: int):
     """vLLM SamplingParams for one round of one trace: new tokens are streamed (DELTA), so a
-    cancelled round keeps what it wrote."""
+    cancelled round keeps what it wrote; each sampled token comes with the engine's top
+    `top_logprobs` log-probabilities (0: only its own), flat (few Python objects)."""
     from vllm import SamplingParams
     from vllm.sampling_params import RequestOutputKind
     return SamplingParams(temperature=sampling["temperature"], top_p=sampling["top_p"],
-                          max_tokens=max_tokens, seed=seed, stop=[OUTPUT_FENCE], logprobs=0,
+                          max_tokens=max_tokens, seed=seed, stop=[OUTPUT_FENCE],
+                          logprobs=sampling.get("top_logprobs", 0), flat_logprobs=True,
                           output_kind=RequestOutputKind.DELTA)
+
+
+def top_logprobs(logprobs):
+    """Per sampled position of a CompletionOutput's `logprobs`, its top-k log-probabilities
+    (the sampled token's own entry, first at each position, left out)."""
+    if logprobs is None:
+        return
+    if hasattr(logprobs, "start_indices"):  # FlatLogprobs
+        values = logprobs.logprobs
+        for start, end in zip(logprobs.start_indices, logprobs.end_indices):
+            yield values[start + 1:end]
+    else:  # one {token_id: Logprob} per position
+        for position in logprobs:
+            yield [lp.logprob for lp in position.values() if lp.rank is not None and lp.rank >= 1]
 
 
 def decode(tokenizer, ids) -> str:
@@ -127,6 +145,7 @@ class _Loop:
         self.engine, self.tok = llm.llm_engine, llm.get_tokenizer()
         self.sampling, self.max_rounds, self.max_model_len = sampling, max_rounds, max_model_len
         self.sandbox, self.clock, self.check, self.early_stop = sandbox, clock, check_tokens, early_stop
+        self.top_k = sampling.get("top_logprobs", 0)
         self.pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix="aimo-tir")
         self.in_engine, self.in_sandbox, self.waiting = {}, {}, deque()
         self.stats = Counter()
@@ -144,7 +163,9 @@ class _Loop:
             limit = deadline.get(req.problem_id) if isinstance(deadline, dict) else deadline
             problem = problems.setdefault(req.problem_id, _Problem(limit))
             problem.open += 1
-            live = _Live(Trace(req, prompt, prompt_tokens=len(ids)), ids, len(ids), problem)
+            trace = Trace(req, prompt, prompt_tokens=len(ids),
+                          entropy=Entropy(tail=self.sampling.get("tail_tokens", 256)))
+            live = _Live(trace, ids, len(ids), problem)
             lives.append(live)
             self.waiting.append(live)
         self.problems = problems
@@ -308,11 +329,23 @@ class _Loop:
             live.first_output = False
             if live.round:
                 self.stats["cached_tokens"] += out.num_cached_tokens or 0
+        if self.top_k and comp.token_ids:
+            self.entropies(live, comp)
         live.new_ids += comp.token_ids
         live.new_text += comp.text
         if out.finished:
             del self.in_engine[out.request_id]
             self.generated(live, comp)
+
+    def entropies(self, live: _Live, comp):
+        """Fold the new tokens' top-k log-probabilities into the trace's entropies, noting
+        where an answer marker starts (the tail entropy is of the tokens before it)."""
+        n = len(ANSWER_MARK)
+        before = (live.trace.text[-n:] + live.new_text)[-n:]
+        if ANSWER_MARK in before + comp.text and ANSWER_MARK not in before:
+            live.trace.entropy.answer_starts()
+        for position in top_logprobs(comp.logprobs):
+            live.trace.entropy.add(position)
 
     def _wait_s(self):
         deadlines = [p.deadline for p in self.problems.values() if p.deadline is not None and p.open]

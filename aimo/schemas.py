@@ -39,7 +39,11 @@ TRACES = pa.schema([
     pa.field("finish_reason", pa.string()),  # one of FINISHED or CANCELLED
     pa.field("answer", pa.string()),  # extracted, as written
     pa.field("answer_int", pa.int64()),  # null unless an integer
-    pa.field("mean_logprob", pa.float64()),
+    pa.field("mean_logprob", pa.float64()),  # mean log-probability of the sampled tokens
+    # mean entropy (nats) of the engine's top-k distribution over the sampled tokens, and over
+    # the last `sampling.tail_tokens` of them before the final answer; null when not asked for
+    pa.field("mean_entropy", pa.float64()),
+    pa.field("tail_entropy", pa.float64()),
     pa.field("changed", pa.bool_()),  # critique: did the answer change
     pa.field("round_tokens", pa.list_(pa.int32())),  # completion tokens of each engine round
 ])

@@ -3,7 +3,9 @@ row it becomes. The loop that produces traces is `aimo.scheduler`; this module k
 of engines, files or Snakemake.
 """
 import hashlib
+import math
 import re
+from collections import deque
 from dataclasses import dataclass, field
 
 from aimo.answers import answer_int64, extract_answer
@@ -45,6 +47,48 @@ class Request:
 
 
 @dataclass
+class Entropy:
+    """A trace's token entropies as they arrive, without keeping them: the running mean, and
+    the mean over the last `tail` tokens before the final answer (taken when the last answer
+    marker, `\\boxed`, starts; the trace's last `tail` tokens when it has none). Entropy is
+    in nats, of the engine's top-k log-probabilities as given (not renormalised); a position
+    whose log-probabilities are not finite is left out."""
+    tail: int = 256
+    total: float = 0.0
+    n: int = 0
+    window: deque = field(default_factory=deque)
+    before_answer: float | None = None
+
+    def add(self, logprobs):
+        """One sampled position: its top-k log-probabilities."""
+        h = 0.0
+        for lp in logprobs:
+            if not math.isfinite(lp):
+                if lp == -math.inf:
+                    continue  # probability 0: no entropy
+                return
+            h -= math.exp(lp) * lp
+        self.total += h
+        self.n += 1
+        self.window.append(h)
+        if len(self.window) > self.tail:
+            self.window.popleft()
+
+    def answer_starts(self):
+        self.before_answer = sum(self.window) / len(self.window) if self.window else None
+
+    def means(self) -> tuple[float | None, float | None]:
+        """(mean entropy, tail entropy); None where no position was seen."""
+        if not self.n:
+            return None, None
+        tail = self.before_answer
+        if tail is None:
+            tail = sum(self.window) / len(self.window)
+        mean = self.total / self.n
+        return (mean if math.isfinite(mean) else None), (tail if math.isfinite(tail) else None)
+
+
+@dataclass
 class Trace:
     """A trace while it is made: its text so far, and what the row reports of it."""
     request: Request
@@ -57,6 +101,7 @@ class Trace:
     blocks: list = field(default_factory=list)
     round_tokens: list = field(default_factory=list)  # completion tokens of each engine round
     finish_reason: str | None = None
+    entropy: Entropy = field(default_factory=Entropy)
 
 
 def row(t: Trace) -> dict:
@@ -65,6 +110,7 @@ def row(t: Trace) -> dict:
     statuses = [b["status"] for b in t.blocks]
     req = t.request
     known = t.logprobs_known and t.completion_tokens > 0
+    mean_entropy, tail_entropy = t.entropy.means()
     return {
         "trace_id": req.trace_id, "problem_id": req.problem_id, "sample": req.sample,
         "seed": req.seed, "source": req.source, "parent_id": req.parent_id,
@@ -77,5 +123,6 @@ def row(t: Trace) -> dict:
         "finish_reason": t.finish_reason, "answer": answer,
         "answer_int": answer_int64(answer),
         "mean_logprob": t.logprob_sum / t.completion_tokens if known else None,
+        "mean_entropy": mean_entropy, "tail_entropy": tail_entropy,
         "changed": None, "round_tokens": list(t.round_tokens),
     }
