@@ -1,45 +1,34 @@
-"""The sandbox's client side: `Limits`, `ExecResult`, `Sandbox` and `Session`.
+"""The sandbox's client side: `Sandbox` and `Session` (`Limits` and `ExecResult`: limits.py).
 
 This module runs inside the lead's process (which may hold a large inference engine), so it
-never forks: it starts the server (``_server.py``) with ``subprocess`` and then only talks to
-sockets. See docs/sandbox.md for the design, the isolation it gives and its limits.
+never forks: it starts the server (the folder ``_server/``, run by path) with ``subprocess``
+and then only talks to sockets (``_channels.py``). See docs/sandbox.md for the design, the
+isolation it gives and its limits.
 """
 from __future__ import annotations
 
-import collections
 import dataclasses
 import itertools
-import json
 import logging
 import os
-import select
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 
-from . import _server as _srv
+from ._channels import Channel, Dead, Proc, Server, Unavailable
+from ._server.sbx_protocol import memory_cap_text
+from .limits import (ERROR, GRACE_S, KILLED, MEMORY, OK, OUTPUT_LIMIT, STATUSES, TIMEOUT, ExecResult, Limits,
+                     SandboxError)
+
+__all__ = ["ERROR", "GRACE_S", "KILLED", "MEMORY", "OK", "OUTPUT_LIMIT", "STATUSES", "TIMEOUT", "ExecResult",
+           "Limits", "Sandbox", "SandboxError", "Session"]
 
 log = logging.getLogger("aimo.sandbox")
 
-OK, ERROR, TIMEOUT, MEMORY, OUTPUT_LIMIT, KILLED = (
-    _srv.OK, _srv.ERROR, _srv.TIMEOUT, _srv.MEMORY, _srv.OUTPUT_LIMIT, _srv.KILLED)
-STATUSES = (OK, ERROR, TIMEOUT, MEMORY, OUTPUT_LIMIT, KILLED)
-
-GRACE_S = 0.5            # after the soft wall-time interrupt, how long before the process is killed
-_REQUEST_TIMEOUT_S = 15.0
-_SERVER_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_server.py")
-_SERVER_ENV = {
-    "PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
-    "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONIOENCODING": "utf-8",
-    "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-    "NUMEXPR_NUM_THREADS": "1", "VECLIB_MAXIMUM_THREADS": "1", "MALLOC_ARENA_MAX": "2",
-    "MPLBACKEND": "Agg",
-}
 _PROTECTION_NAMES = {
     "uid": "separate unprivileged uids (code could write the run's files, signal other sessions)",
     "netns": "network isolation",
@@ -60,71 +49,6 @@ def _log_once(level, text):
         log.log(level, text)
 
 
-@dataclasses.dataclass
-class Limits:
-    """Per-block limits. Every field has a default; ``Limits(**config_dict)`` works.
-
-    ``pool_memory_mb`` and ``accept_missing`` concern the whole pool: they are read from the
-    Sandbox's limits (a session's own limits cannot change them)."""
-
-    wall_s: float = 10.0        # wall time per block (soft interrupt, then kill GRACE_S later)
-    cpu_s: float = 10.0         # CPU time per block (RLIMIT_CPU, whole seconds)
-    memory_mb: int = 2048       # address space per process (RLIMIT_AS)
-    processes: int = 16         # processes and threads of the session's uid (RLIMIT_NPROC)
-    open_files: int = 64        # RLIMIT_NOFILE
-    file_size_mb: int = 16      # largest file a block may write (RLIMIT_FSIZE)
-    output_chars: int = 2000    # characters of stdout returned (head and tail kept)
-    max_output_mb: float = 8    # a block printing more than this is stopped ("output_limit")
-    scratch_mb: int = 256       # size of the private /tmp (tmpfs) of a session
-    session_memory_mb: int = 2048   # memory of all processes of a session together (memory cgroup)
-    pool_memory_mb: int = 4096      # memory of the whole pool: server, spares and sessions (cgroup)
-    accept_missing: bool = False    # run even when a protection that should hold here does not
-
-    def __post_init__(self):
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if f.type in ("bool", bool):
-                if not isinstance(value, bool):
-                    raise TypeError(f"Limits.{f.name} must be true or false, not {value!r}")
-                continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise TypeError(f"Limits.{f.name} must be a number, not {value!r}")
-            value = float(value) if f.type in ("float", float) else int(value)
-            if value < 0 or (value == 0 and f.name != "output_chars"):
-                raise ValueError(f"Limits.{f.name} must be positive, not {value!r}")
-            setattr(self, f.name, value)
-
-
-@dataclasses.dataclass
-class ExecResult:
-    """What one code block did."""
-
-    status: str                 # one of STATUSES
-    stdout: str = ""            # captured stdout+stderr, cut to output_chars (head and tail kept)
-    error: str = ""             # traceback tail, or why the block was stopped
-    wall_s: float = 0.0
-    cpu_s: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return self.status == OK
-
-    @property
-    def output(self) -> str:
-        """The text to show the model: stdout, then the error if any."""
-        if not self.error:
-            return self.stdout
-        if not self.stdout:
-            return self.error
-        return self.stdout + ("" if self.stdout.endswith("\n") else "\n") + self.error
-
-
-def _wait_fd(fd, timeout, events=select.POLLIN) -> bool:
-    """Whether `fd` gets ready within `timeout` seconds (poll: fds above 1024 are fine)."""
-    poller = select.poll()
-    poller.register(fd, events)
-    return bool(poller.poll(max(0, int(timeout * 1000 + 0.999))))
-
 
 def _clean(text) -> str:
     """Valid UTF-8 text (lone surrogates replaced) whatever a session sent."""
@@ -132,231 +56,6 @@ def _clean(text) -> str:
         text = "" if text is None else str(text)
     return text.encode("utf-8", "replace").decode("utf-8")
 
-
-class SandboxError(RuntimeError):
-    """The sandbox cannot work here (its server does not start). Not caused by the code run."""
-
-
-class _Dead(Exception):
-    """The session process is gone (or spoke garbage)."""
-
-
-class _Unavailable(Exception):
-    """No session process could be started."""
-
-
-class _Channel:
-    """The client end of one session's stream socket, plus a pidfd of its process."""
-
-    def __init__(self, sock, pidfd):
-        self.sock = sock
-        self.pidfd = pidfd
-        self.buf = bytearray()
-        sock.setblocking(False)
-
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-        if self.pidfd is not None:
-            try:
-                os.close(self.pidfd)
-            except OSError:
-                pass
-            self.pidfd = None
-
-    def send(self, obj, deadline):
-        data = json.dumps(obj).encode()
-        view = memoryview(_srv.HDR.pack(len(data)) + data)
-        while view:
-            try:
-                view = view[self.sock.send(view):]
-                continue
-            except BlockingIOError:
-                pass
-            except OSError as e:
-                raise _Dead(str(e)) from None
-            wait = deadline - time.monotonic()
-            if wait <= 0:
-                raise TimeoutError
-            _wait_fd(self.sock.fileno(), wait, select.POLLOUT)
-
-    def _parse(self):
-        if len(self.buf) < 4:
-            return None
-        (n,) = _srv.HDR.unpack_from(self.buf)
-        if n > _srv.MAX_MSG:
-            raise _Dead("protocol error (oversized message)")
-        if len(self.buf) < 4 + n:
-            return None
-        raw = bytes(self.buf[4:4 + n])
-        del self.buf[:4 + n]
-        try:
-            msg = json.loads(raw)
-        except ValueError:
-            raise _Dead("protocol error (bad message)") from None
-        if not isinstance(msg, dict):
-            raise _Dead("protocol error (bad message)")
-        return msg
-
-    def _drain(self):
-        try:
-            data = self.sock.recv(1 << 16)
-        except BlockingIOError:
-            return False
-        except OSError as e:
-            raise _Dead(str(e)) from None
-        if not data:
-            raise _Dead("end of stream")
-        self.buf += data
-        return True
-
-    def recv(self, deadline):
-        poller = select.poll()
-        poller.register(self.sock.fileno(), select.POLLIN)
-        if self.pidfd is not None:
-            poller.register(self.pidfd, select.POLLIN)
-        while True:
-            msg = self._parse()
-            if msg is not None:
-                return msg
-            wait = deadline - time.monotonic()
-            if wait <= 0:
-                raise TimeoutError
-            events = poller.poll(max(1, int(wait * 1000 + 0.999)))
-            fds = {fd for fd, _ in events}
-            if self.sock.fileno() in fds:
-                self._drain()
-            elif self.pidfd is not None and self.pidfd in fds:
-                # the process has exited: whatever it sent is already queued
-                if not self._drain() and self._parse() is None:
-                    raise _Dead("process exited")
-
-
-class _Proc:
-    """A live session process as the client knows it."""
-
-    def __init__(self, chan, sid, gen, uid):
-        self.chan, self.sid, self.gen, self.uid = chan, sid, gen, uid
-        self.cpu_total = 0.0
-        self.oom_kills = 0          # OOM kills in its cgroup known from its last answer
-
-
-class _Server:
-    """The fork server's subprocess and its control channel."""
-
-    def __init__(self, python, opts):
-        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self.started = time.monotonic()
-        try:
-            self.proc = subprocess.Popen(
-                [python, "-s", "-P", _SERVER_PATH, str(child.fileno())],
-                pass_fds=[child.fileno()], env=dict(_SERVER_ENV), cwd="/", stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL, start_new_session=True)
-        finally:
-            child.close()
-        self.ctl = parent
-        try:
-            parent.send(json.dumps(opts).encode())
-        except OSError:
-            pass                                # noticed by wait_ready
-        self.lock = threading.Lock()
-        self.info = None
-        self.dead = False
-        self.rids = itertools.count(1)
-        self.graveyard = collections.deque()    # sids of sessions garbage-collected unclosed
-
-    def wait_ready(self, timeout):
-        with self.lock:
-            if self.info is not None:
-                return self.info
-            deadline = time.monotonic() + timeout
-            while True:
-                wait = deadline - time.monotonic()
-                if wait <= 0 or self.proc.poll() is not None:
-                    self.dead = True
-                    raise SandboxError("the sandbox server did not start (see its stderr above)")
-                if _wait_fd(self.ctl.fileno(), min(wait, 0.5)):
-                    try:
-                        data = self.ctl.recv(1 << 20)
-                    except OSError:
-                        data = b""
-                    if not data:
-                        self.dead = True
-                        raise SandboxError("the sandbox server exited during start-up (see its stderr)")
-                    self.info = json.loads(data)
-                    self.info["client_startup_s"] = time.monotonic() - self.started
-                    return self.info
-
-    def request(self, msg, noreply=False, timeout=_REQUEST_TIMEOUT_S):
-        """Send `msg`; return (reply, fds). Raises _Dead when the server is gone."""
-        with self.lock:
-            if self.dead:
-                raise _Dead("server gone")
-            while self.graveyard:              # kills queued by __del__ (which must not lock)
-                sid = self.graveyard.popleft()
-                try:
-                    self.ctl.send(json.dumps({"op": "kill", "sid": sid, "wait": False,
-                                              "noreply": True}).encode())
-                except OSError:
-                    pass
-            rid = next(self.rids)
-            msg = dict(msg, rid=rid, noreply=noreply)
-            try:
-                self.ctl.send(json.dumps(msg).encode())
-            except OSError as e:
-                self.dead = True
-                raise _Dead(f"server gone ({e})") from None
-            if noreply:
-                return None, []
-            deadline = time.monotonic() + timeout
-            while True:
-                wait = deadline - time.monotonic()
-                if wait <= 0 or not _wait_fd(self.ctl.fileno(), wait):
-                    self.dead = True
-                    raise _Dead("the sandbox server stopped answering")
-                try:
-                    data, fds, _, _ = socket.recv_fds(self.ctl, 1 << 20, 4)
-                except OSError as e:
-                    self.dead = True
-                    raise _Dead(f"server gone ({e})") from None
-                if not data:
-                    self.dead = True
-                    raise _Dead("the sandbox server exited")
-                reply = json.loads(data)
-                if reply.get("rid") == rid:
-                    return reply, fds
-                for fd in fds:              # a late answer to an abandoned request
-                    os.close(fd)
-
-    def close(self):
-        if not self.dead:
-            try:
-                self.request({"op": "shutdown"}, timeout=10.0)
-            except (_Dead, ValueError):
-                pass
-        self.dead = True
-        try:
-            self.ctl.close()
-        except OSError:
-            pass
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except OSError:
-                pass
-            self.proc.wait()
-        base = (self.info or {}).get("scratch_base")
-        if base and os.path.isdir(base):     # the server was killed before it could clean up
-            import shutil
-            shutil.rmtree(base, ignore_errors=True)
-        cg = (self.info or {}).get("cgroup")
-        if cg and os.path.isdir(cg):
-            from . import _cgroup
-            _cgroup.Pool(0, cg).remove_all()
 
 
 class Sandbox:
@@ -394,10 +93,10 @@ class Sandbox:
 
     # ---- server management
     def _start_server(self):
-        self._server = _Server(self._python, self._opts)
+        self._server = Server(self._python, self._opts)
         self._gen += 1
 
-    def _ready(self) -> _Server:
+    def _ready(self) -> Server:
         with self._lock:
             if self._closed:
                 raise RuntimeError("the Sandbox is closed")
@@ -462,24 +161,24 @@ class Sandbox:
         """Seconds from creating the Sandbox to its server being ready."""
         return self._ready().info["client_startup_s"]
 
-    def _open_process(self, limits: Limits, seed: int) -> _Proc:
+    def _open_process(self, limits: Limits, seed: int) -> Proc:
         for attempt in range(2):
             srv = self._ready()
             gen = self._gen
             try:
                 reply, fds = srv.request({"op": "open", "limits": dataclasses.asdict(limits), "seed": seed})
-            except _Dead:
+            except Dead:
                 continue                       # restart the server once
             if not reply.get("ok"):
                 for fd in fds:
                     os.close(fd)
-                raise _Unavailable(reply.get("error", "cannot open a session"))
+                raise Unavailable(reply.get("error", "cannot open a session"))
             sock = socket.socket(fileno=fds[0])
             pidfd = fds[1] if reply.get("pidfd") and len(fds) > 1 else None
-            return _Proc(_Channel(sock, pidfd), reply["sid"], gen, reply.get("uid"))
-        raise _Unavailable("the sandbox server keeps dying")
+            return Proc(Channel(sock, pidfd), reply["sid"], gen, reply.get("uid"))
+        raise Unavailable("the sandbox server keeps dying")
 
-    def _kill(self, proc: _Proc, why: str, wait: bool = False, reply: bool = True) -> dict:
+    def _kill(self, proc: Proc, why: str, wait: bool = False, reply: bool = True) -> dict:
         """Kill a session process and everything of its uid; return how it ended.
 
         The server signals everything at once; `wait` makes it answer only when every process
@@ -492,13 +191,13 @@ class Sandbox:
                                         noreply=not reply)
                 if answer and answer.get("ok"):
                     info = answer
-        except _Dead:
+        except Dead:
             pass
         finally:
             proc.chan.close()
         return info
 
-    def _interrupt(self, proc: _Proc):
+    def _interrupt(self, proc: Proc):
         if proc.chan.pidfd is not None:
             try:
                 signal.pidfd_send_signal(proc.chan.pidfd, signal.SIGINT)
@@ -508,7 +207,7 @@ class Sandbox:
         try:
             if proc.gen == self._gen:
                 self._server.request({"op": "interrupt", "sid": proc.sid})
-        except _Dead:
+        except Dead:
             pass
 
     # ---- public API
@@ -663,7 +362,7 @@ class Session:
                 self._finish_replay()
             if self._proc is None:
                 self._start(replay=False)
-        except _Unavailable as e:
+        except Unavailable as e:
             return ExecResult(KILLED, error=f"sandbox unavailable: {e}", wall_s=time.monotonic() - started)
         self._cells += 1
         cell = self._cells
@@ -685,7 +384,7 @@ class Session:
                 self._proc.chan.send({"op": "replay", "id": mid,
                                       "blocks": [[h[0], h[1]] for h in self._history]},
                                      time.monotonic() + 5.0)
-            except (_Dead, TimeoutError):
+            except (Dead, TimeoutError):
                 pass                                   # noticed when waiting for the answer
             self._replay = (mid, time.monotonic() + budget, len(self._history))
 
@@ -702,7 +401,7 @@ class Session:
                     self._sb._interrupt(proc)
                     continue
                 return "timeout", self._sb._kill(proc, "timeout")
-            except _Dead:
+            except Dead:
                 return "dead", self._sb._kill(proc, "dead")
             if msg.get("id") == mid:
                 return "msg", msg
@@ -750,7 +449,7 @@ class Session:
             how, msg = self._wait(mid, soft, hard)
         except TimeoutError:
             how, msg = "timeout", self._sb._kill(proc, "timeout")
-        except _Dead:
+        except Dead:
             how, msg = "dead", self._sb._kill(proc, "dead")
         wall = time.monotonic() - t0
         if how == "msg":
@@ -766,7 +465,7 @@ class Session:
         desc = msg.get("desc", "the process ended")
         if int(msg.get("oom_kills") or 0) > proc.oom_kills:
             status = MEMORY
-            error = _srv.memory_cap_text(dataclasses.asdict(lim), self._sb.limits.pool_memory_mb,
+            error = memory_cap_text(dataclasses.asdict(lim), self._sb.limits.pool_memory_mb,
                                          "killed the session's process")
         elif how == "timeout":
             status = TIMEOUT
@@ -787,7 +486,7 @@ class Session:
         if not self.closed and self._history:
             try:
                 self._start(replay=True)
-            except _Unavailable:
+            except Unavailable:
                 self._proc = None
         return ExecResult(status, "", error, wall, cpu)
 
