@@ -6,6 +6,7 @@ A critique whose reply has no answer keeps `answer` null (zero weight in every v
 `changed` null; the critique text is always kept, so the reason for a change can be read.
 """
 import logging
+import math
 from collections import defaultdict
 
 from aimo import prompts, tir
@@ -40,8 +41,15 @@ def select(traces, execs, how: str, top_k: int):
             clean = sum(execs[t["trace_id"]]["exec_status"] == "ok" for t in ts)
             return (-clean, -len(ts), a)
         for a, ts in sorted(answers.items(), key=score)[:top_k]:
-            chosen.append(max(ts, key=lambda t: (t["mean_logprob"] or float("-inf"), t["trace_id"])))
+            chosen.append(max(ts, key=lambda t: (_confidence(t), t["trace_id"])))
     return chosen
+
+
+def _confidence(trace) -> float:
+    """A trace's mean log-probability, for choosing a representative: 0.0 (certain) is the
+    best; an unknown one (NULL, NaN) ranks after every known one."""
+    lp = trace["mean_logprob"]
+    return lp if lp is not None and not math.isnan(lp) else -math.inf
 
 
 def critique_shard(problems_path, trace_paths, execution_paths, model_dir, out, params, threads=2):

@@ -218,9 +218,7 @@ class OnlineSolver:
         write_table(rows, traces, TRACES, metadata=meta)
         write_table(self.problems, self.run_dir / "problems.parquet", PROBLEMS)
         v = self.config["vote"]
-        table = vote_table(self.run_dir / "problems.parquet", [traces], [execs], [v["strategy"]],
-                           v["weights"], self.config["critique"]["weight"],
-                           count_cancelled=v["count_cancelled"])
+        table = vote_table(self.run_dir / "problems.parquet", [traces], [execs], [v["strategy"]], v)
         return next(r for r in table.to_pylist() if r["problem_id"] == pid)
 
 
@@ -236,10 +234,8 @@ def evaluate_run(run_dir, config, out_dir=None):
     execs = sorted(map(str, (run_dir / "executions").glob("*.parquet")))
     if not traces:
         raise ValueError(f"{run_dir}: no traces/*.parquet; not an online run folder?")
-    v, c, e = config["vote"], config["critique"], config["evaluate"]
+    v, e = config["vote"], config["evaluate"]
     problems = run_dir / "problems.parquet"
-    vote(problems, traces, execs, out_dir / "votes.parquet", strategy=v["strategy"],
-         weights=v["weights"], critique_weight=c["weight"], count_cancelled=v["count_cancelled"])
+    vote(problems, traces, execs, out_dir / "votes.parquet", v)
     return evaluate(problems, traces, execs, out_dir, ks=e["ks"], n_subsets=e["n_subsets"],
-                    weights=v["weights"], critique_weight=c["weight"],
-                    count_cancelled=v["count_cancelled"])
+                    settings=v)

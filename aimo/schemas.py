@@ -78,3 +78,66 @@ VOTES = pa.schema([
     pa.field("runner_up_score", pa.float64()),
     pa.field("margin", pa.float64()),
 ])
+
+# The evaluation's tables (aimo/evaluate.py). METRICS: one row per (strategy, k, curve): the
+# at-k curve over random k-subsets of the generate samples ("subset"), pass@k ("pass"), and the
+# vote with every candidate ("full", k = N; strategy "pass@k" there: some candidate is right)
+# with its bootstrap interval over problems (lo, hi; null elsewhere).
+METRICS = pa.schema([
+    pa.field("strategy", pa.string(), nullable=False),  # a vote strategy, or "pass@k"
+    pa.field("k", pa.int64(), nullable=False),
+    pa.field("accuracy", pa.float64()),
+    pa.field("curve", pa.string(), nullable=False),  # subset | pass | full
+    pa.field("tokens", pa.float64()),  # completion tokens spent (expected, for subsets)
+    pa.field("n_problems", pa.int64()),
+    pa.field("lo", pa.float64()),  # full: the 95% bootstrap interval of the accuracy
+    pa.field("hi", pa.float64()),
+])
+
+
+def per_problem_schema(strategies) -> pa.Schema:
+    """The evaluation's per-problem table: counts, the answer distribution, and per strategy
+    its voted answer and whether it is right."""
+    fields = [
+        pa.field("problem_id", pa.string(), nullable=False),
+        pa.field("answer", pa.int64()),  # the correct answer (null when unknown)
+        pa.field("n_traces", pa.int64()),
+        pa.field("n_generate", pa.int64()),
+        pa.field("n_valid", pa.int64()),  # candidates with an answer in [0, 99999]
+        pa.field("n_correct", pa.int64()),  # candidates whose answer is the correct one
+        pa.field("distribution", pa.string()),  # "answer:count, ..." by count, top 10
+        pa.field("correct_rank", pa.int64()),  # 1 = the weighted vote's winner; null if absent
+        pa.field("completion_tokens", pa.int64()),
+    ]
+    for s in strategies:
+        fields.append(pa.field(f"voted_{s}", pa.int64()))
+        fields.append(pa.field(f"correct_{s}", pa.bool_()))
+    return pa.schema(fields)
+
+
+# Fine-tuning: a chat message, and the sft_data stage's checked training rows.
+MESSAGE = pa.struct([pa.field("role", pa.string()), pa.field("content", pa.string())])
+
+SFT_DATA = pa.schema([
+    pa.field("example_id", pa.string(), nullable=False),  # hash of the normalised problem
+    pa.field("source_row", pa.int64(), nullable=False),  # 0-based row (line) of the export
+    pa.field("split", pa.string(), nullable=False),  # train | validation
+    pa.field("problem", pa.string(), nullable=False),
+    pa.field("solution", pa.string(), nullable=False),  # normalised: the assistant turn
+    pa.field("answer", pa.string()),  # the boxed final answer, as written
+    pa.field("answer_int", pa.int64()),  # null unless an integer that fits int64
+    pa.field("n_code_blocks", pa.int32()),
+    pa.field("messages", pa.list_(MESSAGE)),  # system, user, assistant
+])
+
+
+# Status words, each spelled once. A code block's status is the sandbox's (re-exported here);
+# an execution row's exec_status is one of those or NO_CODE (a trace without code); NOT_RUN
+# marks a block rebuilt from a trace's text that nothing has run yet. (Imported here, at the
+# end, so that this block stays one piece; the sandbox imports no other aimo module.)
+from aimo.sandbox import STATUSES as SANDBOX_STATUSES  # noqa: E402
+from aimo.sandbox import ERROR, KILLED, MEMORY, OK, OUTPUT_LIMIT, TIMEOUT  # noqa: E402, F401
+
+NO_CODE = "no_code"
+NOT_RUN = "not_run"
+EXEC_STATUSES = SANDBOX_STATUSES + (NO_CODE,)

@@ -14,8 +14,10 @@ by design (the `invalid` weight, 0 by default), never an error.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -23,26 +25,33 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .answers import ANSWER_MAX, ANSWER_MIN
 from .schemas import CANCELLED, PROBLEMS, VOTES
 from .tables import read_table, write_table
 
 __all__ = [
-    "STRATEGIES", "DEFAULT_WEIGHTS", "SOURCES", "vote", "vote_table", "load_sql", "Candidates",
+    "STRATEGIES", "DEFAULT_WEIGHTS", "DEFAULT_MIX", "SOURCES", "VoteSettings", "vote",
+    "vote_table", "load_sql", "check_strategies", "Candidates",
 ]
 
-STRATEGIES = ("weighted", "majority", "logprob", "verified")
+STRATEGIES = ("weighted", "majority", "logprob", "verified", "entropy", "tail_entropy",
+              "share_confidence")
 DEFAULT_WEIGHTS = {"invalid": 0.0, "clean_code": 2.0, "other": 1.0}
+# share_confidence: vote share, confidence and consensus mixed (candidates.sql); the defaults
+# are the AIMO3 2nd place's write-up (2.0 / 0.3 / 0.5)
+DEFAULT_MIX = {"share": 2.0, "confidence": 0.3, "consensus": 0.5}
 SOURCES = ("generate", "reflexion", "critique")
 # which execution flags (see candidates.sql) each strategy reads; the others are set to false
 # so that DuckDB does not pay a join on trace_id that nobody reads
 NEEDS = {"weighted": {"clean"}, "majority": set(), "logprob": set(),
-         "verified": {"clean", "verified"}}
+         "verified": {"clean", "verified"}, "entropy": set(), "tail_entropy": set(),
+         "share_confidence": {"verified"}}
 
 # the columns the vote reads, and the Arrow type family each may have in a shard
 TRACE_COLUMNS = {
     "trace_id": "string", "problem_id": "string", "source": "string",
     "answer_int": "integer", "mean_logprob": "floating", "parent_id": "string",
-    "finish_reason": "string",
+    "finish_reason": "string", "mean_entropy": "floating", "tail_entropy": "floating",
 }
 EXECUTION_COLUMNS = {"trace_id": "string", "exec_status": "string", "agrees": "boolean"}
 # extra trace columns a caller (the evaluation) may ask for
@@ -54,9 +63,10 @@ _FLAG_SQL = {
              "WHERE exec_status = 'ok'), false)",
     "verified": "coalesce(t.trace_id IN (SELECT trace_id FROM executions WHERE agrees), false)",
 }
-# false for a trace that a critique with a valid answer reviews (critique_replaces only)
+# false for a trace that a critique with a valid answer reviews (critique_replace only)
 _COUNTED_SQL = ("coalesce(t.trace_id NOT IN (SELECT parent_id FROM trace_rows WHERE source = "
-                "'critique' AND parent_id IS NOT NULL AND answer_int BETWEEN 0 AND 99999), true)")
+                "'critique' AND parent_id IS NOT NULL AND answer_int BETWEEN "
+                f"{ANSWER_MIN} AND {ANSWER_MAX}), true)")
 # false for a trace the scheduler cancelled (unless count_cancelled)
 _FINISHED_SQL = "coalesce(t.finish_reason NOT IN ({}), true)".format(
     ", ".join(f"'{r}'" for r in CANCELLED))
@@ -72,7 +82,8 @@ def load_sql(name: str) -> str:
         return (Path(__file__).parent / "sql" / f"{name}.sql").read_text(encoding="utf-8")
 
 
-def _check_strategies(strategies) -> list[str]:
+def check_strategies(strategies) -> list[str]:
+    """`strategies` (a name or names) as a list, each a known strategy; else a ValueError."""
     if isinstance(strategies, str):
         strategies = [strategies]
     strategies = list(strategies)
@@ -83,14 +94,14 @@ def _check_strategies(strategies) -> list[str]:
     return strategies
 
 
-def _check_weights(weights, critique_weight, critique_replaces=False) -> dict:
-    merged = dict(DEFAULT_WEIGHTS)
-    if weights:
-        unknown = sorted(set(weights) - set(DEFAULT_WEIGHTS))
+def _numbers(what: str, given, defaults: dict) -> dict:
+    """`defaults` updated with `given`, every value a finite number >= 0; else a ValueError."""
+    merged = dict(defaults)
+    if given:
+        unknown = sorted(set(given) - set(defaults))
         if unknown:
-            raise ValueError(f"unknown weight(s) {unknown}; valid keys: {sorted(DEFAULT_WEIGHTS)}")
-        merged.update(weights)
-    merged["critique_weight"] = critique_weight
+            raise ValueError(f"unknown {what} {unknown}; valid keys: {sorted(defaults)}")
+        merged.update(given)
     out = {}
     for key, value in merged.items():
         try:
@@ -100,10 +111,66 @@ def _check_weights(weights, critique_weight, critique_replaces=False) -> dict:
         if not math.isfinite(f) or f < 0:
             raise ValueError(f"weight {key}={value!r} must be a finite number >= 0")
         out[key] = f
-    if not isinstance(critique_replaces, bool):
-        raise ValueError(f"critique_replaces={critique_replaces!r} must be true or false")
-    out["critique_replaces"] = critique_replaces
     return out
+
+
+@dataclass(frozen=True)
+class VoteSettings:
+    """Everything a vote depends on besides its inputs: the config's `vote` section.
+
+    strategy: the strategy of the submission; weights: the weighted vote's {invalid, clean_code,
+    other}; critique_weight: a critique row's weight relative to the others; critique_replace: a
+    critique with a valid answer takes its parent's vote instead of adding one; count_cancelled:
+    traces the scheduler cancelled vote too; mix: share_confidence's {share, confidence,
+    consensus}; entropy_floor: the smallest entropy an entropy weight (1 / entropy) divides by.
+    Checked once, on creation (a ValueError names the bad key).
+    """
+    strategy: str = "weighted"
+    weights: dict = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
+    critique_weight: float = 1.0
+    critique_replace: bool = False
+    count_cancelled: bool = False
+    mix: dict = field(default_factory=lambda: dict(DEFAULT_MIX))
+    entropy_floor: float = 1e-3
+
+    def __post_init__(self):
+        set_ = object.__setattr__.__get__(self)  # frozen: normalise the fields once, here
+        set_("strategy", check_strategies([self.strategy])[0])
+        set_("weights", _numbers("weight(s)", self.weights, DEFAULT_WEIGHTS))
+        set_("mix", _numbers("share_confidence weight(s)", self.mix, DEFAULT_MIX))
+        scalars = _numbers("setting", {"critique_weight": self.critique_weight,
+                                       "entropy_floor": self.entropy_floor},
+                           {"critique_weight": 1.0, "entropy_floor": 1e-3})
+        if scalars["entropy_floor"] <= 0:
+            raise ValueError(f"entropy_floor={self.entropy_floor!r} must be > 0")
+        set_("critique_weight", scalars["critique_weight"])
+        set_("entropy_floor", scalars["entropy_floor"])
+        for name in ("critique_replace", "count_cancelled"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name}={getattr(self, name)!r} must be true or false")
+
+    @classmethod
+    def of(cls, settings=None) -> "VoteSettings":
+        """VoteSettings from itself, None (the defaults) or a config's `vote` section."""
+        if settings is None or isinstance(settings, cls):
+            return settings or cls()
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(settings) - known)
+        if unknown:
+            raise ValueError(f"unknown vote setting(s) {unknown}; valid keys: {sorted(known)}")
+        return cls(**settings)
+
+    def replace(self, **changes) -> "VoteSettings":
+        return dataclasses.replace(self, **changes)
+
+    def params(self) -> dict:
+        """The SQL's prepared parameters (candidates.sql)."""
+        return {**self.weights, "critique_weight": self.critique_weight,
+                **{f"mix_{k}": v for k, v in self.mix.items()},
+                "entropy_floor": self.entropy_floor}
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
 
 
 def _paths(paths, what: str) -> list[str]:
@@ -193,11 +260,11 @@ class Candidates:
     `votes(strategy)` run the strategy queries.
     """
 
-    def __init__(self, problems_path, trace_paths, execution_paths, weights=None,
-                 critique_weight=1.0, extra_trace_columns=(), strategies=STRATEGIES,
-                 materialise=False, critique_replaces=False, count_cancelled=False):
-        self.params = _check_weights(weights, critique_weight, critique_replaces)
-        strategies = _check_strategies(strategies)
+    def __init__(self, problems_path, trace_paths, execution_paths, settings=None,
+                 extra_trace_columns=(), strategies=STRATEGIES, materialise=False):
+        self.settings = settings = VoteSettings.of(settings)
+        self.params = {**settings.params(), "answer_min": ANSWER_MIN, "answer_max": ANSWER_MAX}
+        strategies = check_strategies(strategies)
         self.strategies = strategies
         self._tallies = {}
         self.con = duckdb.connect()
@@ -222,8 +289,8 @@ class Candidates:
         needs = set().union(*(NEEDS[s] for s in strategies))
         flags = {name: (_FLAG_SQL[name] if name in needs and self.execution_paths else "false")
                  for name in ("clean", "verified")}
-        counted = [_COUNTED_SQL] if critique_replaces else []
-        counted += [] if count_cancelled else [_FINISHED_SQL]
+        counted = [_COUNTED_SQL] if settings.critique_replace else []
+        counted += [] if settings.count_cancelled else [_FINISHED_SQL]
         counted = " AND ".join(counted) or "true"
         self.con.execute(
             f"CREATE TEMP VIEW traces AS SELECT t.*, {flags['clean']} AS clean, "
@@ -236,7 +303,7 @@ class Candidates:
             sql = load_sql("candidates")
             self._run(lambda: self.con.execute(
                 "CREATE TEMP TABLE candidates AS SELECT * EXCLUDE (trace_id, parent_id, "
-                f"mean_logprob, clean, source_weight) FROM (\n{sql}\n)", self._params(sql)))
+                f"mean_logprob, mean_entropy, tail_entropy, clean, source_weight) FROM (\n{sql}\n)", self._params(sql)))
             self.materialised = True
 
     # -- setup --------------------------------------------------------------------------------
@@ -260,8 +327,8 @@ class Candidates:
                 raise
             where = self.con.execute(
                 "SELECT filename, source FROM read_parquet($files, union_by_name = true, "
-                "filename = true) WHERE source IS NULL OR source NOT IN ('generate', "
-                "'reflexion', 'critique') LIMIT 1", {"files": self.trace_paths}).fetchone()
+                "filename = true) WHERE source IS NULL OR NOT list_contains($sources, source) "
+                "LIMIT 1", {"files": self.trace_paths, "sources": list(SOURCES)}).fetchone()
             where = where or ("a trace shard", "?")
             raise ValueError(f"{where[0]}: column 'source' has the value {where[1]!r}; the vote "
                              f"knows only {', '.join(SOURCES)}") from None
@@ -342,34 +409,27 @@ class Candidates:
         self.close()
 
 
-def vote_table(problems_path, trace_paths, execution_paths, strategies=None, weights=None,
-               critique_weight=1.0, critique_replaces=False, count_cancelled=False) -> pa.Table:
+def vote_table(problems_path, trace_paths, execution_paths, strategies=None,
+               settings=None) -> pa.Table:
     """VOTES rows for every strategy in `strategies` (default: all), stacked, as one table.
 
-    One row per (problem, strategy), problems in problem_id order within each strategy.
+    `settings`: a VoteSettings or a config's `vote` section (default: the defaults). One row per
+    (problem, strategy), problems in problem_id order within each strategy.
     """
-    strategies = _check_strategies(STRATEGIES if strategies is None else strategies)
-    with Candidates(problems_path, trace_paths, execution_paths, weights, critique_weight,
-                    strategies=strategies, materialise=len(strategies) > 1,
-                    critique_replaces=critique_replaces, count_cancelled=count_cancelled) as cands:
+    strategies = check_strategies(STRATEGIES if strategies is None else strategies)
+    with Candidates(problems_path, trace_paths, execution_paths, settings,
+                    strategies=strategies, materialise=len(strategies) > 1) as cands:
         tables = [cands.votes(s) for s in strategies]
     return pa.concat_tables(tables) if tables else VOTES.empty_table()
 
 
-def vote(problems_path, trace_paths, execution_paths, out_path, strategy="weighted",
-         weights=None, critique_weight=1.0, critique_replaces=False,
-         count_cancelled=False) -> pa.Table:
-    """Vote with one strategy and write the VOTES table to `out_path` atomically.
+def vote(problems_path, trace_paths, execution_paths, out_path, settings=None) -> pa.Table:
+    """Vote with `settings.strategy` and write the VOTES table to `out_path` atomically.
 
-    `weights` overrides {"invalid": 0, "clean_code": 2, "other": 1}; `critique_weight` scales
-    critique rows; `critique_replaces`: a critique with a valid answer takes its parent's place
-    instead of adding a vote; `count_cancelled`: traces the scheduler cancelled vote too.
-    Returns the table written.
+    `settings`: a VoteSettings or a config's `vote` section (see VoteSettings). Returns the
+    table written; its metadata holds the settings.
     """
-    strategy = _check_strategies([strategy])[0]
-    table = vote_table(problems_path, trace_paths, execution_paths, [strategy], weights,
-                       critique_weight, critique_replaces, count_cancelled)
-    return write_table(table, out_path, VOTES, metadata={
-        "strategy": strategy,
-        "weights": _check_weights(weights, critique_weight, critique_replaces),
-        "count_cancelled": bool(count_cancelled)})
+    settings = VoteSettings.of(settings)
+    table = vote_table(problems_path, trace_paths, execution_paths, [settings.strategy], settings)
+    return write_table(table, out_path, VOTES, metadata={"strategy": settings.strategy,
+                                                         "settings": settings.as_dict()})

@@ -10,7 +10,7 @@ of the same problems:
   + critique     those, plus the critiques of those samples
   + both         samples, repairs, and every critique (of samples and of repairs)
   ..., replacing the same, each critique with an answer voting instead of the trace it reviews
-                 (config critique.replace) rather than beside it
+                 (config vote.critique_replace) rather than beside it
   more samples   samples 0..m-1, m the smallest whose completion tokens reach each of the above
 
 Tokens are completion tokens (what decoding costs); prompt tokens are given beside them (the
@@ -51,7 +51,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from aimo.tables import write_text
-from aimo.vote import vote_table
+from aimo.vote import VoteSettings, vote_table
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -120,7 +120,7 @@ def read(paths, samples=None) -> tuple[pa.Table, pa.Table] | None:
     return traces, execs
 
 
-def score(workdir: Path, parts, answers: dict, weights: dict, critique_weight: float,
+def score(workdir: Path, parts, answers: dict, settings: VoteSettings,
           replaces: bool = False) -> dict:
     """Vote over the union of `parts` (`replaces`: a critique takes its parent's vote): the
     problems the vote gets right, those where some trace is right, and tokens."""
@@ -130,8 +130,8 @@ def score(workdir: Path, parts, answers: dict, weights: dict, critique_weight: f
         pq.write_table(traces, f"{tmp}/t.parquet")
         pq.write_table(execs, f"{tmp}/e.parquet")
         votes = vote_table(workdir / "results" / "problems.parquet", [f"{tmp}/t.parquet"],
-                           [f"{tmp}/e.parquet"], ["weighted", "logprob"], weights,
-                           critique_weight, replaces).to_pylist()
+                           [f"{tmp}/e.parquet"], ["weighted", "logprob"],
+                           settings.replace(critique_replace=replaces)).to_pylist()
     voted = {(v["strategy"], v["problem_id"]): v["answer"] for v in votes}
     given = set(zip(traces["problem_id"].to_pylist(), traces["answer_int"].to_pylist()))
     return {
@@ -175,7 +175,7 @@ def lineage(samples, repairs, critiques: dict, answers: dict) -> list[str]:
 
 def analyse(workdir: Path, base: int) -> str:
     config = yaml.safe_load((workdir / "config.yaml").read_text())
-    weights, critique_weight = config["vote"]["weights"], config["critique"]["weight"]
+    settings = VoteSettings.of(config["vote"])
     problems = pq.read_table(workdir / "results" / "problems.parquet")
     answers = dict(zip(problems["problem_id"].to_pylist(), problems["answer"].to_pylist()))
     at = lambda fs: [workdir / f for f in fs]  # noqa: E731
@@ -190,14 +190,14 @@ def analyse(workdir: Path, base: int) -> str:
         keep = pc.is_in(both[0]["parent_id"], samples[0]["trace_id"])
         traces = both[0].filter(keep)
         alone = traces, both[1].filter(pc.is_in(both[1]["trace_id"], traces["trace_id"]))
-    # (traces, whether a critique replaces its parent's vote: config critique.replace)
+    # (traces, whether a critique replaces its parent's vote: config vote.critique_replace)
     conditions = {f"samples only ({base})": ([samples], False),
                   "+ reflexion": ([samples, repairs], False),
                   "+ critique": ([samples, alone], False),
                   "+ critique, replacing": ([samples, alone], True),
                   "+ both": ([samples, repairs, both], False),
                   "+ both, replacing": ([samples, repairs, both], True)}
-    results = {name: score(workdir, parts, answers, weights, critique_weight, replaces)
+    results = {name: score(workdir, parts, answers, settings, replaces)
                for name, (parts, replaces) in conditions.items() if all(parts)}
     # more samples: the first m samples of every problem, as far as the shards go
     more, m = {}, 1
@@ -205,7 +205,7 @@ def analyse(workdir: Path, base: int) -> str:
         part = read(at(files("generate", [s for s in range(N_SHARDS) if s * SIZE < m])), m)
         if part is None:
             break
-        more[m] = score(workdir, [part], answers, weights, critique_weight)
+        more[m] = score(workdir, [part], answers, settings)
         m += 1
         if m > BENCH["samples"]["n"]:
             break

@@ -8,7 +8,7 @@ rule critique:
         shard="results/critique/shard-{shard}.parquet",
     params:
         generate=generate_params(),
-        critique=critique_params(),
+        critique=config["critique"],
     log:
         "logs/critique/shard-{shard}.log",
     benchmark:

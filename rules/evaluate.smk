@@ -9,12 +9,10 @@ rule evaluate:
         report=report("results/evaluate/report.md", category="Evaluation"),
         maj_at_k=report("results/evaluate/maj_at_k.png", category="Evaluation"),
         tokens=report("results/evaluate/accuracy_vs_tokens.png", category="Evaluation"),
+        selection=report("results/evaluate/selection.png", category="Evaluation"),
     params:
         evaluate=config["evaluate"],
-        weights=config["vote"]["weights"],
-        critique_weight=config["critique"]["weight"],
-        critique_replaces=config["critique"]["replace"],
-        count_cancelled=config["vote"]["count_cancelled"],
+        vote=config["vote"],
     log:
         "logs/evaluate.log",
     benchmark:

@@ -6,11 +6,7 @@ rule vote:
     output:
         votes="results/vote/votes.parquet",
     params:
-        strategy=config["vote"]["strategy"],
-        weights=config["vote"]["weights"],
-        critique_weight=config["critique"]["weight"],
-        critique_replaces=config["critique"]["replace"],
-        count_cancelled=config["vote"]["count_cancelled"],
+        vote=config["vote"],
     log:
         "logs/vote.log",
     resources:

@@ -6,20 +6,23 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from aimo.evaluate import METRICS, evaluate, k_grid, pass_at_k, pass_at_k_mean
-from aimo.schemas import EXECUTIONS, PROBLEMS, TRACES
+from aimo.curves import k_grid, pass_at_k, pass_at_k_mean
+from aimo.evaluate import evaluate
+from aimo.schemas import EXECUTIONS, METRICS, PROBLEMS, TRACES
 from aimo.tables import read_metadata, write_table
-from aimo.vote import vote_table
+from aimo.vote import STRATEGIES, vote_table
 
 OUTPUTS = ("metrics.parquet", "per_problem.parquet", "report.md", "maj_at_k.png",
-           "accuracy_vs_tokens.png")
+           "accuracy_vs_tokens.png", "selection.png")
 
 
-def trace(pid, sample, answer, source="generate", tokens=100, suffix=None, lp=-0.5):
+def trace(pid, sample, answer, source="generate", tokens=100, suffix=None, lp=-0.5,
+          entropy=None, tail=None):
     tid = f"{pid}:{sample}" + (f":{suffix}" if suffix else "")
     return {"trace_id": tid, "problem_id": pid, "sample": sample, "seed": sample,
             "source": source, "answer": None if answer is None else str(answer),
-            "answer_int": answer, "mean_logprob": lp, "completion_tokens": tokens}
+            "answer_int": answer, "mean_logprob": lp, "completion_tokens": tokens,
+            "mean_entropy": entropy, "tail_entropy": tail}
 
 
 def write(tmp_path, problems, traces, execs=()):
@@ -125,7 +128,10 @@ def test_subset_curve_at_full_n_equals_the_generate_vote(tmp_path, replaces):
         problems.append((pid, answer))
         for j in range(10):
             x = answer if rng.random() < 0.35 else int(rng.integers(0, 4))
-            t = trace(pid, j, None if rng.random() < 0.1 else x, lp=float(-rng.random()))
+            # entropies: random, a few unknown (they take the median of the known ones)
+            ent = [None if rng.random() < 0.1 else float(rng.random()) for _ in range(2)]
+            t = trace(pid, j, None if rng.random() < 0.1 else x, lp=float(-rng.random()),
+                      entropy=ent[0], tail=ent[1])
             traces.append(t)
             execs.append({"trace_id": t["trace_id"], "problem_id": pid,
                           "exec_status": str(rng.choice(["ok", "error", "no_code"])),
@@ -133,16 +139,16 @@ def test_subset_curve_at_full_n_equals_the_generate_vote(tmp_path, replaces):
         # only in the full vote
         traces.append(dict(trace(pid, 0, answer, "critique", suffix="c"), parent_id=f"{pid}:0"))
     paths = write(tmp_path, problems, traces, execs)
-    res = evaluate(*paths, tmp_path / "out", n_subsets=3, critique_replaces=replaces)
+    res = evaluate(*paths, tmp_path / "out", n_subsets=3, settings={"critique_replace": replaces})
     gen_only = [t for t in traces if t["source"] == "generate"]
     write_table(gen_only, tmp_path / "gen.parquet", TRACES)
     votes = vote_table(paths[0], [tmp_path / "gen.parquet"], paths[2]).to_pylist()
     truth = dict(problems)
-    for s in ("majority", "weighted", "logprob", "verified"):
+    for s in STRATEGIES:
         want = np.mean([v["answer"] == truth[v["problem_id"]] for v in votes
                         if v["strategy"] == s])
         assert metric(res["metrics"], s, 10) == pytest.approx(want), s
-        full = [v for v in vote_table(*paths, critique_replaces=replaces).to_pylist()
+        full = [v for v in vote_table(*paths, settings={"critique_replace": replaces}).to_pylist()
                 if v["strategy"] == s]
         want_full = np.mean([v["answer"] == truth[v["problem_id"]] for v in full])
         assert metric(res["metrics"], s, 10, "full") == pytest.approx(want_full), s
@@ -169,7 +175,7 @@ def test_files_written(tmp_path):
     res = evaluate(*paths, out, ks=[2, 4], n_subsets=10)
     for name in OUTPUTS:
         assert (out / name).is_file(), name
-    for name in ("maj_at_k.png", "accuracy_vs_tokens.png"):
+    for name in ("maj_at_k.png", "accuracy_vs_tokens.png", "selection.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary left
     metrics = pq.read_table(out / "metrics.parquet")
@@ -187,7 +193,8 @@ def test_files_written(tmp_path):
     report = (out / "report.md").read_text()
     assert report == res["report"]
     assert "| weighted | 33.3% | 1/3 |" in report  # a right; b, c wrong
-    assert "| k | weighted@k | majority@k | logprob@k | verified@k | pass@k |" in report
+    assert ("| k | weighted@k | majority@k | logprob@k | verified@k | entropy@k | tail_entropy@k "
+            "| share_confidence@k | pass@k |") in report
     for k in (1, 2, 4, 6):  # k = 1, the configured ks and N
         assert f"\n| {k} | " in report
     assert "| critique | 1 | 50 | 50 |" in report

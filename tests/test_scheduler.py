@@ -43,9 +43,9 @@ def sandbox():
         yield sb
 
 
-def run(llm, sandbox, reqs, max_rounds=3, max_model_len=1024, **kw):
+def run(llm, sandbox, reqs, max_rounds=3, max_model_len=1024, sampling=SAMPLING, **kw):
     stats = {}
-    rows = scheduler.run(llm, reqs, sandbox, SAMPLING, max_rounds, max_model_len, stats, **kw)
+    rows = scheduler.run(llm, reqs, sandbox, sampling, max_rounds, max_model_len, stats, **kw)
     return rows, stats
 
 
@@ -136,3 +136,34 @@ def test_same_seeds_same_traces_when_nothing_else_differs(llm, sandbox):
     first, _ = run(llm, sandbox, requests())
     again, _ = run(llm, sandbox, requests())
     assert [r["text"] for r in first] == [r["text"] for r in again]
+
+
+def test_entropies_are_those_of_the_engines_top_k(llm, sandbox):
+    """mean_entropy and tail_entropy, folded in as the tokens stream, equal the entropies
+    recomputed from one plain llm.generate of the same round (same seed, same prompt)."""
+    import math
+
+    from vllm import SamplingParams, TokensPrompt
+
+    sampling = dict(SAMPLING, max_tokens=40, top_logprobs=5, tail_tokens=8)
+    req = tir.Request("plain:0", "plain", 0, 11, prompts.tir_messages("What is 2 + 2?"))
+    rows, _ = run(llm, sandbox, [req], max_rounds=0, sampling=sampling)
+    r = rows[0]
+    tok = llm.get_tokenizer()
+    text = tok.apply_chat_template(req.messages, add_generation_prompt=True, tokenize=False)
+    ids = tok.encode(text, add_special_tokens=False)
+    params = SamplingParams(temperature=sampling["temperature"], top_p=sampling["top_p"],
+                            max_tokens=40, seed=tir.derive_seed(req.seed, 0),
+                            stop=[prompts.OUTPUT_FENCE], logprobs=5)
+    out = llm.generate([TokensPrompt(prompt_token_ids=ids)], params, use_tqdm=False)[0].outputs[0]
+    assert out.text == r["text"][:len(out.text)] and len(out.token_ids) == r["completion_tokens"]
+    per_token = [-sum(math.exp(lp.logprob) * lp.logprob for lp in pos.values() if lp.rank <= 5)
+                 for pos in out.logprobs]
+    assert 0 <= r["mean_entropy"] <= math.log(5) + 1e-9
+    assert r["mean_entropy"] == pytest.approx(sum(per_token) / len(per_token), rel=1e-6)
+    if "\\boxed" not in r["text"]:  # no answer: the tail is the trace's last 8 tokens
+        assert r["tail_entropy"] == pytest.approx(sum(per_token[-8:]) / 8, rel=1e-6)
+    # asked for no top-k: no entropy
+    rows, _ = run(llm, sandbox, [req], max_rounds=0, sampling=dict(sampling, top_logprobs=0))
+    assert rows[0]["mean_entropy"] is None and rows[0]["tail_entropy"] is None
+    assert rows[0]["mean_logprob"] is not None

@@ -1,3 +1,7 @@
+import math
+
+import pytest
+
 from aimo import prompts, tir
 from aimo.generate import shard_requests
 
@@ -23,3 +27,31 @@ def test_seeds_are_stable_distinct_and_independent_of_n():
 
 def test_output_block_is_fenced():
     assert prompts.output_block("42\n") == "```output\n42\n```\n"
+
+
+def make_trace(**kw):
+    return tir.Trace(tir.Request("a:0", "a", 0, 1, []), "prompt", **kw)
+
+
+def test_entropy_of_top_k_log_probabilities():
+    e = tir.Entropy(tail=2)
+    e.add([math.log(0.5), math.log(0.5)])  # ln 2
+    e.add([0.0, -math.inf])  # certain: 0 (a zero probability adds nothing)
+    e.add([math.log(0.25)] * 4)  # ln 4
+    mean, tail = e.means()
+    assert mean == pytest.approx((math.log(2) + math.log(4)) / 3)
+    assert tail == pytest.approx(math.log(4) / 2)  # the last 2 positions: no answer marked
+    e.add([float("nan"), 0.0])  # a NaN position is left out, not a NaN mean
+    assert e.n == 3 and math.isfinite(e.means()[0])
+    e.answer_starts()  # the tail is taken where the final answer starts
+    e.add([math.log(0.5)] * 2)
+    assert e.means()[1] == pytest.approx(math.log(4) / 2)
+
+
+def test_row_of_a_trace_with_no_tokens_or_no_log_probabilities():
+    r = tir.row(make_trace())  # zero tokens: nothing measured, nothing certain
+    assert r["mean_logprob"] is None and r["mean_entropy"] is None and r["tail_entropy"] is None
+    r = tir.row(make_trace(completion_tokens=5, logprob_sum=0.0, logprobs_known=False))
+    assert r["mean_logprob"] is None  # a missing cumulative log-probability is not certainty
+    r = tir.row(make_trace(completion_tokens=5, logprob_sum=0.0))
+    assert r["mean_logprob"] == 0.0

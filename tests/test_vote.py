@@ -7,15 +7,16 @@ import pytest
 
 from aimo.schemas import EXECUTIONS, PROBLEMS, TRACES, VOTES
 from aimo.tables import read_metadata, read_table, write_table
-from aimo.vote import STRATEGIES, load_sql, vote, vote_table
+from aimo.vote import STRATEGIES, VoteSettings, load_sql, vote, vote_table
 
 
-def trace(pid, sample, answer, source="generate", lp=-0.5, suffix=None):
+def trace(pid, sample, answer, source="generate", lp=-0.5, suffix=None, ent=None, tail=None):
     tid = f"{pid}:{sample}" + (f":{suffix}" if suffix else "")
     return {"trace_id": tid, "problem_id": pid, "sample": sample, "seed": sample,
             "source": source, "attempt": 0 if source == "generate" else 1,
             "answer": None if answer is None else str(answer), "answer_int": answer,
-            "mean_logprob": lp, "completion_tokens": 100}
+            "mean_logprob": lp, "completion_tokens": 100, "mean_entropy": ent,
+            "tail_entropy": tail}
 
 
 def execution(t, status="ok", agrees=None):
@@ -54,7 +55,7 @@ def test_weighted_clean_code_counts_double(shards):
     assert (w["answer"], w["score"], w["votes"]) == (9, 4.0, 2)
     assert (w["runner_up"], w["runner_up_score"], w["margin"]) == (7, 3.0, 1.0)
     # custom weights: clean code no better than the rest -> a 2-2 tie, broken by the smaller
-    w = rows(vote_table(p, t, e, ["weighted"], weights={"clean_code": 1}))["a"]
+    w = rows(vote_table(p, t, e, ["weighted"], VoteSettings(weights={"clean_code": 1})))["a"]
     assert (w["answer"], w["score"], w["runner_up"], w["margin"]) == (7, 2.0, 9, 0.0)
 
 
@@ -100,7 +101,7 @@ def test_invalid_weight_lets_out_of_range_integers_vote(shards):
     ts = [trace("a", 0, 100000), trace("a", 1, 100000), trace("a", 2, 5), trace("a", 3, None)]
     p, t, e = shards(ts)
     assert rows(vote_table(p, t, e, ["weighted"]))["a"]["answer"] == 5
-    got = rows(vote_table(p, t, e, ["weighted"], weights={"invalid": 1}))["a"]
+    got = rows(vote_table(p, t, e, ["weighted"], VoteSettings(weights={"invalid": 1})))["a"]
     assert (got["answer"], got["score"], got["runner_up"]) == (100000, 2.0, 5)
 
 
@@ -108,11 +109,11 @@ def test_critique_weight(shards):
     ts = [trace("a", 0, 7), trace("a", 1, 7), trace("a", 0, 9, "critique", suffix="c")]
     p, t, e = shards(ts)
     assert rows(vote_table(p, t, e, ["weighted"]))["a"]["answer"] == 7  # 2 vs 1
-    got = rows(vote_table(p, t, e, ["weighted"], critique_weight=3.0))["a"]
+    got = rows(vote_table(p, t, e, ["weighted"], VoteSettings(critique_weight=3.0)))["a"]
     assert (got["answer"], got["score"], got["runner_up_score"]) == (9, 3.0, 2.0)
-    got = rows(vote_table(p, t, e, ["weighted"], critique_weight=0.0))["a"]
+    got = rows(vote_table(p, t, e, ["weighted"], VoteSettings(critique_weight=0.0)))["a"]
     assert (got["answer"], got["runner_up"]) == (7, None)  # a zero weight is no vote
-    assert rows(vote_table(p, t, e, ["majority"], critique_weight=3.0))["a"]["answer"] == 9
+    assert rows(vote_table(p, t, e, ["majority"], VoteSettings(critique_weight=3.0)))["a"]["answer"] == 9
     # reflexion rows count like generate rows
     ts2 = ts[:2] + [trace("a", 2, 9, "reflexion", suffix="r1"),
                     trace("a", 3, 9, "reflexion", suffix="r1")]
@@ -133,13 +134,13 @@ def test_a_critique_can_replace_its_parents_vote(shards):
     added = rows(vote_table(p, t, e, ["majority"]))
     assert (added["a"]["answer"], added["a"]["score"], added["a"]["runner_up_score"]) == (7, 3, 2)
     for strategy in ("majority", "weighted", "logprob", "verified"):
-        got = rows(vote_table(p, t, e, [strategy], critique_replaces=True))
+        got = rows(vote_table(p, t, e, [strategy], VoteSettings(critique_replace=True)))
         # 7, 7 (critique of a:0 instead of a:0), 9 (a:3), 5 (instead of a:2)
         assert (got["a"]["answer"], got["a"]["votes"], got["a"]["runner_up"]) == (7, 2, 5), strategy
         # a critique with no answer or an invalid one leaves its parent's vote alone
         assert (got["b"]["answer"], got["b"]["votes"]) == (4, 2), strategy
-    with pytest.raises(ValueError, match="critique_replaces"):
-        vote_table(p, t, e, ["majority"], critique_replaces="yes")
+    with pytest.raises(ValueError, match="critique_replace"):
+        vote_table(p, t, e, ["majority"], VoteSettings(critique_replace="yes"))
 
 
 def test_logprob_weights(shards):
@@ -156,6 +157,60 @@ def test_logprob_weights(shards):
     # a positive mean_logprob (impossible for a real model) is clamped to a weight of 1
     p, t, e = shards([trace("b", 0, 1, lp=3.0)], name="pos")
     assert rows(vote_table(p, t, e, ["logprob"]))["b"]["score"] == 1.0
+
+
+def test_entropy_weights_and_the_neutral_value(shards):
+    # 7: two unsure traces (entropy 1.0 each: weight 2); 9: one sure trace (0.25: weight 4)
+    ts = [trace("a", 0, 7, ent=1.0, tail=0.1), trace("a", 1, 7, ent=1.0, tail=0.1),
+          trace("a", 2, 9, ent=0.25, tail=2.0)]
+    p, t, e = shards(ts)
+    got = rows(vote_table(p, t, e, ["entropy"]))["a"]
+    assert (got["answer"], got["score"], got["votes"], got["runner_up_score"]) == (9, 4.0, 1, 2.0)
+    got = rows(vote_table(p, t, e, ["tail_entropy"]))["a"]  # 7: 2 x 10; 9: 0.5
+    assert (got["answer"], got["score"], got["runner_up_score"]) == (7, 20.0, 0.5)
+    assert rows(vote_table(p, t, e, ["majority"]))["a"]["answer"] == 7
+    # unknown entropies (NULL, NaN, infinite, negative) take the median of the known ones
+    # (0, 0.25, 0.5, 1: 0.375), not the best or the worst weight; a zero entropy is floored
+    ts = [trace("b", 0, 1, ent=0.25), trace("b", 1, 2, ent=0.5), trace("b", 2, 3, ent=1.0),
+          trace("b", 3, 4, ent=None), trace("b", 4, 5, ent=float("nan")),
+          trace("b", 5, 6, ent=float("inf")), trace("b", 6, 8, ent=-1.0),
+          trace("b", 7, 9, ent=0.0)]
+    p, t, e = shards(ts, name="b")
+    tallies = {r["answer"]: r["score"] for r in vote_table(p, t, e, ["entropy"]).to_pylist()}
+    assert tallies[9] == pytest.approx(1 / 1e-3)
+    table = load_tallies(p, t, e, "entropy")
+    neutral = 1 / 0.375
+    assert {a: table[a] for a in (1, 2, 3, 4, 5, 6, 8)} == pytest.approx(
+        {1: 4.0, 2: 2.0, 3: 1.0, 4: neutral, 5: neutral, 6: neutral, 8: neutral})
+    # no trace with an entropy: every weight is equal, the vote is the majority vote
+    ts = [trace("c", 0, 3), trace("c", 1, 4), trace("c", 2, 4)]
+    p, t, e = shards(ts, name="c")
+    for strategy in ("entropy", "tail_entropy", "share_confidence"):
+        got = rows(vote_table(p, t, e, [strategy]))["c"]
+        assert (got["answer"], got["votes"]) == (4, 2), strategy
+
+
+def load_tallies(p, t, e, strategy):
+    from aimo.vote import Candidates
+    with Candidates(p, t, e, strategies=[strategy]) as cands:
+        return {r["answer"]: r["score"] for r in cands.tallies(strategy).to_pylist()}
+
+
+def test_share_confidence_mixes_share_confidence_and_consensus(shards):
+    # 7: 3 of 4 valid votes, unsure (tail 2.0), none verified; 9: 1 vote, sure, verified
+    ts = [trace("a", i, 7, tail=2.0) for i in range(3)] + [trace("a", 3, 9, tail=0.0),
+                                                            trace("a", 4, None)]
+    ex = [execution(x, "ok", False) for x in ts[:3]] + [execution(ts[3], "ok", True)]
+    p, t, e = shards(ts, ex)
+    got = load_tallies(p, t, e, "share_confidence")
+    assert got[7] == pytest.approx(2.0 * 0.75 + 0.3 * math.exp(-2.0) + 0.5 * 0.0)
+    assert got[9] == pytest.approx(2.0 * 0.25 + 0.3 * 1.0 + 0.5 * 1.0)
+    assert rows(vote_table(p, t, e, ["share_confidence"]))["a"]["answer"] == 7
+    # consensus weighed up: the verified answer wins
+    mix = VoteSettings(mix={"consensus": 2.0})
+    assert rows(vote_table(p, t, e, ["share_confidence"], mix))["a"]["answer"] == 9
+    with pytest.raises(ValueError, match="share_confidence"):
+        VoteSettings(mix={"share": 1.0, "votes": 2.0})
 
 
 def test_verified_and_its_fallback(shards):
@@ -196,11 +251,11 @@ def test_vote_writes_the_table_atomically(shards, tmp_path):
     ts = [trace("a", 0, 7), trace("a", 1, 7)]
     p, t, e = shards(ts)
     out = tmp_path / "out" / "votes.parquet"
-    table = vote(p, t, e, out, strategy="majority", weights={"clean_code": 3})
+    table = vote(p, t, e, out, VoteSettings(strategy="majority", weights={"clean_code": 3}))
     assert out.is_file()
     assert read_table(out, VOTES).to_pylist() == table.to_pylist()
     meta = read_metadata(out)
-    assert meta["strategy"] == "majority" and meta["weights"]["clean_code"] == 3.0
+    assert meta["strategy"] == "majority" and meta["settings"]["weights"]["clean_code"] == 3.0
     assert not [x for x in out.parent.iterdir() if x.name.startswith(".")]  # no temp left
 
 
@@ -218,7 +273,7 @@ def test_unknown_strategy_lists_the_valid_ones(shards, tmp_path):
     with pytest.raises(ValueError, match="weighted, majority, logprob, verified"):
         vote_table(p, t, e, ["best"])
     with pytest.raises(ValueError, match="valid strategies"):
-        vote(p, t, e, tmp_path / "v.parquet", strategy="plurality")
+        vote(p, t, e, tmp_path / "v.parquet", {"strategy": "plurality"})
 
 
 @pytest.mark.parametrize("weights, critique, match", [
@@ -231,7 +286,7 @@ def test_unknown_strategy_lists_the_valid_ones(shards, tmp_path):
 def test_bad_weights(shards, weights, critique, match):
     p, t, e = shards([trace("a", 0, 1)])
     with pytest.raises(ValueError, match=match):
-        vote_table(p, t, e, weights=weights, critique_weight=critique)
+        vote_table(p, t, e, settings={"weights": weights, "critique_weight": critique})
 
 
 def test_missing_column_names_file_and_column(shards, tmp_path):
@@ -245,6 +300,10 @@ def test_missing_column_names_file_and_column(shards, tmp_path):
     pq.write_table(pq.read_table(e[0]).drop_columns(["exec_status"]), bad_e)
     with pytest.raises(ValueError, match=r"old_execs\.parquet.*'exec_status'"):
         vote_table(p, t, [bad_e])
+    # shards from before the entropy columns: an error naming the file and the column
+    pq.write_table(pq.read_table(t[0]).drop_columns(["mean_entropy"]), bad)
+    with pytest.raises(ValueError, match=r"old_traces\.parquet.*'mean_entropy'"):
+        vote_table(p, [bad], e)
 
 
 @pytest.mark.parametrize("column, array", [

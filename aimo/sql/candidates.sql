@@ -2,7 +2,7 @@
 --
 -- Reads the view `traces` that aimo/vote.py creates from the Parquet shards:
 --   traces(trace_id, problem_id, source, answer_int, mean_logprob, parent_id, finish_reason,
---          [sample, completion_tokens], clean, verified, counted)
+--          mean_entropy, tail_entropy, [sample, completion_tokens], clean, verified, counted)
 -- where vote.py computes the two flags from the execution shards:
 --   clean     some execution of the trace has exec_status = 'ok' (every code block ran cleanly)
 --   verified  some execution of the trace printed the boxed answer (executions.agrees)
@@ -18,8 +18,10 @@
 -- Parameters (DuckDB prepared parameters):
 --   $invalid, $clean_code, $other  the weighted strategy's weights
 --   $critique_weight               the weight of a critique row relative to generate/reflexion
+--   $entropy_floor                 the smallest entropy an entropy weight divides by
+--   $answer_min, $answer_max       the answer range (aimo/answers.py)
 -- Adds to every column of traces:
---   valid          answer_int is an integer in [0, 99999]  (false when answer_int is NULL)
+--   valid          answer_int is an integer in [$answer_min, $answer_max] (false when NULL)
 --   source_weight  1 for generate and reflexion, $critique_weight for critique; any other
 --                  source stops the query with an error (vote.py names the file)
 --   w_majority     source_weight when valid, else 0
@@ -27,6 +29,14 @@
 --                  when valid; $invalid * source_weight for an integer outside [0, 99999]
 --   w_logprob      exp(min(mean_logprob, 0)) * source_weight when valid and mean_logprob is
 --                  finite; else 0 (a NULL, NaN or infinite mean_logprob gives no confidence)
+--   w_entropy      source_weight / max(mean_entropy, $entropy_floor) when valid, else 0 (the
+--                  AIMO3 winners' weight: a trace sure of its tokens counts more)
+--   w_tail_entropy the same with tail_entropy (the tokens before the final answer)
+--   w_conf         source_weight * exp(-tail_entropy) when valid, else 0: share_confidence's
+--                  confidence, 1 for a certain trace, towards 0 for an unsure one
+-- A trace whose entropy is unknown (NULL: no log-probabilities; NaN, infinite or negative) takes
+-- the neutral value: the median of the known ones over all traces of the vote (1 nat when no
+-- trace has one, so every weight is then equal), never the best or the worst.
 SELECT
     c.*,
     CASE WHEN c.valid THEN c.source_weight ELSE 0.0 END AS w_majority,
@@ -40,11 +50,22 @@ SELECT
         WHEN c.valid AND isfinite(c.mean_logprob)
             THEN exp(least(c.mean_logprob, 0.0)) * c.source_weight
         ELSE 0.0
-    END AS w_logprob
+    END AS w_logprob,
+    CASE WHEN c.valid
+        THEN c.source_weight / greatest(c.e_mean, CAST($entropy_floor AS DOUBLE)) ELSE 0.0
+    END AS w_entropy,
+    CASE WHEN c.valid
+        THEN c.source_weight / greatest(c.e_tail, CAST($entropy_floor AS DOUBLE)) ELSE 0.0
+    END AS w_tail_entropy,
+    CASE WHEN c.valid THEN c.source_weight * exp(-c.e_tail) ELSE 0.0 END AS w_conf
 FROM (
     SELECT
         t.*,
-        coalesce(t.answer_int BETWEEN 0 AND 99999, false) AS valid,
+        coalesce(CASE WHEN isfinite(t.mean_entropy) AND t.mean_entropy >= 0
+                      THEN t.mean_entropy END, n.mean_entropy, 1.0) AS e_mean,
+        coalesce(CASE WHEN isfinite(t.tail_entropy) AND t.tail_entropy >= 0
+                      THEN t.tail_entropy END, n.tail_entropy, 1.0) AS e_tail,
+        coalesce(t.answer_int BETWEEN $answer_min AND $answer_max, false) AS valid,
         CASE t.source
             WHEN 'generate' THEN 1.0
             WHEN 'reflexion' THEN 1.0
@@ -52,4 +73,12 @@ FROM (
             ELSE error('aimo: unknown source ' || coalesce(t.source, 'NULL'))
         END AS source_weight
     FROM traces AS t
+    CROSS JOIN (
+        SELECT
+            median(mean_entropy) FILTER (WHERE isfinite(mean_entropy) AND mean_entropy >= 0)
+                AS mean_entropy,
+            median(tail_entropy) FILTER (WHERE isfinite(tail_entropy) AND tail_entropy >= 0)
+                AS tail_entropy
+        FROM traces
+    ) AS n
 ) AS c

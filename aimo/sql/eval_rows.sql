@@ -6,7 +6,8 @@
 -- the same subsets every run; the generate samples of a problem have distinct sample numbers):
 --   pidx                               the problem's number
 --   answer_int                         0 where NULL (such a sample has no weight anywhere)
---   w_majority, w_weighted, w_logprob  its weights (candidates.sql)
+--   w_majority, w_weighted, w_logprob, w_entropy, w_tail_entropy, w_conf
+--                                      its weights (candidates.sql)
 --   verified                           its code printed the boxed answer
 SELECT
     pi.pidx,
@@ -14,6 +15,9 @@ SELECT
     c.w_majority,
     c.w_weighted,
     c.w_logprob,
+    c.w_entropy,
+    c.w_tail_entropy,
+    c.w_conf,
     c.verified
 FROM candidates AS c
 JOIN problem_index AS pi ON pi.problem_id = c.problem_id

@@ -1,0 +1,14 @@
+-- entropy.sql: entropy-weighted vote. Per problem and answer: score = the sum over the valid
+-- candidates giving that answer of their weight w_entropy, i.e. the source weight times
+-- 1 / its mean token entropy (mean_entropy); a trace whose entropy is unknown takes the median of the known ones
+-- (candidates.sql). votes = the number of candidates with a positive weight.
+-- Reads: candidates (candidates.sql), the rows it marks counted. One row per (problem_id, answer);
+-- rank.sql picks the winner.
+SELECT
+    problem_id,
+    answer_int AS answer,
+    sum(w_entropy) AS score,
+    count(*) FILTER (WHERE w_entropy > 0) AS votes
+FROM candidates
+WHERE counted
+GROUP BY problem_id, answer_int
