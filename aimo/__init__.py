@@ -1,8 +1,10 @@
 """aimo: a test-time-compute math-olympiad solver as a Snakemake workflow.
 
-Layers (imports go downward only): answers, prompts, sandbox, schemas, tables, problems at
-the bottom; engine and tir above them; the stage modules (generate, execute, reflexion,
-critique, vote, submission, evaluate, model, sft) on top, called by scripts/.
+Layers (imports go downward only): answers, prompts, sandbox, schemas, tables, problems,
+curves at the bottom; engine, tir, report, model above them; scheduler and solver (what the
+engine stages share) next; the stage modules (generate, execute, reflexion, critique, vote,
+submission, evaluate, sft_data, sft) and the online solver on top, called by scripts/ and
+main.py.
 """
 from aimo.answers import extract_answer, to_integer
 
