@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .answers import ANSWER_MAX, ANSWER_MIN
-from .schemas import CANCELLED, PROBLEMS, VOTES
+from .schemas import CANCELLED, EXECUTIONS, PROBLEMS, TRACES, VOTES
 from .tables import read_table, write_table
 
 __all__ = [
@@ -47,16 +47,33 @@ NEEDS = {"weighted": {"clean"}, "majority": set(), "logprob": set(),
          "verified": {"clean", "verified"}, "entropy": set(), "tail_entropy": set(),
          "share_confidence": {"verified"}}
 
-# the columns the vote reads, and the Arrow type family each may have in a shard
-TRACE_COLUMNS = {
-    "trace_id": "string", "problem_id": "string", "source": "string",
-    "answer_int": "integer", "mean_logprob": "floating", "parent_id": "string",
-    "finish_reason": "string", "mean_entropy": "floating", "tail_entropy": "floating",
-}
-EXECUTION_COLUMNS = {"trace_id": "string", "exec_status": "string", "agrees": "boolean"}
+
+
+def family(typ: pa.DataType) -> str:
+    """The type family of a schema's column, which a shard's column must belong to (so that a
+    shard written by another version, e.g. int32 for int64, still reads)."""
+    if pa.types.is_string(typ) or pa.types.is_large_string(typ):
+        return "string"
+    if pa.types.is_integer(typ):
+        return "integer"
+    if pa.types.is_floating(typ):
+        return "floating"
+    if pa.types.is_boolean(typ):
+        return "boolean"
+    raise TypeError(f"no vote type family for {typ}")
+
+
+def _families(schema: pa.Schema, names) -> dict:
+    return {name: family(schema.field(name).type) for name in names}
+
+
+# the columns the vote reads (their types are those of aimo/schemas.py)
+TRACE_COLUMNS = _families(TRACES, ("trace_id", "problem_id", "source", "answer_int",
+                                   "mean_logprob", "parent_id", "finish_reason", "mean_entropy",
+                                   "tail_entropy"))
+EXECUTION_COLUMNS = _families(EXECUTIONS, ("trace_id", "exec_status", "agrees"))
 # extra trace columns a caller (the evaluation) may ask for
-OPTIONAL_TRACE_COLUMNS = {"sample": "integer", "completion_tokens": "integer",
-                          "prompt_tokens": "integer"}
+OPTIONAL_TRACE_COLUMNS = _families(TRACES, ("sample", "completion_tokens", "prompt_tokens"))
 # the two execution flags of a trace (candidates.sql documents them)
 _FLAG_SQL = {
     "clean": "coalesce(t.trace_id IN (SELECT trace_id FROM executions "
