@@ -58,14 +58,21 @@ def generate(args, cfg, problems, out: Path):
                               "time": time.strftime("%H:%M:%S")}), flush=True)
 
 
-def analyse(args, out: Path):
+def analyse(args, problems, out: Path):
+    """Evaluate every strategy over the chunks there, on their problems only."""
     from aimo.evaluate import evaluate
+    from aimo.schemas import PROBLEMS
+    from aimo.tables import write_table
 
     traces = sorted((out / "traces").glob("*.parquet"))
     executions = [out / "executions" / t.name for t in traces]
     if not traces:
         sys.exit(f"{out}: no chunk generated yet")
-    result = evaluate(out / "problems.parquet", traces, executions, out / "eval",
+    done = [p for t in traces for p in problems[int(t.stem) * args.chunk:
+                                                   (int(t.stem) + 1) * args.chunk]]
+    write_table(done, out / "eval" / "problems.parquet", PROBLEMS)
+    print(f"{len(traces)} chunks: {len(done)} problems", flush=True)
+    result = evaluate(out / "eval" / "problems.parquet", traces, executions, out / "eval",
                       ks=[1, 2, 4, 8], n_subsets=args.subsets, seed=0)
     print(result["report"])
 
@@ -99,7 +106,7 @@ def main():
           flush=True)
     if not args.analyse_only:
         generate(args, cfg, problems, out)
-    analyse(args, out)
+    analyse(args, problems, out)
 
 
 if __name__ == "__main__":
