@@ -12,7 +12,7 @@ from collections import defaultdict
 from aimo import prompts, tir
 from aimo.answers import in_range
 from aimo.prompts import clean_error
-from aimo.schemas import EXECUTIONS, TRACES
+from aimo.schemas import EXECUTIONS, OK, TRACES
 from aimo.solver import Solver, read_problems
 from aimo.tables import read_table, write_table
 
@@ -38,7 +38,7 @@ def select(traces, execs, how: str, top_k: int):
     for pid, answers in by_answer.items():
         def score(item):
             a, ts = item
-            clean = sum(execs[t["trace_id"]]["exec_status"] == "ok" for t in ts)
+            clean = sum(execs[t["trace_id"]]["exec_status"] == OK for t in ts)
             return (-clean, -len(ts), a)
         for a, ts in sorted(answers.items(), key=score)[:top_k]:
             chosen.append(max(ts, key=lambda t: (_confidence(t), t["trace_id"])))

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from aimo.answers import answer_int64, extract_answer
 from aimo.prompts import CODE_FENCE, FENCE_END
+from aimo.schemas import NOT_RUN, OK, TIMEOUT
 
 CODE_RE = re.compile(re.escape(CODE_FENCE) + r"[ \t]*\n(.*?)(?:" + re.escape(FENCE_END) + r"|\Z)",
                      re.DOTALL)
@@ -117,8 +118,8 @@ def row(t: Trace) -> dict:
         "attempt": req.attempt, "prompt": t.prompt, "text": t.text,
         "prompt_tokens": t.prompt_tokens, "completion_tokens": t.completion_tokens,
         "code_blocks": t.blocks, "n_code_calls": len(t.blocks),
-        "n_code_errors": sum(s not in ("ok", "not_run") for s in statuses),
-        "n_code_timeouts": statuses.count("timeout"),
+        "n_code_errors": sum(s not in (OK, NOT_RUN) for s in statuses),
+        "n_code_timeouts": statuses.count(TIMEOUT),
         "exec_s": sum(b["wall_s"] for b in t.blocks),
         "finish_reason": t.finish_reason, "answer": answer,
         "answer_int": answer_int64(answer),
