@@ -12,9 +12,9 @@ from collections import defaultdict
 from aimo import prompts, tir
 from aimo.answers import in_range
 from aimo.prompts import clean_error
-from aimo.schemas import EXECUTIONS, OK, TRACES
-from aimo.solver import Solver, read_problems
-from aimo.tables import read_table, write_table
+from aimo.schemas import OK, TRACES
+from aimo.solver import Solver, stage_inputs
+from aimo.tables import write_table
 
 log = logging.getLogger("aimo.critique")
 
@@ -55,13 +55,7 @@ def _confidence(trace) -> float:
 def critique_shard(problems_path, trace_paths, execution_paths, model_dir, out, params, threads=2):
     """Write the critique traces of one shard (its generate and reflexion traces) to `out`."""
     cfg = params["critique"]
-    problems = read_problems(problems_path)
-    traces = [t for p in trace_paths for t in read_table(p, TRACES).to_pylist()]
-    execs = {e["trace_id"]: e for p in execution_paths for e in read_table(p, EXECUTIONS).to_pylist()}
-    missing = [t["trace_id"] for t in traces if t["trace_id"] not in execs]
-    if missing:
-        raise ValueError(f"no execution rows for traces {missing[:5]} (of {len(missing)}) in "
-                         f"{list(map(str, execution_paths))}; rerun the execute stage")
+    problems, traces, execs = stage_inputs(problems_path, trace_paths, execution_paths)
     chosen = select(traces, execs, cfg["select"], cfg["top_k"])
     log.info("critiquing %d of %d traces (select=%s)", len(chosen), len(traces), cfg["select"])
     requests = [tir.Request(

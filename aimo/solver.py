@@ -11,6 +11,8 @@ import pyarrow.parquet as pq
 
 from aimo import engine, scheduler
 from aimo.sandbox import Limits, Sandbox
+from aimo.schemas import EXECUTIONS, TRACES
+from aimo.tables import read_table
 
 log = logging.getLogger("aimo.solver")
 
@@ -25,6 +27,20 @@ def model_identity(model_dir) -> dict:
 def read_problems(problems_path) -> dict:
     """problem_id -> problem text, from the problems stage's table."""
     return {r["problem_id"]: r["problem"] for r in pq.read_table(problems_path).to_pylist()}
+
+
+def stage_inputs(problems_path, trace_paths, execution_paths):
+    """What reflexion and critique read: (problem_id -> text, the trace rows, trace_id -> its
+    execution row); a trace without an execution row is a ValueError naming the files."""
+    traces = [t for p in trace_paths for t in read_table(p, TRACES).to_pylist()]
+    execs = {e["trace_id"]: e for p in execution_paths
+             for e in read_table(p, EXECUTIONS).to_pylist()}
+    missing = [t["trace_id"] for t in traces if t["trace_id"] not in execs]
+    if missing:
+        raise ValueError(f"{', '.join(map(str, execution_paths))}: no execution rows for traces "
+                         f"{missing[:5]} (of {len(missing)}) of "
+                         f"{', '.join(map(str, trace_paths))}; rerun the execute stage")
+    return read_problems(problems_path), traces, execs
 
 
 class Solver:
