@@ -24,11 +24,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import curves as est
-from .report import plots, report
-from .schemas import METRICS, per_problem_schema
-from .tables import write_table, write_text
-from .vote import STRATEGIES, Candidates, VoteSettings, check_strategies, load_sql
+from aimo import curves as est
+from aimo.report import plots, report
+from aimo.schemas import METRICS, per_problem_schema
+from aimo.tables import write_table, write_text
+from aimo.vote import STRATEGIES, Candidates, VoteSettings, check_strategies, load_sql
 
 __all__ = ["evaluate", "OUTPUTS", "PER_PROBLEM"]
 

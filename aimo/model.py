@@ -19,7 +19,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .tables import make_readable
+from aimo.tables import make_readable
 
 log = logging.getLogger("aimo.model")
 

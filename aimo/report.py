@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .tables import atomic_path
+from aimo.tables import atomic_path
 
 __all__ = ["report", "plots"]
 

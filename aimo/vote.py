@@ -25,9 +25,9 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .answers import ANSWER_MAX, ANSWER_MIN
-from .schemas import CANCELLED, EXECUTIONS, PROBLEMS, TRACES, VOTES
-from .tables import read_table, write_table
+from aimo.answers import ANSWER_MAX, ANSWER_MIN
+from aimo.schemas import CANCELLED, EXECUTIONS, PROBLEMS, TRACES, VOTES
+from aimo.tables import read_table, write_table
 
 __all__ = [
     "STRATEGIES", "DEFAULT_WEIGHTS", "DEFAULT_MIX", "SOURCES", "VoteSettings", "vote",

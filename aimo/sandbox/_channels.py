@@ -14,8 +14,8 @@ import subprocess
 import threading
 import time
 
-from ._server.sbx_protocol import ENV, HDR, MAX_MSG, frame
-from .limits import SandboxError
+from aimo.sandbox._server.sbx_protocol import ENV, HDR, MAX_MSG, frame
+from aimo.sandbox.limits import SandboxError
 
 REQUEST_TIMEOUT_S = 15.0
 SERVER_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_server")   # a folder, run by path
@@ -246,6 +246,6 @@ class Server:
             shutil.rmtree(base, ignore_errors=True)
         cg = (self.info or {}).get("cgroup")
         if cg and os.path.isdir(cg):
-            from . import _cgroup
+            from aimo.sandbox import _cgroup
             _cgroup.Pool(0, cg).remove_all()
 

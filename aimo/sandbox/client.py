@@ -19,9 +19,9 @@ import time
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 
-from ._channels import Channel, Dead, Proc, Server, Unavailable
-from ._server.sbx_protocol import memory_cap_text
-from .limits import (ERROR, GRACE_S, KILLED, MEMORY, OK, OUTPUT_LIMIT, STATUSES, TIMEOUT, ExecResult, Limits,
+from aimo.sandbox._channels import Channel, Dead, Proc, Server, Unavailable
+from aimo.sandbox._server.sbx_protocol import memory_cap_text
+from aimo.sandbox.limits import (ERROR, GRACE_S, KILLED, MEMORY, OK, OUTPUT_LIMIT, STATUSES, TIMEOUT, ExecResult, Limits,
                      SandboxError)
 
 __all__ = ["ERROR", "GRACE_S", "KILLED", "MEMORY", "OK", "OUTPUT_LIMIT", "STATUSES", "TIMEOUT", "ExecResult",

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from ._server.sbx_protocol import ERROR, KILLED, MEMORY, OK, OUTPUT_LIMIT, STATUSES, TIMEOUT
+from aimo.sandbox._server.sbx_protocol import ERROR, KILLED, MEMORY, OK, OUTPUT_LIMIT, STATUSES, TIMEOUT
 
 __all__ = ["ERROR", "GRACE_S", "KILLED", "MEMORY", "OK", "OUTPUT_LIMIT", "STATUSES", "TIMEOUT",
            "ExecResult", "Limits", "SandboxError"]

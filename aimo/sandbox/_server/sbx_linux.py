@@ -48,8 +48,12 @@ def unshare(flags):
     _check(libc().unshare(ctypes.c_int(flags)), "unshare")
 
 
+def _enc(s):
+    return None if s is None else s.encode()
+
+
 def mount(source, target, fstype, flags, data=None):
-    enc = (lambda s: None if s is None else s.encode())
+    enc = _enc
     _check(libc().mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)),
            f"mount {target}")
 
