@@ -46,7 +46,13 @@ def execute_traces(traces, sandbox, chunk: int = 16) -> list[dict]:
 
 def execution_row(trace: dict, res) -> dict:
     """The EXECUTIONS row of `trace` from the results of its blocks, in order (objects with
-    status, stdout, error and wall_s: ExecResults, or `BlockResult`s of blocks already run)."""
+    status, stdout, error and wall_s: ExecResults, or `BlockResult`s of blocks already run).
+
+    A trace's failure is its FIRST failing block, here and in reflexion (which judges a repair
+    attempt by this row of its own blocks): one policy, the one that names the root cause. The
+    blocks run in order in one session, so a block that fails leaves the session without what
+    it was to define, and what fails after it (a NameError, a wrong value) follows from it.
+    Reporting the last failure would send the repair after a symptom."""
     bad = [r for r in res if r.status != "ok"]
     last = res[-1] if res else None
     printed = printed_integer(last.stdout) if last else None

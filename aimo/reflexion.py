@@ -8,6 +8,7 @@ import logging
 
 from aimo import prompts, tir
 from aimo.answers import in_range
+from aimo.execute import executions_from_blocks
 from aimo.prompts import clean_error
 from aimo.schemas import EXECUTIONS, TRACES
 from aimo.solver import Solver, read_problems
@@ -21,9 +22,9 @@ FAILED = {"error", "timeout", "memory", "output_limit", "killed"}
 def failure(trace: dict, exec_status: str | None, exec_error: str | None, limit: int) -> str | None:
     """What went wrong with `trace`, for the repair prompt; None when it needs no repair."""
     status = exec_status
-    if status is None:  # a repair attempt: judge it by its own code blocks
-        bad = [b for b in (trace["code_blocks"] or []) if b["status"] != "ok"]
-        status, exec_error = (bad[-1]["status"], bad[-1]["output"]) if bad else ("ok", None)
+    if status is None:  # a repair attempt: judged by its own code blocks, as execute judges
+        row = executions_from_blocks([trace])[0]  # (its first failing block: the root cause)
+        status, exec_error = row["exec_status"], row["exec_error"]
     if status in FAILED:
         return clean_error(f"The code ended with status {status}:\n{exec_error or '(no error text)'}", limit)
     if trace["answer_int"] is None or not in_range(trace["answer_int"]):

@@ -181,3 +181,23 @@ def test_a_dead_engine_process_ends_the_job_instead_of_hanging(tiny_run):
     assert rc != 0
     assert f"VLLM::EngineCore (pid {core}) died" in log.read_text(errors="replace")
     assert not target.exists()
+
+
+def test_execute_and_reflexion_report_the_first_failing_block():
+    """One failure policy: a trace's first failing block, the root cause (later blocks fail
+    because it did). Execute reports it, and reflexion repairs a repair attempt with it."""
+    from aimo.execute import executions_from_blocks
+    from aimo.reflexion import failure
+
+    def block(status, output):
+        return {"code": "...", "output": output, "status": status, "wall_s": 0.1}
+
+    trace = {"trace_id": "p:0:r1", "problem_id": "p", "answer": "3", "answer_int": 3, "text": "",
+             "code_blocks": [block("ok", "1\n"), block("error", "ZeroDivisionError: division by zero"),
+                             block("error", "NameError: name 'x' is not defined"),
+                             block("timeout", "TimeoutError")]}
+    row = executions_from_blocks([trace])[0]
+    assert (row["exec_status"], row["exec_error"]) == ("error", "ZeroDivisionError: division by zero")
+    why = failure(trace, None, None, 500)  # a repair attempt, judged by its own blocks
+    assert "ZeroDivisionError" in why and "NameError" not in why and "Timeout" not in why
+    assert why == failure(trace, row["exec_status"], row["exec_error"], 500)  # as a generate trace
