@@ -12,6 +12,7 @@ validate(config, "schemas/config.schema.yaml")
 
 
 include: "rules/common.smk"
+include: "rules/resources.smk"
 include: "rules/problems.smk"
 include: "rules/model.smk"
 include: "rules/sft.smk"

@@ -1,11 +1,6 @@
-# Shared helpers: shard list, model directory, per-rule params, input and resource functions.
-import errno
-import math
-import os
-import re
-
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
+# Shared helpers: shard list, shard paths, model directory, per-rule params, input functions.
+# The resource functions are in resources.smk.
+from aimo.model import slug
 
 wildcard_constraints:
     shard=r"\d+",
@@ -19,7 +14,7 @@ if config["samples"]["n"] % config["samples"]["shard_size"]:
     )
 
 SHARDS = list(range(config["samples"]["n"] // config["samples"]["shard_size"]))
-MODEL_SLUG = re.sub(r"[^\w.-]+", "--", config["model"]["name"])
+MODEL_SLUG = slug(config["model"]["name"])
 MODEL_DIR = f"resources/models/{MODEL_SLUG}"
 
 
@@ -41,142 +36,40 @@ def critique_params():
 
 def model_dir():
     """The model the generate stages use: the base model, or the fine-tuned one."""
-    return "results/sft/merged" if config["sft"]["enabled"] else MODEL_DIR
+    return rules.sft.output.merged if config["sft"]["enabled"] else rules.model.output.model
 
 
-def shard_files(stage):
-    return expand(f"results/{stage}/shard-{{shard}}.parquet", shard=SHARDS)
+def shard(stage, executions=False):
+    """The one spelling of a shard's path: shard {shard} of `stage`'s traces, or of their
+    executions (`stage` may be the wildcard "{stage}")."""
+    return f"results/{'execute/' if executions else ''}{stage}/shard-{{shard}}.parquet"
+
+
+def shard_files(stage, executions=False):
+    """Every shard of `stage`'s traces (or of their executions)."""
+    return expand(shard(stage, executions), shard=SHARDS)
+
+
+def voting_stages():
+    """The stages whose traces vote: generate, plus reflexion and critique when enabled."""
+    return ["generate"] + [s for s in ("reflexion", "critique") if config[s]["enabled"]]
 
 
 def trace_files():
-    """Every trace shard that votes: generate, plus reflexion and critique when enabled."""
-    stages = ["generate"] + [s for s in ("reflexion", "critique") if config[s]["enabled"]]
-    return [f for s in stages for f in shard_files(s)]
+    """Every trace shard that votes."""
+    return [f for s in voting_stages() for f in shard_files(s)]
 
 
 def execution_files():
-    return [f.replace("results/", "results/execute/", 1) for f in trace_files()]
+    """The executions of every trace shard that votes, in the order of trace_files()."""
+    return [f for s in voting_stages() for f in shard_files(s, executions=True)]
 
 
 def critique_inputs(kind):
     """The generate (and reflexion) traces or executions of one shard, for its critique."""
     stages = ["generate"] + (["reflexion"] if config["reflexion"]["enabled"] else [])
-    prefix = "results/execute/" if kind == "executions" else "results/"
-    return [f"{prefix}{s}/shard-{{shard}}.parquet" for s in stages]
+    return [shard(s, executions=kind == "executions") for s in stages]
 
 
 def final_outputs():
     return ["results/submission.csv", "results/evaluate/report.md"]
-
-
-# Resources: what one job needs, as standard Snakemake resources (mem_mb, runtime in minutes,
-# gpu), sized from the config and, for what is known only once upstream jobs have run, from
-# their outputs (Snakemake shows those as <TBD> in a dry run and evaluates them when the job is
-# ready). A cluster turns them into its request (sbatch --mem, -t, --gpus; threads into
-# --cpus-per-task); on one machine they bound what runs at once (profiles/default). Every size
-# grows with the attempt, so a job retried after running out of memory or time asks for more.
-
-# Aggregate decode rate of one GPU in large batches, in tokens/s for a 1B-parameter model; a
-# model of B billions decodes about this / B (32B at bf16 on an H100: ~2800 tokens/s).
-GPU_TOKENS_PER_S_1B = 90_000
-
-
-def model_billions():
-    """Parameters of the model in billions, from its name ('1.5b', '32B', '135m'); 2 when the
-    name does not say."""
-    found = re.search(r"(\d+(?:\.\d+)?)([bm])(?![a-z0-9])", config["model"]["name"], re.I)
-    if not found:
-        return 2.0
-    return float(found.group(1)) / (1000 if found.group(2).lower() == "m" else 1)
-
-
-def written(path):
-    """`path`, once its job has written it. Until then FileNotFoundError naming it, which
-    Snakemake takes as 'not known yet' for a resource computed from an input."""
-    if not os.path.exists(path):
-        raise FileNotFoundError(errno.ENOENT, "not written yet", str(path))
-    return path
-
-
-def table_rows(path):
-    """Rows of a Parquet table, from its footer."""
-    return pq.read_metadata(written(path)).num_rows
-
-
-def engine_mem_mb(wildcards=None, attempt=1):
-    """Memory of an engine job, from the model's size: bf16 weights plus the KV cache and the
-    sandbox."""
-    return int((model_billions() * 2 + 6) * 1024 * attempt)
-
-
-def completions_per_problem(stage):
-    """The most completions one job of `stage` makes per problem."""
-    shard = config["samples"]["shard_size"]
-    repairs = config["reflexion"]["max_attempts"] if config["reflexion"]["enabled"] else 0
-    if stage == "generate":
-        return shard
-    if stage == "reflexion":
-        return shard * repairs
-    # critique: a review and a refinement of each selected draft
-    top = config["critique"]["select"] == "top"
-    return 2 * (config["critique"]["top_k"] if top else shard * (1 + repairs))
-
-
-def engine_runtime(stage):
-    """The runtime function of an engine stage (generate, reflexion, critique). Its job starts
-    the engine (loading the weights), then makes every completion of its shard at the full
-    token budget, at the GPU rate above."""
-
-    def runtime(wildcards, input, attempt):
-        billions = model_billions()
-        completions = table_rows(input.problems) * completions_per_problem(stage)
-        tokens = completions * config["sampling"]["max_tokens"]
-        minutes = 10 + billions / 4 + tokens / (GPU_TOKENS_PER_S_1B / billions) / 60
-        return math.ceil(minutes * attempt)
-
-    return runtime
-
-
-def model_runtime(wildcards, attempt):
-    """Minutes to fetch the model (and dequantize a GGUF): its bf16 weights at about 1 GB a
-    minute."""
-    return math.ceil((15 + 2 * model_billions()) * attempt)
-
-
-# Training throughput of one GPU for LoRA on a 1B-parameter model, in tokens/s (forward and
-# backward; a model of B billions trains about this / B).
-GPU_TRAIN_TOKENS_PER_S_1B = 30_000
-
-
-def sft_runtime(wildcards, attempt):
-    """Minutes to fine-tune: load the model, sft.max_steps optimizer steps of full-length rows
-    at the rate above, then merge and save (as long as a model fetch)."""
-    sft = config["sft"]
-    billions = model_billions()
-    tokens = sft["max_steps"] * sft["batch_size"] * sft["grad_accum"] * sft["max_seq_len"]
-    minutes = 10 + tokens / (GPU_TRAIN_TOKENS_PER_S_1B / billions) / 60 + 2 * billions
-    return math.ceil(minutes * attempt)
-
-
-def sandbox_mem_mb(wildcards, threads, attempt):
-    """Memory of an execute job: one sandbox block per thread, each up to sandbox.memory_mb."""
-    return int((1024 + threads * config["sandbox"]["memory_mb"]) * attempt)
-
-
-def execute_runtime(wildcards, input, threads, attempt):
-    """Minutes to re-run the code of a shard: twice the time its blocks took when the traces
-    were made (their exec_s), `threads` blocks at once."""
-    exec_s = pq.read_table(written(input.shard), columns=["exec_s"]).column("exec_s")
-    code_s = pc.sum(exec_s).as_py() or 0
-    return math.ceil((10 + 2 * code_s / threads / 60) * attempt)
-
-
-def table_mem_mb(wildcards, input, attempt):
-    """Memory of a table job (problems, vote, submission, evaluate): 2 GiB plus its input's
-    size (DuckDB and Arrow read only the columns they need)."""
-    return int((2048 + input.size_mb) * attempt)
-
-
-def table_runtime(wildcards, input, attempt):
-    """Minutes of a table job: 10, plus one per GB of input."""
-    return math.ceil((10 + input.size_mb / 1024) * attempt)

@@ -1,9 +1,9 @@
 # Re-run every trace's code, fresh, in the sandbox: one rule for the traces of every stage.
 rule execute:
     input:
-        shard="results/{stage}/shard-{shard}.parquet",
+        shard=shard("{stage}"),
     output:
-        shard="results/execute/{stage}/shard-{shard}.parquet",
+        shard=shard("{stage}", executions=True),
     params:
         sandbox=config["sandbox"],
     log:

@@ -3,7 +3,7 @@ rule generate:
         problems=rules.problems.output.problems,
         model=model_dir(),
     output:
-        shard="results/generate/shard-{shard}.parquet",
+        shard=shard("generate"),
     params:
         generate=generate_params(),
     log:

@@ -1,8 +1,8 @@
 rule reflexion:
     input:
         problems=rules.problems.output.problems,
-        traces="results/generate/shard-{shard}.parquet",
-        executions="results/execute/generate/shard-{shard}.parquet",
+        traces=rules.generate.output.shard,
+        executions=shard("generate", executions=True),
         model=model_dir(),
     output:
         shard="results/reflexion/shard-{shard}.parquet",
