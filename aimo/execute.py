@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from aimo.answers import printed_integer
 from aimo.sandbox import Limits, Sandbox
-from aimo.schemas import EXECUTIONS, TRACES
+from aimo.schemas import EXECUTIONS, NO_CODE, OK, TIMEOUT, TRACES
 from aimo.tir import sandbox_seed
 from aimo.tables import read_table, write_table
 
@@ -53,19 +53,19 @@ def execution_row(trace: dict, res) -> dict:
     blocks run in order in one session, so a block that fails leaves the session without what
     it was to define, and what fails after it (a NameError, a wrong value) follows from it.
     Reporting the last failure would send the repair after a symptom."""
-    bad = [r for r in res if r.status != "ok"]
+    bad = [r for r in res if r.status != OK]
     last = res[-1] if res else None
     printed = printed_integer(last.stdout) if last else None
     answer = trace["answer_int"]
     return {
         "trace_id": trace["trace_id"], "problem_id": trace["problem_id"],
-        "exec_status": bad[0].status if bad else ("ok" if res else "no_code"),
+        "exec_status": bad[0].status if bad else (OK if res else NO_CODE),
         "exec_output": last.stdout if last else None,
         "exec_error": bad[0].error if bad else None,
         "printed_int": printed,
         "agrees": None if printed is None or answer is None else printed == answer,
         "n_code_calls": len(res), "n_code_errors": len(bad),
-        "n_code_timeouts": sum(r.status == "timeout" for r in res),
+        "n_code_timeouts": sum(r.status == TIMEOUT for r in res),
         "exec_s": sum(r.wall_s for r in res),
     }
 
@@ -84,7 +84,7 @@ def executions_from_blocks(traces) -> list[dict]:
     solver votes with, where there is no time for the execute stage."""
     rows = []
     for t in traces:
-        res = [BlockResult(b["status"], b["output"], b["output"] if b["status"] != "ok" else None,
+        res = [BlockResult(b["status"], b["output"], b["output"] if b["status"] != OK else None,
                            b["wall_s"]) for b in (t["code_blocks"] or [])]
         rows.append(execution_row(t, res))
     return rows

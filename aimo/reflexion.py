@@ -10,13 +10,13 @@ from aimo import prompts, tir
 from aimo.answers import in_range
 from aimo.execute import executions_from_blocks
 from aimo.prompts import clean_error
-from aimo.schemas import EXECUTIONS, TRACES
+from aimo.schemas import EXECUTIONS, OK, SANDBOX_STATUSES, TRACES
 from aimo.solver import Solver, read_problems
 from aimo.tables import read_table, write_table
 
 log = logging.getLogger("aimo.reflexion")
 
-FAILED = {"error", "timeout", "memory", "output_limit", "killed"}
+FAILED = frozenset(SANDBOX_STATUSES) - {OK}  # the code failed: what a repair is for
 
 
 def failure(trace: dict, exec_status: str | None, exec_error: str | None, limit: int) -> str | None:

@@ -13,7 +13,7 @@ import time
 import pyarrow.parquet as pq
 import pytest
 
-from aimo.schemas import EXECUTIONS, PROBLEMS, TRACES, VOTES
+from aimo.schemas import EXEC_STATUSES, EXECUTIONS, NO_CODE, OK, PROBLEMS, SANDBOX_STATUSES, TRACES, VOTES
 from aimo.tables import read_metadata, read_table
 from conftest import SNAKEMAKE, copy_workflow, overrides, planned_jobs, snakemake
 
@@ -57,6 +57,7 @@ def test_every_stage_wrote_its_files(tiny_run):
     assert all(n > 0 for n in traces.column("prompt_tokens").to_pylist())
     execs = read_table(res / "execute/generate/shard-0.parquet", EXECUTIONS)
     assert set(execs.column("trace_id").to_pylist()) == set(traces.column("trace_id").to_pylist())
+    assert set(execs.column("exec_status").to_pylist()) <= set(EXEC_STATUSES)
     for stage in ("reflexion", "critique"):
         rows = read_table(res / f"{stage}/shard-0.parquet", TRACES).to_pylist()
         assert all(r["source"] == stage and r["parent_id"] for r in rows)
@@ -201,3 +202,13 @@ def test_execute_and_reflexion_report_the_first_failing_block():
     why = failure(trace, None, None, 500)  # a repair attempt, judged by its own blocks
     assert "ZeroDivisionError" in why and "NameError" not in why and "Timeout" not in why
     assert why == failure(trace, row["exec_status"], row["exec_error"], 500)  # as a generate trace
+
+
+def test_status_words_are_the_sandbox_s_plus_no_code():
+    from aimo.execute import executions_from_blocks
+    from aimo.reflexion import FAILED
+
+    assert EXEC_STATUSES == SANDBOX_STATUSES + (NO_CODE,) and OK in SANDBOX_STATUSES
+    assert FAILED == set(SANDBOX_STATUSES) - {OK}
+    no_code = {"trace_id": "p:1", "problem_id": "p", "answer_int": None, "code_blocks": []}
+    assert executions_from_blocks([no_code])[0]["exec_status"] == NO_CODE
