@@ -20,23 +20,10 @@ import pyarrow.parquet as pq
 
 from aimo import prompts
 from aimo.answers import extract_answer, to_integer
+from aimo.schemas import SFT_DATA
 from aimo.tables import write_table
 
 log = logging.getLogger("aimo.sft_data")
-
-MESSAGE = pa.struct([pa.field("role", pa.string()), pa.field("content", pa.string())])
-
-SFT_DATA = pa.schema([
-    pa.field("example_id", pa.string(), nullable=False),  # hash of the normalised problem
-    pa.field("source_row", pa.int64(), nullable=False),  # 0-based row (line) of the export
-    pa.field("split", pa.string(), nullable=False),  # train | validation
-    pa.field("problem", pa.string(), nullable=False),
-    pa.field("solution", pa.string(), nullable=False),  # normalised: the assistant turn
-    pa.field("answer", pa.string()),  # the boxed final answer, as written
-    pa.field("answer_int", pa.int64()),  # null unless an integer that fits int64
-    pa.field("n_code_blocks", pa.int32()),
-    pa.field("messages", pa.list_(MESSAGE)),  # system, user, assistant
-])
 
 # Why a row is dropped; the metadata and the log count every one of these.
 REASONS = {
