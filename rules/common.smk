@@ -1,6 +1,22 @@
 # Shared helpers: shard list, shard paths, model directory, per-rule params, input functions.
 # The resource functions are in resources.smk.
+import os
+
 from aimo.model import slug
+
+# The jobs import the aimo package from this repository. In the project's venv it is installed
+# as well, but under --sdm conda a job runs in an env of envs/ that holds only the dependencies,
+# so the repository goes first on the PYTHONPATH that the jobs inherit (a cluster job parses
+# this file again on its node). Snakemake drops PYTHONPATH from conda jobs unless told not to:
+# the profiles set conda-not-block-search-path-envvars. (Set here, not asked of the user: so no
+# `envvars:` directive.)
+def repository_on_pythonpath():
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if workflow.basedir not in paths:
+        os.environ.update(PYTHONPATH=os.pathsep.join([workflow.basedir, *paths]))
+
+
+repository_on_pythonpath()
 
 wildcard_constraints:
     shard=r"\d+",

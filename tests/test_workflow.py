@@ -1,4 +1,6 @@
 """The workflow's wiring, without running a model: lint, validation, the planned DAG."""
+import re
+
 from conftest import overrides, planned_jobs, snakemake
 
 
@@ -73,3 +75,31 @@ def test_a_failing_jobs_error_reaches_the_terminal(workflow_copy):
     assert proc.returncode != 0
     assert "bad.csv: row 2, column 'id': duplicate id 'a' (first at row 1)" in proc.stdout, \
         proc.stdout[-3000:]
+
+
+# The extras of pyproject.toml that each conda env of envs/ carries (on top of the core).
+ENV_EXTRAS = {"base": [], "engine": ["gpu"], "model": ["model"], "sft": ["sft", "model"]}
+
+
+def test_conda_envs_list_pyprojects_dependencies_and_install_no_local_path():
+    """Snakemake builds an env from its own copy of the file, under .snakemake/conda/, where a
+    `-e ..` names no repository: the envs hold the dependencies only (the jobs import aimo
+    from the repository), the same ones pyproject.toml asks for."""
+    import tomllib
+
+    import yaml
+    from conftest import ROOT
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    envs = {p.stem: yaml.safe_load(p.read_text()) for p in sorted((ROOT / "envs").glob("*.yaml"))}
+    assert set(envs) == set(ENV_EXTRAS)
+    used = {m for p in (ROOT / "rules").glob("*.smk") for m in re.findall(
+        r'conda:\s*"\.\./envs/(\w+)\.yaml"', p.read_text())}
+    assert used == set(envs)
+    for name, env in envs.items():
+        pip = [d["pip"] for d in env["dependencies"] if isinstance(d, dict)][0]
+        assert not [r for r in pip if r.startswith(("-e", "--editable", ".", "/"))], (name, pip)
+        expected = project["dependencies"] + [
+            r for extra in ENV_EXTRAS[name] for r in project["optional-dependencies"][extra]]
+        assert sorted(pip) == sorted(expected), name
+        assert "python=3.11" in env["dependencies"] and env["channels"] == ["conda-forge"]
