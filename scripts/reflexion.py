@@ -1,3 +1,4 @@
+# The guard matters: vLLM's engine process re-imports the main module on some platforms.
 if __name__ == "__main__":
     from aimo import logs
     from aimo.reflexion import reflexion_shard
