@@ -10,9 +10,9 @@ from aimo import prompts, tir
 from aimo.answers import in_range
 from aimo.execute import executions_from_blocks
 from aimo.prompts import clean_error
-from aimo.schemas import EXECUTIONS, OK, SANDBOX_STATUSES, TRACES
-from aimo.solver import Solver, read_problems
-from aimo.tables import read_table, write_table
+from aimo.schemas import OK, SANDBOX_STATUSES, TRACES
+from aimo.solver import Solver, stage_inputs
+from aimo.tables import write_table
 
 log = logging.getLogger("aimo.reflexion")
 
@@ -47,15 +47,10 @@ def repair_requests(parents, problems, errors, attempt):
 def reflexion_shard(problems_path, traces_path, executions_path, model_dir, out, params, threads=2):
     """Write the reflexion traces of one shard to `out` (an empty table when nothing failed)."""
     cfg = params["reflexion"]
-    problems = read_problems(problems_path)
-    traces = read_table(traces_path, TRACES).to_pylist()
-    execs = {e["trace_id"]: e for e in read_table(executions_path, EXECUTIONS).to_pylist()}
+    problems, traces, execs = stage_inputs(problems_path, [traces_path], [executions_path])
     errors, parents = {}, []
     for t in traces:
-        e = execs.get(t["trace_id"])
-        if e is None:
-            raise ValueError(f"{executions_path}: no execution row for trace {t['trace_id']!r} "
-                             f"of {traces_path}; rerun the execute stage")
+        e = execs[t["trace_id"]]
         why = failure(t, e["exec_status"], e["exec_error"], cfg["error_chars"])
         if why:
             errors[t["trace_id"]], parents = why, parents + [t]

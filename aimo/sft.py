@@ -23,7 +23,8 @@ from importlib import metadata
 from pathlib import Path
 
 from aimo import engine, prompts
-from aimo.sft_data import SFT_DATA, ConfigError, clean_errors, file_sha256, prompt_sha256
+from aimo.schemas import SFT_DATA
+from aimo.sft_data import ConfigError, clean_errors, file_sha256, prompt_sha256
 from aimo.tables import atomic_path, make_readable, read_metadata, read_table, write_text
 
 __all__ = ["ConfigError", "clean_errors", "resolve_trainer", "encode", "train", "merge",

@@ -44,12 +44,6 @@ def generate_params():
     }
 
 
-def critique_params():
-    """What a critique job depends on: its weight and `replace` are the vote's business, so
-    changing them reruns only the vote and what follows."""
-    return {k: v for k, v in config["critique"].items() if k not in ("weight", "replace")}
-
-
 def model_dir():
     """The model the generate stages use: the base model, or the fine-tuned one."""
     return rules.sft.output.merged if config["sft"]["enabled"] else rules.model.output.model

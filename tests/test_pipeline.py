@@ -15,6 +15,7 @@ import pytest
 
 from aimo.schemas import EXEC_STATUSES, EXECUTIONS, NO_CODE, OK, PROBLEMS, SANDBOX_STATUSES, TRACES, VOTES
 from aimo.tables import read_metadata, read_table
+from aimo.vote import STRATEGIES
 from conftest import SNAKEMAKE, copy_workflow, overrides, planned_jobs, snakemake
 
 TINY = ["--configfile", "config.yaml", "tiny.yaml"]
@@ -69,8 +70,12 @@ def test_every_stage_wrote_its_files(tiny_run):
     assert [r["id"] for r in rows] == ["divisors360", "pow2mod7"]
     assert all(0 <= int(r["answer"]) <= 99999 for r in rows)
     for name in ("metrics.parquet", "per_problem.parquet", "report.md", "maj_at_k.png",
-                 "accuracy_vs_tokens.png"):
+                 "accuracy_vs_tokens.png", "selection.png"):
         assert (res / "evaluate" / name).stat().st_size > 0, name
+    report = (res / "evaluate/report.md").read_text()
+    for strategy in STRATEGIES:  # every strategy side by side, with its selection loss
+        assert f"\n| {strategy} | " in report, strategy
+    assert "## Selection: each vote against the best possible pick" in report
     assert (workdir / "logs/generate/shard-0.log").stat().st_size > 0
     assert (workdir / "benchmarks/generate/shard-0.tsv").is_file()
     assert "traces done" in log  # progress reached the terminal
@@ -83,12 +88,16 @@ def test_shard_metadata_names_model_engine_and_sampling(tiny_run):
     assert meta["model"]["sha256"]
     assert meta["engine"].startswith("vllm")
     assert meta["dtype"] in ("bfloat16", "float32")
-    assert meta["sampling"] == {"temperature": 0.8, "top_p": 0.95, "max_tokens": 160}
+    assert meta["sampling"] == {"temperature": 0.8, "top_p": 0.95, "max_tokens": 160,
+                                "top_logprobs": 5, "tail_tokens": 256}
     assert meta["shard"] == 0 and meta["samples"] == [0, 2]
     assert meta["sample_seed"] == 7 and meta["scheduler"] == {"max_in_flight": None, "early_stop": None}
     assert meta["steps"] > 0 and meta["wall_s"] > 0  # the scheduler's own figures
     rows = read_table(workdir / "results/generate/shard-0.parquet", TRACES).to_pylist()
     assert all(sum(r["round_tokens"]) == r["completion_tokens"] for r in rows)
+    # entropies from the engine's top-5 log-probabilities, at most ln 5 nats
+    assert all(0 <= r["mean_entropy"] <= 1.61 and 0 <= r["tail_entropy"] <= 1.61
+               for r in rows if r["completion_tokens"])
 
 
 def test_the_model_directory_records_its_licence(tiny_run):
@@ -105,7 +114,7 @@ def test_nothing_reruns_when_nothing_changed(tiny_run):
 
 @pytest.mark.parametrize("overlay", [
     "vote: {weights: {invalid: 0, clean_code: 3, other: 1}}\n",
-    "critique: {weight: 0.5, replace: true}\n",  # the critique's vote, not the critique
+    "vote: {critique_weight: 0.5, critique_replace: true, mix: {share: 1.0}}\n",
 ])
 def test_changing_vote_weights_reruns_only_vote_and_after(tiny_run, overlay):
     workdir, _ = tiny_run
