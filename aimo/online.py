@@ -8,6 +8,7 @@ solved, atomically, in the workflow's schemas, so an interrupted run keeps what 
 `evaluate_run` re-votes and evaluates it without regenerating. `main.py` serves this through
 Kaggle's `predict()` API.
 """
+
 import logging
 import threading
 import time
@@ -46,6 +47,7 @@ class TimeBank:
 @dataclass
 class Answer:
     """What one problem got: the answer and how it came about."""
+
     problem_id: str
     answer: int
     votes: int = 0
@@ -54,14 +56,18 @@ class Answer:
     seconds: float = 0.0
     budget_s: float = 0.0
     bank_left_s: float = 0.0
-    stopped: str = "finished"  # finished | early_stop | deadline | no engine | empty problem | error
+    stopped: str = (
+        "finished"  # finished | early_stop | deadline | no engine | empty problem | error
+    )
     fallback: bool = False
 
     def line(self) -> str:
         how = " (fallback)" if self.fallback else ""
-        return (f"{self.problem_id}: answer {self.answer}{how}, {self.votes} votes, "
-                f"{self.finished} samples finished, {self.cancelled} cancelled ({self.stopped}), "
-                f"{self.seconds:.0f} s of {self.budget_s:.0f}, bank left {self.bank_left_s:.0f} s")
+        return (
+            f"{self.problem_id}: answer {self.answer}{how}, {self.votes} votes, "
+            f"{self.finished} samples finished, {self.cancelled} cancelled ({self.stopped}), "
+            f"{self.seconds:.0f} s of {self.budget_s:.0f}, bank left {self.bank_left_s:.0f} s"
+        )
 
 
 def model_dir(config) -> Path:
@@ -95,7 +101,9 @@ class OnlineSolver:
     def __init__(self, config: dict, clock=time.monotonic):
         self.config, self.online = config, config["online"]
         o = self.online
-        self.bank = TimeBank(o["budget_s"], o["problems"], o["min_s"], o["max_s"], o["reserve_s"], clock)
+        self.bank = TimeBank(
+            o["budget_s"], o["problems"], o["min_s"], o["max_s"], o["reserve_s"], clock
+        )
         self.clock = clock
         self.run_dir = Path(o["run_dir"])
         self.solver, self.dead, self.start_s = None, False, 0.0
@@ -138,8 +146,11 @@ class OnlineSolver:
         if self.solver is not None and self.bank.left() < self.start_s + self.online["min_s"]:
             return "no engine"  # a restart would eat the time of the problems still to come
         if self.solver is not None:
-            log.warning("the engine died; restarting it (%.0f s last time, bank left %.0f s)",
-                        self.start_s, self.bank.left())
+            log.warning(
+                "the engine died; restarting it (%.0f s last time, bank left %.0f s)",
+                self.start_s,
+                self.bank.left(),
+            )
         self.start()
         return None
 
@@ -172,11 +183,16 @@ class OnlineSolver:
 
     def _solve(self, pid, problem, answer, started, result):
         o, seed = self.online, self.config["samples"]["seed"]
-        requests = [tir.Request(f"{pid}:{s}", pid, s, tir.derive_seed(seed, pid, s),
-                                prompts.tir_messages(problem)) for s in range(o["samples"])]
+        requests = [
+            tir.Request(
+                f"{pid}:{s}", pid, s, tir.derive_seed(seed, pid, s), prompts.tir_messages(problem)
+            )
+            for s in range(o["samples"])
+        ]
         try:
-            rows = self.solver.run(requests, early_stop=o["early_stop"],
-                                   deadline=started + result.budget_s)
+            rows = self.solver.run(
+                requests, early_stop=o["early_stop"], deadline=started + result.budget_s
+            )
         except Exception:
             if not (self.dead or self.solver.engine_dead):
                 raise
@@ -206,11 +222,16 @@ class OnlineSolver:
     def _record(self, pid, problem, answer, rows, result, started) -> dict:
         """Write the problem's traces, executions and the problems table; vote on them."""
         from aimo.vote import vote_table
+
         known = answer if isinstance(answer, int) and not isinstance(answer, bool) else None
         self.problems = [p for p in self.problems if p["problem_id"] != pid]
         self.problems.append({"problem_id": pid, "problem": problem, "answer": known})
-        meta = {**self.solver.metadata(), "budget_s": result.budget_s,
-                "used_s": self.clock() - started, "stopped": result.stopped}
+        meta = {
+            **self.solver.metadata(),
+            "budget_s": result.budget_s,
+            "used_s": self.clock() - started,
+            "stopped": result.stopped,
+        }
         traces = self.run_dir / "traces" / f"{pid}.parquet"
         execs = self.run_dir / "executions" / f"{pid}.parquet"
         # executions first: a traces file is the mark of a solved problem
@@ -228,6 +249,7 @@ def evaluate_run(run_dir, config, out_dir=None):
     RUN_DIR/evaluate)."""
     from aimo.evaluate import evaluate
     from aimo.vote import vote
+
     run_dir = Path(run_dir)
     out_dir = Path(out_dir or run_dir / "evaluate")
     traces = sorted(map(str, (run_dir / "traces").glob("*.parquet")))
@@ -237,5 +259,6 @@ def evaluate_run(run_dir, config, out_dir=None):
     v, e = config["vote"], config["evaluate"]
     problems = run_dir / "problems.parquet"
     vote(problems, traces, execs, out_dir / "votes.parquet", v)
-    return evaluate(problems, traces, execs, out_dir, ks=e["ks"], n_subsets=e["n_subsets"],
-                    settings=v)
+    return evaluate(
+        problems, traces, execs, out_dir, ks=e["ks"], n_subsets=e["n_subsets"], settings=v
+    )

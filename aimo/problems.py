@@ -1,5 +1,6 @@
 """Read a problem set (CSV, JSONL or Parquet with `id`, `problem` and optional `answer`) and
 normalize it into the PROBLEMS table. Every error names the file, the row and the column."""
+
 import csv
 import json
 from pathlib import Path
@@ -25,8 +26,10 @@ def _rows(path: Path):
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
-        line = path.read_bytes()[:exc.start].count(b"\n") + 1
-        raise ProblemError(f"{path}: line {line}: not valid UTF-8 (byte {exc.start}: {exc.reason})") from exc
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise ProblemError(
+            f"{path}: line {line}: not valid UTF-8 (byte {exc.start}: {exc.reason})"
+        ) from exc
     if suffix == ".csv":
         for i, row in enumerate(csv.DictReader(text.splitlines()), 1):
             yield i, row
@@ -39,7 +42,9 @@ def _rows(path: Path):
             except json.JSONDecodeError as exc:
                 raise ProblemError(f"{path}: row {i}: not valid JSON ({exc.msg})") from exc
             if not isinstance(row, dict):
-                raise ProblemError(f"{path}: row {i}: expected a JSON object, got {type(row).__name__}")
+                raise ProblemError(
+                    f"{path}: row {i}: expected a JSON object, got {type(row).__name__}"
+                )
             yield i, row
     else:
         raise ProblemError(f"{path}: unsupported format {suffix!r}; use .csv, .jsonl or .parquet")
@@ -68,19 +73,28 @@ def load(path) -> list[dict]:
     for i, raw in _rows(path):
         for column in ("id", "problem"):
             if column not in raw:
-                raise ProblemError(f"{path}: row {i}: missing column {column!r} "
-                                   f"(found {sorted(raw)}); expected id, problem[, answer]")
+                raise ProblemError(
+                    f"{path}: row {i}: missing column {column!r} "
+                    f"(found {sorted(raw)}); expected id, problem[, answer]"
+                )
         pid = "" if raw["id"] is None else str(raw["id"]).strip()
         if not pid:
             raise ProblemError(f"{path}: row {i}, column 'id': empty id")
         if pid in seen:
-            raise ProblemError(f"{path}: row {i}, column 'id': duplicate id {pid!r} (first at row {seen[pid]})")
+            raise ProblemError(
+                f"{path}: row {i}, column 'id': duplicate id {pid!r} (first at row {seen[pid]})"
+            )
         seen[pid] = i
         problem = raw["problem"]
         if not isinstance(problem, str) or not problem.strip():
             raise ProblemError(f"{path}: row {i} (id {pid!r}), column 'problem': empty problem")
-        rows.append({"problem_id": pid, "problem": problem.strip(),
-                     "answer": _answer(raw.get("answer"), path, i)})
+        rows.append(
+            {
+                "problem_id": pid,
+                "problem": problem.strip(),
+                "answer": _answer(raw.get("answer"), path, i),
+            }
+        )
     if not rows:
         raise ProblemError(f"{path}: no problems")
     return rows

@@ -39,7 +39,10 @@ def user_prompt(problem: str) -> str:
 
 def tir_messages(problem: str) -> list[dict]:
     """Chat messages for a first attempt at `problem`."""
-    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user_prompt(problem)}]
+    return [
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": user_prompt(problem)},
+    ]
 
 
 def reflexion_messages(problem: str, error: str) -> list[dict]:

@@ -4,6 +4,7 @@ with what went wrong, through the same TIR loop, for a bounded number of attempt
 Every new row names the trace it repairs (`parent_id`) and its attempt number; attempt k+1
 repairs only the attempts k that failed again.
 """
+
 import logging
 
 from aimo import prompts, tir
@@ -26,22 +27,35 @@ def failure(trace: dict, exec_status: str | None, exec_error: str | None, limit:
         row = executions_from_blocks([trace])[0]  # (its first failing block: the root cause)
         status, exec_error = row["exec_status"], row["exec_error"]
     if status in FAILED:
-        return clean_error(f"The code ended with status {status}:\n{exec_error or '(no error text)'}", limit)
+        return clean_error(
+            f"The code ended with status {status}:\n{exec_error or '(no error text)'}", limit
+        )
     if trace["answer_int"] is None or not in_range(trace["answer_int"]):
         tail = clean_error(trace["text"] or "", limit // 2)
-        found = "no final answer in \\boxed{}" if trace["answer"] is None else \
-            f"the final answer {trace['answer']!r} is not an integer in [0, 99999]"
+        found = (
+            "no final answer in \\boxed{}"
+            if trace["answer"] is None
+            else f"the final answer {trace['answer']!r} is not an integer in [0, 99999]"
+        )
         return f"The solution gave {found}. It ended with:\n{tail}"
     return None
 
 
 def repair_requests(parents, problems, errors, attempt):
     """Requests that repair each parent trace with its error."""
-    return [tir.Request(
-        trace_id=f"{p['trace_id']}:r{attempt}", problem_id=p["problem_id"], sample=p["sample"],
-        seed=tir.derive_seed(p["seed"], "reflexion", attempt),
-        messages=prompts.reflexion_messages(problems[p["problem_id"]], errors[p["trace_id"]]),
-        source="reflexion", parent_id=p["trace_id"], attempt=attempt) for p in parents]
+    return [
+        tir.Request(
+            trace_id=f"{p['trace_id']}:r{attempt}",
+            problem_id=p["problem_id"],
+            sample=p["sample"],
+            seed=tir.derive_seed(p["seed"], "reflexion", attempt),
+            messages=prompts.reflexion_messages(problems[p["problem_id"]], errors[p["trace_id"]]),
+            source="reflexion",
+            parent_id=p["trace_id"],
+            attempt=attempt,
+        )
+        for p in parents
+    ]
 
 
 def reflexion_shard(problems_path, traces_path, executions_path, model_dir, out, params, threads=2):
@@ -66,7 +80,9 @@ def reflexion_shard(problems_path, traces_path, executions_path, model_dir, out,
                     why = failure(t, None, None, cfg["error_chars"])
                     if why:
                         errors[t["trace_id"]], parents = why, parents + [t]
-                log.info("attempt %d: %d repaired, %d still failing", attempt, len(new), len(parents))
+                log.info(
+                    "attempt %d: %d repaired, %d still failing", attempt, len(new), len(parents)
+                )
                 if not parents:
                     break
             meta = solver.metadata()

@@ -1,5 +1,6 @@
 """The evaluation's report: the Markdown text and the plots, from the numbers aimo.evaluate
 computed. Writes atomically; knows nothing of DuckDB or the shards."""
+
 from __future__ import annotations
 
 import math
@@ -32,20 +33,35 @@ def _pct(x) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
 
 
-def plots(paths: dict, strategies, curves, grid, tok_k, hit, n_known, full_tokens, n_subsets,
-          selection=None):
+def plots(
+    paths: dict,
+    strategies,
+    curves,
+    grid,
+    tok_k,
+    hit,
+    n_known,
+    full_tokens,
+    n_subsets,
+    selection=None,
+):
     """Write maj_at_k, tokens (accuracy vs tokens) and selection (accuracy per strategy with
     its spread, against the best possible pick) to their `paths`."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     if n_known and len(grid):
         for s, acc in curves.items():
-            ax.plot(grid, acc, label=s if s == "pass@k" else f"{s}@k",
-                    linestyle="--" if s == "pass@k" else "-",
-                    marker="." if len(grid) < 40 else None)
+            ax.plot(
+                grid,
+                acc,
+                label=s if s == "pass@k" else f"{s}@k",
+                linestyle="--" if s == "pass@k" else "-",
+                marker="." if len(grid) < 40 else None,
+            )
         if grid[-1] > 1:
             ax.set_xscale("log")
             _plain_ticks(ax, grid)
@@ -64,17 +80,24 @@ def plots(paths: dict, strategies, curves, grid, tok_k, hit, n_known, full_token
     fig, ax = plt.subplots(figsize=(7, 4.5))
     if n_known and len(grid):
         for s in strategies:
-            line, = ax.plot(tok_k, curves[s], label=f"{s}@k (generate samples)")
-            ax.scatter([full_tokens], [hit[s].sum() / n_known], color=line.get_color(),
-                       marker="*", s=90, zorder=3)
+            (line,) = ax.plot(tok_k, curves[s], label=f"{s}@k (generate samples)")
+            ax.scatter(
+                [full_tokens],
+                [hit[s].sum() / n_known],
+                color=line.get_color(),
+                marker="*",
+                s=90,
+                zorder=3,
+            )
         if tok_k.max(initial=0) > 0 and tok_k.min(initial=0) > 0:
             ax.set_xscale("log")
         ax.set_xlabel("completion tokens spent (all problems with a known answer)")
         ax.set_ylabel("accuracy")
         ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.3)
-        ax.set_title("accuracy vs tokens (stars: every candidate, reflexion and critique too)",
-                     fontsize=10)
+        ax.set_title(
+            "accuracy vs tokens (stars: every candidate, reflexion and critique too)", fontsize=10
+        )
         ax.legend(fontsize=8)
     else:
         ax.text(0.5, 0.5, "no known answers: nothing to evaluate", ha="center", va="center")
@@ -90,14 +113,19 @@ def plots(paths: dict, strategies, curves, grid, tok_k, hit, n_known, full_token
         hi = np.array([selection["spread"][s]["hi"] for s in names])
         y = np.arange(len(names))
         ax.barh(y, acc, xerr=[acc - lo, hi - acc], color="tab:blue", alpha=0.7, capsize=3)
-        ax.axvline(selection["oracle"], color="tab:green", linestyle="--",
-                   label=f"some candidate right ({100 * selection['oracle']:.1f}%)")
+        ax.axvline(
+            selection["oracle"],
+            color="tab:green",
+            linestyle="--",
+            label=f"some candidate right ({100 * selection['oracle']:.1f}%)",
+        )
         ax.set_yticks(y, names)
         ax.invert_yaxis()
         ax.set_xlim(0, 1.02)
         ax.set_xlabel("accuracy with every candidate (bars: 95% bootstrap interval)")
-        ax.set_title(f"selection: each vote against the best possible pick ({n_known} problems)",
-                     fontsize=10)
+        ax.set_title(
+            f"selection: each vote against the best possible pick ({n_known} problems)", fontsize=10
+        )
         ax.legend(fontsize=8, loc="lower right")
     else:
         ax.text(0.5, 0.5, "no known answers: nothing to evaluate", ha="center", va="center")
@@ -109,8 +137,10 @@ def plots(paths: dict, strategies, curves, grid, tok_k, hit, n_known, full_token
 def _plain_ticks(ax, grid):
     """k on a log axis, labelled 1, 2, 4, ... (not 10^0, 2x10^0, ...)."""
     from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
-    ticks = [k for k in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
-             if k <= grid[-1]]
+
+    ticks = [
+        k for k in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192) if k <= grid[-1]
+    ]
     if grid[-1] not in ticks:
         ticks.append(int(grid[-1]))
     ax.xaxis.set_major_locator(FixedLocator(ticks))
@@ -119,40 +149,68 @@ def _plain_ticks(ax, grid):
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
-def report(strategies, curves, grid, ks, N, hit, P, n_known, by_source, n_subsets, params,
-           selection=None) -> str:
+def report(
+    strategies, curves, grid, ks, N, hit, P, n_known, by_source, n_subsets, params, selection=None
+) -> str:
     """The evaluation's Markdown text."""
     counts = {s: (n, t) for s, n, t in by_source}
     lines = ["# Evaluation", ""]
-    lines.append(f"{P} problems, {n_known} with a known answer; up to N = {N} generate samples "
-                 "per problem; candidates by source: "
-                 + ", ".join(f"{s} {counts.get(s, (0, 0))[0]}"
-                             for s in ("generate", "reflexion", "critique")) + ".")
+    lines.append(
+        f"{P} problems, {n_known} with a known answer; up to N = {N} generate samples "
+        "per problem; candidates by source: "
+        + ", ".join(
+            f"{s} {counts.get(s, (0, 0))[0]}" for s in ("generate", "reflexion", "critique")
+        )
+        + "."
+    )
     lines.append(f"Vote weights: {params}.")
     lines.append("")
     if not n_known:
-        lines += ["**Note: no problem has a known answer, so there is nothing to score.** The "
-                  "votes are in per_problem.parquet; metrics.parquet has no rows.", ""]
+        lines += [
+            "**Note: no problem has a known answer, so there is nothing to score.** The "
+            "votes are in per_problem.parquet; metrics.parquet has no rows.",
+            "",
+        ]
     else:
         if n_known < P:
-            lines += [f"Accuracy is over the {n_known} problems with a known answer; the other "
-                      f"{P - n_known} are left out.", ""]
-        lines += ["## Accuracy per strategy with every candidate (N samples, reflexion, "
-                  "critique)", ""]
-        lines.append(_md_table(["strategy", "accuracy", "correct"],
-                               [[s, _pct(hit[s].sum() / n_known),
-                                 f"{int(hit[s].sum())}/{n_known}"] for s in strategies]))
+            lines += [
+                f"Accuracy is over the {n_known} problems with a known answer; the other "
+                f"{P - n_known} are left out.",
+                "",
+            ]
+        lines += [
+            "## Accuracy per strategy with every candidate (N samples, reflexion, critique)",
+            "",
+        ]
+        lines.append(
+            _md_table(
+                ["strategy", "accuracy", "correct"],
+                [
+                    [s, _pct(hit[s].sum() / n_known), f"{int(hit[s].sum())}/{n_known}"]
+                    for s in strategies
+                ],
+            )
+        )
         if selection:
             lines += ["", _selection(strategies, hit, n_known, selection)]
-        lines += ["", f"## Accuracy at k (generate samples only; the mean over {n_subsets} "
-                  "random k-subsets per problem; pass@k unbiased)", ""]
+        lines += [
+            "",
+            f"## Accuracy at k (generate samples only; the mean over {n_subsets} "
+            "random k-subsets per problem; pass@k unbiased)",
+            "",
+        ]
         cols = list(strategies) + ["pass@k"]
         at = {int(k): i for i, k in enumerate(grid)}
         table_ks = sorted({1, N} | {k for k in ks if 1 <= k <= N}) if N else []
-        lines.append(_md_table(
-            ["k"] + [c if c == "pass@k" else f"{c}@k" for c in cols],
-            [[str(k)] + [_pct(curves[c][at[k]]) if c in curves else "n/a" for c in cols]
-             for k in table_ks]))
+        lines.append(
+            _md_table(
+                ["k"] + [c if c == "pass@k" else f"{c}@k" for c in cols],
+                [
+                    [str(k)] + [_pct(curves[c][at[k]]) if c in curves else "n/a" for c in cols]
+                    for k in table_ks
+                ],
+            )
+        )
         skipped = [k for k in ks if k > N]
         if skipped:
             lines.append(f"\n(k = {skipped} exceed N = {N} and are left out.)")
@@ -165,30 +223,55 @@ def report(strategies, curves, grid, ks, N, hit, P, n_known, by_source, n_subset
         rows.append([s, n, t, f"{t / n:.0f}" if n else "n/a"])
     rows.append(["all", tot_n, tot_t, f"{tot_t / tot_n:.0f}" if tot_n else "n/a"])
     lines.append(_md_table(["source", "traces", "completion tokens", "mean per trace"], rows))
-    lines += ["", "Plots: maj_at_k.png (accuracy vs k for every strategy, and pass@k), "
-              "accuracy_vs_tokens.png (accuracy vs completion tokens spent), selection.png "
-              "(accuracy per strategy with its spread, against the best possible pick).", ""]
+    lines += [
+        "",
+        "Plots: maj_at_k.png (accuracy vs k for every strategy, and pass@k), "
+        "accuracy_vs_tokens.png (accuracy vs completion tokens spent), selection.png "
+        "(accuracy per strategy with its spread, against the best possible pick).",
+        "",
+    ]
     return "\n".join(lines)
 
 
 def _selection(strategies, hit, n_known, sel) -> str:
     """The selection-loss table: each strategy against the best possible pick and majority."""
     base = sel["baseline"]
-    out = ["## Selection: each vote against the best possible pick", "",
-           f"Some candidate is right on {sel['n_oracle']}/{n_known} problems "
-           f"({_pct(sel['oracle'])}): what a perfect vote would get. Selection loss = that minus "
-           f"the strategy's accuracy. Intervals: 95%, a paired bootstrap over problems "
-           f"({sel['resamples']} resamples); won/lost: problems the strategy gets right and "
-           f"{base} wrong, and the reverse.", ""]
+    out = [
+        "## Selection: each vote against the best possible pick",
+        "",
+        f"Some candidate is right on {sel['n_oracle']}/{n_known} problems "
+        f"({_pct(sel['oracle'])}): what a perfect vote would get. Selection loss = that minus "
+        f"the strategy's accuracy. Intervals: 95%, a paired bootstrap over problems "
+        f"({sel['resamples']} resamples); won/lost: problems the strategy gets right and "
+        f"{base} wrong, and the reverse.",
+        "",
+    ]
     rows = []
     for s in strategies:
         sp, acc = sel["spread"][s], hit[s].sum() / n_known
         won, lost = sel["paired"][s]
-        rows.append([s, _pct(acc), f"{_pct(sp['lo'])} to {_pct(sp['hi'])}",
-                     _pct(sel["oracle"] - acc),
-                     f"{100 * (acc - hit[base].sum() / n_known):+.1f} "
-                     f"({100 * sp['diff_lo']:+.1f} to {100 * sp['diff_hi']:+.1f})",
-                     f"{won} / {lost}"])
-    out.append(_md_table(["strategy", "accuracy", "95% interval", "selection loss",
-                          f"vs {base}, points (95% interval)", "won / lost"], rows))
+        rows.append(
+            [
+                s,
+                _pct(acc),
+                f"{_pct(sp['lo'])} to {_pct(sp['hi'])}",
+                _pct(sel["oracle"] - acc),
+                f"{100 * (acc - hit[base].sum() / n_known):+.1f} "
+                f"({100 * sp['diff_lo']:+.1f} to {100 * sp['diff_hi']:+.1f})",
+                f"{won} / {lost}",
+            ]
+        )
+    out.append(
+        _md_table(
+            [
+                "strategy",
+                "accuracy",
+                "95% interval",
+                "selection loss",
+                f"vs {base}, points (95% interval)",
+                "won / lost",
+            ],
+            rows,
+        )
+    )
     return "\n".join(out)

@@ -11,6 +11,7 @@ time; cancelled traces are rows too, with their partial text and tokens.
 The engine is `llm.llm_engine` (vLLM's synchronous V1 engine): add_request with token ids,
 step, abort_request, has_unfinished_requests. See ../shared/notes/vllm-engine.md.
 """
+
 import logging
 import time
 from collections import Counter, deque
@@ -34,6 +35,7 @@ OVERCOMMIT = 2
 @dataclass
 class _Live:
     """Scheduler state of one trace beside its Trace: token ids and the request in flight."""
+
     trace: Trace
     ids: list
     prompt_len: int
@@ -69,10 +71,17 @@ def sampling_params(sampling: dict, seed: int, max_tokens: int):
     `top_logprobs` log-probabilities (0: only its own), flat (few Python objects)."""
     from vllm import SamplingParams
     from vllm.sampling_params import RequestOutputKind
-    return SamplingParams(temperature=sampling["temperature"], top_p=sampling["top_p"],
-                          max_tokens=max_tokens, seed=seed, stop=[OUTPUT_FENCE],
-                          logprobs=sampling.get("top_logprobs", 0), flat_logprobs=True,
-                          output_kind=RequestOutputKind.DELTA)
+
+    return SamplingParams(
+        temperature=sampling["temperature"],
+        top_p=sampling["top_p"],
+        max_tokens=max_tokens,
+        seed=seed,
+        stop=[OUTPUT_FENCE],
+        logprobs=sampling.get("top_logprobs", 0),
+        flat_logprobs=True,
+        output_kind=RequestOutputKind.DELTA,
+    )
 
 
 def top_logprobs(logprobs):
@@ -83,7 +92,7 @@ def top_logprobs(logprobs):
     if hasattr(logprobs, "start_indices"):  # FlatLogprobs
         values = logprobs.logprobs
         for start, end in zip(logprobs.start_indices, logprobs.end_indices):
-            yield values[start + 1:end]
+            yield values[start + 1 : end]
     else:  # one {token_id: Logprob} per position
         for position in logprobs:
             yield [lp.logprob for lp in position.values() if lp.rank is not None and lp.rank >= 1]
@@ -96,7 +105,7 @@ def decode(tokenizer, ids) -> str:
 
 def tokens_match(tokenizer, live: _Live) -> bool:
     """The invariant: the ids after the prompt decode to the trace's text."""
-    return decode(tokenizer, live.ids[live.prompt_len:]) == live.trace.text
+    return decode(tokenizer, live.ids[live.prompt_len :]) == live.trace.text
 
 
 def _close_quietly(session):
@@ -106,9 +115,22 @@ def _close_quietly(session):
         pass
 
 
-def run(llm, requests, sandbox, sampling: dict, max_rounds: int, max_model_len: int, stats=None, *,
-        max_in_flight: int | None = None, early_stop: int | None = None, deadline=None,
-        clock=time.monotonic, threads: int = 2, check_tokens: bool = True) -> list[dict]:
+def run(
+    llm,
+    requests,
+    sandbox,
+    sampling: dict,
+    max_rounds: int,
+    max_model_len: int,
+    stats=None,
+    *,
+    max_in_flight: int | None = None,
+    early_stop: int | None = None,
+    deadline=None,
+    clock=time.monotonic,
+    threads: int = 2,
+    check_tokens: bool = True,
+) -> list[dict]:
     """Produce one trace row (a dict of the TRACES columns) per request, in request order.
 
     `sampling` holds temperature, top_p and max_tokens (the completion budget of a whole
@@ -124,8 +146,9 @@ def run(llm, requests, sandbox, sampling: dict, max_rounds: int, max_model_len: 
     re-tokenised from the text; 0 expected) and in_flight_max.
     """
     stats = {} if stats is None else stats
-    loop = _Loop(llm, sampling, max_rounds, max_model_len, sandbox, clock, threads, check_tokens,
-                 early_stop)
+    loop = _Loop(
+        llm, sampling, max_rounds, max_model_len, sandbox, clock, threads, check_tokens, early_stop
+    )
     cap = max_in_flight or default_max_in_flight(llm, sampling, max_model_len)
     lives = loop.start(requests, deadline)
     try:
@@ -133,18 +156,35 @@ def run(llm, requests, sandbox, sampling: dict, max_rounds: int, max_model_len: 
     finally:
         loop.close()
     for key, value in loop.stats.items():  # *_max are peaks, the rest totals
-        stats[key] = max(stats.get(key, 0), value) if key.endswith("_max") else stats.get(key, 0) + value
+        stats[key] = (
+            max(stats.get(key, 0), value) if key.endswith("_max") else stats.get(key, 0) + value
+        )
     return [row(live.trace) for live in lives]
 
 
 class _Loop:
     runs = 0
 
-    def __init__(self, llm, sampling, max_rounds, max_model_len, sandbox, clock, threads,
-                 check_tokens, early_stop):
+    def __init__(
+        self,
+        llm,
+        sampling,
+        max_rounds,
+        max_model_len,
+        sandbox,
+        clock,
+        threads,
+        check_tokens,
+        early_stop,
+    ):
         self.engine, self.tok = llm.llm_engine, llm.get_tokenizer()
         self.sampling, self.max_rounds, self.max_model_len = sampling, max_rounds, max_model_len
-        self.sandbox, self.clock, self.check, self.early_stop = sandbox, clock, check_tokens, early_stop
+        self.sandbox, self.clock, self.check, self.early_stop = (
+            sandbox,
+            clock,
+            check_tokens,
+            early_stop,
+        )
         self.top_k = sampling.get("top_logprobs", 0)
         self.pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix="aimo-tir")
         self.in_engine, self.in_sandbox, self.waiting = {}, {}, deque()
@@ -156,15 +196,20 @@ class _Loop:
     def start(self, requests, deadline):
         problems, lives = {}, []
         for req in requests:
-            prompt = self.tok.apply_chat_template(req.messages, add_generation_prompt=True,
-                                                  tokenize=False)
+            prompt = self.tok.apply_chat_template(
+                req.messages, add_generation_prompt=True, tokenize=False
+            )
             # the chat template writes any BOS itself; vLLM adds none to token-id prompts
             ids = self.tok.encode(prompt, add_special_tokens=False)
             limit = deadline.get(req.problem_id) if isinstance(deadline, dict) else deadline
             problem = problems.setdefault(req.problem_id, _Problem(limit))
             problem.open += 1
-            trace = Trace(req, prompt, prompt_tokens=len(ids),
-                          entropy=Entropy(tail=self.sampling.get("tail_tokens", 256)))
+            trace = Trace(
+                req,
+                prompt,
+                prompt_tokens=len(ids),
+                entropy=Entropy(tail=self.sampling.get("tail_tokens", 256)),
+            )
             live = _Live(trace, ids, len(ids), problem)
             lives.append(live)
             self.waiting.append(live)
@@ -225,11 +270,13 @@ class _Loop:
         t = live.trace
         if len(live.ids) >= self.max_model_len:
             return self.finish(live, "prompt_too_long" if live.round == 0 else "length")
-        budget = min(self.sampling["max_tokens"] - t.completion_tokens,
-                     self.max_model_len - len(live.ids))
+        budget = min(
+            self.sampling["max_tokens"] - t.completion_tokens, self.max_model_len - len(live.ids)
+        )
         if budget <= 0:
             return self.finish(live, "length")
         from vllm import TokensPrompt
+
         live.rid = f"{self.run_no}:{t.request.trace_id}#{live.round}"
         live.first_output = True
         params = sampling_params(self.sampling, derive_seed(t.request.seed, live.round), budget)
@@ -261,7 +308,9 @@ class _Loop:
         sep = "" if new_text.endswith("\n") else "\n"
         target = t.text + new_text + sep + OUTPUT_FENCE
         keep = len(new_ids)
-        while keep and not target.startswith(decode(self.tok, live.ids[live.prompt_len:] + new_ids[:keep])):
+        while keep and not target.startswith(
+            decode(self.tok, live.ids[live.prompt_len :] + new_ids[:keep])
+        ):
             keep -= 1
         live.ids += new_ids[:keep]
         t.text += new_text + sep
@@ -273,17 +322,28 @@ class _Loop:
     def executed(self, live: _Live, result):
         """A code block returned: append its output and send the continuation."""
         t = live.trace
-        t.blocks.append({"code": live.code, "output": result.output, "status": result.status,
-                         "wall_s": result.wall_s})
-        covered = decode(self.tok, live.ids[live.prompt_len:])
+        t.blocks.append(
+            {
+                "code": live.code,
+                "output": result.output,
+                "status": result.status,
+                "wall_s": result.wall_s,
+            }
+        )
+        covered = decode(self.tok, live.ids[live.prompt_len :])
         t.text += output_block(result.output)
-        live.ids += self.tok.encode(t.text[len(covered):], add_special_tokens=False)
+        live.ids += self.tok.encode(t.text[len(covered) :], add_special_tokens=False)
         if self.check and not tokens_match(self.tok, live):
             # the text stays right; the ids are rebuilt from it (a re-tokenisation)
             self.stats["tokens_rebuilt"] += 1
-            log.warning("%s: token ids and text disagree after round %d; re-tokenising",
-                        t.request.trace_id, live.round)
-            live.ids = live.ids[:live.prompt_len] + self.tok.encode(t.text, add_special_tokens=False)
+            log.warning(
+                "%s: token ids and text disagree after round %d; re-tokenising",
+                t.request.trace_id,
+                live.round,
+            )
+            live.ids = live.ids[: live.prompt_len] + self.tok.encode(
+                t.text, add_special_tokens=False
+            )
         live.round += 1
         self.launch(live)
 
@@ -348,7 +408,9 @@ class _Loop:
             live.trace.entropy.add(position)
 
     def _wait_s(self):
-        deadlines = [p.deadline for p in self.problems.values() if p.deadline is not None and p.open]
+        deadlines = [
+            p.deadline for p in self.problems.values() if p.deadline is not None and p.open
+        ]
         if not deadlines:
             return 1.0
         return min(1.0, max(0.0, min(deadlines) - self.clock()))
@@ -357,6 +419,12 @@ class _Loop:
         done = sum(live.trace.finish_reason is not None for live in lives)
         tokens = sum(live.trace.completion_tokens + len(live.new_ids) for live in lives)
         elapsed = max(self.clock() - started, 1e-9)
-        log.info("%d/%d traces done, %d in the engine, %d running code, %d tokens, %.1f tokens/s",
-                 done, len(lives), len(self.in_engine), len(self.in_sandbox), tokens,
-                 tokens / elapsed)
+        log.info(
+            "%d/%d traces done, %d in the engine, %d running code, %d tokens, %.1f tokens/s",
+            done,
+            len(lives),
+            len(self.in_engine),
+            len(self.in_sandbox),
+            tokens,
+            tokens / elapsed,
+        )

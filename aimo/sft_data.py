@@ -6,6 +6,7 @@ turns of aimo.prompts.tir_messages) followed by the solution as the assistant tu
 outputs re-fenced the way the TIR loop writes them (aimo.prompts.output_block). A bad row is
 dropped and counted by reason, never fatal. Knows nothing of models, tokenizers or Snakemake.
 """
+
 import contextlib
 import hashlib
 import json
@@ -61,8 +62,15 @@ def clean_errors():
 
 def prompt_sha256() -> str:
     """A hash of the prompt text the training rows are built with."""
-    text = "\0".join([prompts.SYSTEM, prompts.TIR_INSTRUCTION, prompts.CODE_FENCE,
-                      prompts.OUTPUT_FENCE, prompts.FENCE_END])
+    text = "\0".join(
+        [
+            prompts.SYSTEM,
+            prompts.TIR_INSTRUCTION,
+            prompts.CODE_FENCE,
+            prompts.OUTPUT_FENCE,
+            prompts.FENCE_END,
+        ]
+    )
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -82,12 +90,15 @@ def read_rows(path):
         raise FileNotFoundError(
             f"sft.data={str(path)!r}: no such file. Point sft.data at a NuminaMath-TIR export "
             "(Parquet or JSONL with problem, solution and messages); the project's own sample "
-            "is data/numina_tir_sample.jsonl")
+            "is data/numina_tir_sample.jsonl"
+        )
     if path.suffix == ".parquet":
         try:
             rows = pq.read_table(path).to_pylist()
         except (OSError, pa.ArrowInvalid) as exc:
-            raise ConfigError(f"sft.data={str(path)!r}: not a readable Parquet file ({exc})") from exc
+            raise ConfigError(
+                f"sft.data={str(path)!r}: not a readable Parquet file ({exc})"
+            ) from exc
         return list(enumerate(rows))
     if path.suffix not in (".jsonl", ".json"):
         raise ConfigError(f"sft.data={str(path)!r}: expected a .parquet or .jsonl file")
@@ -121,7 +132,7 @@ def normalise_solution(solution: str):
     parts, pos, n_code, pending, after_output = [], 0, 0, False, False
     for match in _FENCED.finditer(solution):
         lang, body = match.group(1), match.group(2)
-        between = solution[pos:match.start()]
+        between = solution[pos : match.start()]
         if after_output and between.startswith("\n"):
             between = between[1:]  # output_block already ends with this newline
         if lang == _OUTPUT_LANG:
@@ -204,27 +215,59 @@ def prepare(data_path, out, val_fraction=0.1, seed=2026, integer_answers=False):
             continue
         seen.add(key)
         integer = to_integer(answer)
-        kept.append({
-            "example_id": hashlib.sha256(key.encode()).hexdigest()[:16], "source_row": number,
-            "problem": problem, "solution": solution, "answer": answer,
-            "answer_int": integer if integer is not None and -2**63 <= integer < 2**63 else None,
-            "n_code_blocks": n_code,
-            "messages": prompts.tir_messages(problem) + [{"role": "assistant", "content": solution}],
-        })
+        kept.append(
+            {
+                "example_id": hashlib.sha256(key.encode()).hexdigest()[:16],
+                "source_row": number,
+                "problem": problem,
+                "solution": solution,
+                "answer": answer,
+                "answer_int": integer
+                if integer is not None and -(2**63) <= integer < 2**63
+                else None,
+                "n_code_blocks": n_code,
+                "messages": prompts.tir_messages(problem)
+                + [{"role": "assistant", "content": solution}],
+            }
+        )
     if not kept:
-        raise ConfigError(f"sft.data={str(data_path)!r}: none of its {len(rows)} rows is usable "
-                          f"(dropped: {dict(dropped)})")
+        raise ConfigError(
+            f"sft.data={str(data_path)!r}: none of its {len(rows)} rows is usable "
+            f"(dropped: {dict(dropped)})"
+        )
     for row, split in zip(kept, split_of(len(kept), val_fraction, seed)):
         row["split"] = split
     n_val = sum(r["split"] == "validation" for r in kept)
     for reason, count in sorted(dropped.items()):
-        log.warning("dropped %d row(s): %s (%s); rows %s%s", count, reason, REASONS[reason],
-                    examples[reason][:5], " ..." if count > 5 else "")
-    log.info("%s: %d rows read, %d kept (%d train, %d validation), %d dropped", data_path,
-             len(rows), len(kept), len(kept) - n_val, n_val, sum(dropped.values()))
-    meta = {"source": str(data_path), "source_sha256": file_sha256(data_path),
-            "rows_read": len(rows), "rows_kept": len(kept), "dropped": dict(sorted(dropped.items())),
-            "train": len(kept) - n_val, "validation": n_val, "val_fraction": val_fraction,
-            "seed": seed, "integer_answers": integer_answers, "prompt_sha256": prompt_sha256()}
+        log.warning(
+            "dropped %d row(s): %s (%s); rows %s%s",
+            count,
+            reason,
+            REASONS[reason],
+            examples[reason][:5],
+            " ..." if count > 5 else "",
+        )
+    log.info(
+        "%s: %d rows read, %d kept (%d train, %d validation), %d dropped",
+        data_path,
+        len(rows),
+        len(kept),
+        len(kept) - n_val,
+        n_val,
+        sum(dropped.values()),
+    )
+    meta = {
+        "source": str(data_path),
+        "source_sha256": file_sha256(data_path),
+        "rows_read": len(rows),
+        "rows_kept": len(kept),
+        "dropped": dict(sorted(dropped.items())),
+        "train": len(kept) - n_val,
+        "validation": n_val,
+        "val_fraction": val_fraction,
+        "seed": seed,
+        "integer_answers": integer_answers,
+        "prompt_sha256": prompt_sha256(),
+    }
     write_table(kept, out, SFT_DATA, metadata=meta)
     return meta

@@ -2,6 +2,7 @@
 started once, that turn TIR requests into trace rows through the scheduler, and the reading of
 a stage's problems.
 """
+
 import json
 import logging
 import time
@@ -33,13 +34,16 @@ def stage_inputs(problems_path, trace_paths, execution_paths):
     """What reflexion and critique read: (problem_id -> text, the trace rows, trace_id -> its
     execution row); a trace without an execution row is a ValueError naming the files."""
     traces = [t for p in trace_paths for t in read_table(p, TRACES).to_pylist()]
-    execs = {e["trace_id"]: e for p in execution_paths
-             for e in read_table(p, EXECUTIONS).to_pylist()}
+    execs = {
+        e["trace_id"]: e for p in execution_paths for e in read_table(p, EXECUTIONS).to_pylist()
+    }
     missing = [t["trace_id"] for t in traces if t["trace_id"] not in execs]
     if missing:
-        raise ValueError(f"{', '.join(map(str, execution_paths))}: no execution rows for traces "
-                         f"{missing[:5]} (of {len(missing)}) of "
-                         f"{', '.join(map(str, trace_paths))}; rerun the execute stage")
+        raise ValueError(
+            f"{', '.join(map(str, execution_paths))}: no execution rows for traces "
+            f"{missing[:5]} (of {len(missing)}) of "
+            f"{', '.join(map(str, trace_paths))}; rerun the execute stage"
+        )
     return read_problems(problems_path), traces, execs
 
 
@@ -55,13 +59,22 @@ class Solver:
         self.model_dir, self.params, self.threads = model_dir, params, threads
         self.on_engine_death = on_engine_death  # None: a dead engine ends the process
         self.engine_dead = False
-        self.stats = {"engine_start_s": 0.0, "loop_s": 0.0, "completion_tokens": 0, "sandbox_s": 0.0}
+        self.stats = {
+            "engine_start_s": 0.0,
+            "loop_s": 0.0,
+            "completion_tokens": 0,
+            "sandbox_s": 0.0,
+        }
 
     def __enter__(self):
         started, eng = time.time(), self.params["engine"]
-        self.llm = engine.load(self.model_dir, dtype=self.params["model"]["dtype"],
-                               max_model_len=eng["max_model_len"], seed=self.params["samples"]["seed"],
-                               gpu_memory_utilization=eng["gpu_memory_utilization"])
+        self.llm = engine.load(
+            self.model_dir,
+            dtype=self.params["model"]["dtype"],
+            max_model_len=eng["max_model_len"],
+            seed=self.params["samples"]["seed"],
+            gpu_memory_utilization=eng["gpu_memory_utilization"],
+        )
         self.watch = engine.EngineWatch(on_death=self.on_engine_death)
         self.sandbox = Sandbox(Limits(**self.params["sandbox"]), workers=self.threads).__enter__()
         self.stats["engine_start_s"] = time.time() - started
@@ -78,33 +91,54 @@ class Solver:
         sched = self.params.get("scheduler", {})
         try:
             rows = scheduler.run(
-                self.llm, requests, self.sandbox, self.params["sampling"],
-                self.params["tir"]["max_rounds"], self.params["engine"]["max_model_len"], self.stats,
-                threads=self.threads, max_in_flight=sched.get("max_in_flight"),
+                self.llm,
+                requests,
+                self.sandbox,
+                self.params["sampling"],
+                self.params["tir"]["max_rounds"],
+                self.params["engine"]["max_model_len"],
+                self.stats,
+                threads=self.threads,
+                max_in_flight=sched.get("max_in_flight"),
                 early_stop=sched.get("early_stop") if early_stop is None else early_stop,
-                deadline=deadline)
+                deadline=deadline,
+            )
         except Exception:
             # vLLM may notice a dead engine core before the watch does: say which one died
             dead = self.watch.dead()
             if dead:
                 self.engine_dead = True
-                log.error("the engine's process %s (pid %d) died (killed for memory? see dmesg); "
-                          "no output is written", *dead)
+                log.error(
+                    "the engine's process %s (pid %d) died (killed for memory? see dmesg); "
+                    "no output is written",
+                    *dead,
+                )
             raise
         self.stats["loop_s"] += time.time() - started
         self.stats["completion_tokens"] += sum(r["completion_tokens"] for r in rows)
         self.stats["sandbox_s"] += sum(r["exec_s"] for r in rows)
         s = self.stats
-        log.info("%d traces: loop %.1f s, %d tokens (%.1f tokens/s), sandbox %.1f s, "
-                 "%.1f running per engine step", len(rows), s["loop_s"], s["completion_tokens"],
-                 s["completion_tokens"] / max(s["loop_s"], 1e-9), s["sandbox_s"],
-                 s.get("running_sum", 0) / max(s.get("steps", 0), 1))
+        log.info(
+            "%d traces: loop %.1f s, %d tokens (%.1f tokens/s), sandbox %.1f s, "
+            "%.1f running per engine step",
+            len(rows),
+            s["loop_s"],
+            s["completion_tokens"],
+            s["completion_tokens"] / max(s["loop_s"], 1e-9),
+            s["sandbox_s"],
+            s.get("running_sum", 0) / max(s.get("steps", 0), 1),
+        )
         return rows
 
     def metadata(self) -> dict:
         """Run metadata for the shard file: model, engine, dtype, sampling, timings."""
-        return {"model": model_identity(self.model_dir), "engine": engine.engine_version(),
-                "dtype": engine.resolve_dtype(self.params["model"]["dtype"], engine.has_gpu()),
-                "sampling": self.params["sampling"], "seed": self.params["samples"]["seed"],
-                "max_rounds": self.params["tir"]["max_rounds"],
-                "scheduler": self.params.get("scheduler", {}), **self.stats}
+        return {
+            "model": model_identity(self.model_dir),
+            "engine": engine.engine_version(),
+            "dtype": engine.resolve_dtype(self.params["model"]["dtype"], engine.has_gpu()),
+            "sampling": self.params["sampling"],
+            "seed": self.params["samples"]["seed"],
+            "max_rounds": self.params["tir"]["max_rounds"],
+            "scheduler": self.params.get("scheduler", {}),
+            **self.stats,
+        }

@@ -4,6 +4,7 @@ A problem whose vote found no valid answer (every candidate outside [0, 99999] o
 gets `fallback` (config `submission.fallback`, default 0): Kaggle scores a missing row as wrong
 anyway, and a constant keeps the file complete and valid.
 """
+
 import pyarrow.parquet as pq
 
 from aimo.schemas import VOTES

@@ -3,6 +3,7 @@
 A file is written to a temporary name beside its target and renamed into place, so a job that
 dies mid-write leaves no partial file for Snakemake (or a user) to mistake for a result.
 """
+
 import json
 import os
 import tempfile
@@ -96,7 +97,8 @@ def read_table(path, schema):
     if missing:
         raise ValueError(
             f"{path}: missing column(s) {missing}; expected the schema {schema.names} "
-            "(a shard from another version of the workflow?)")
+            "(a shard from another version of the workflow?)"
+        )
     try:
         return table.select(schema.names).cast(schema)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:

@@ -2,6 +2,7 @@
 row it becomes. The loop that produces traces is `aimo.scheduler`; this module knows nothing
 of engines, files or Snakemake.
 """
+
 import hashlib
 import math
 import re
@@ -12,8 +13,9 @@ from aimo.answers import answer_int64, extract_answer
 from aimo.prompts import CODE_FENCE, FENCE_END
 from aimo.schemas import NOT_RUN, OK, TIMEOUT
 
-CODE_RE = re.compile(re.escape(CODE_FENCE) + r"[ \t]*\n(.*?)(?:" + re.escape(FENCE_END) + r"|\Z)",
-                     re.DOTALL)
+CODE_RE = re.compile(
+    re.escape(CODE_FENCE) + r"[ \t]*\n(.*?)(?:" + re.escape(FENCE_END) + r"|\Z)", re.DOTALL
+)
 
 
 def derive_seed(*parts) -> int:
@@ -25,7 +27,7 @@ def derive_seed(*parts) -> int:
 def sandbox_seed(trace_seed: int) -> int:
     """The seed of a trace's sandbox session (random, numpy.random), from the trace's own seed:
     the TIR run and execute's re-run draw the same numbers whatever order sessions open in."""
-    return derive_seed(trace_seed, "sandbox") % 2 ** 31
+    return derive_seed(trace_seed, "sandbox") % 2**31
 
 
 def last_code_block(text: str) -> str | None:
@@ -37,6 +39,7 @@ def last_code_block(text: str) -> str | None:
 @dataclass
 class Request:
     """One trace to produce: who it is and the chat messages that start it."""
+
     trace_id: str
     problem_id: str
     sample: int
@@ -54,6 +57,7 @@ class Entropy:
     marker, `\\boxed`, starts; the trace's last `tail` tokens when it has none). Entropy is
     in nats, of the engine's top-k log-probabilities as given (not renormalised); a position
     whose log-probabilities are not finite is left out."""
+
     tail: int = 256
     total: float = 0.0
     n: int = 0
@@ -92,6 +96,7 @@ class Entropy:
 @dataclass
 class Trace:
     """A trace while it is made: its text so far, and what the row reports of it."""
+
     request: Request
     prompt: str
     text: str = ""
@@ -113,17 +118,28 @@ def row(t: Trace) -> dict:
     known = t.logprobs_known and t.completion_tokens > 0
     mean_entropy, tail_entropy = t.entropy.means()
     return {
-        "trace_id": req.trace_id, "problem_id": req.problem_id, "sample": req.sample,
-        "seed": req.seed, "source": req.source, "parent_id": req.parent_id,
-        "attempt": req.attempt, "prompt": t.prompt, "text": t.text,
-        "prompt_tokens": t.prompt_tokens, "completion_tokens": t.completion_tokens,
-        "code_blocks": t.blocks, "n_code_calls": len(t.blocks),
+        "trace_id": req.trace_id,
+        "problem_id": req.problem_id,
+        "sample": req.sample,
+        "seed": req.seed,
+        "source": req.source,
+        "parent_id": req.parent_id,
+        "attempt": req.attempt,
+        "prompt": t.prompt,
+        "text": t.text,
+        "prompt_tokens": t.prompt_tokens,
+        "completion_tokens": t.completion_tokens,
+        "code_blocks": t.blocks,
+        "n_code_calls": len(t.blocks),
         "n_code_errors": sum(s not in (OK, NOT_RUN) for s in statuses),
         "n_code_timeouts": statuses.count(TIMEOUT),
         "exec_s": sum(b["wall_s"] for b in t.blocks),
-        "finish_reason": t.finish_reason, "answer": answer,
+        "finish_reason": t.finish_reason,
+        "answer": answer,
         "answer_int": answer_int64(answer),
         "mean_logprob": t.logprob_sum / t.completion_tokens if known else None,
-        "mean_entropy": mean_entropy, "tail_entropy": tail_entropy,
-        "changed": None, "round_tokens": list(t.round_tokens),
+        "mean_entropy": mean_entropy,
+        "tail_entropy": tail_entropy,
+        "changed": None,
+        "round_tokens": list(t.round_tokens),
     }

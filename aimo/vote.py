@@ -12,6 +12,7 @@ failure is a ValueError naming the file and the column. Answers that cannot be v
 answer_int: no answer, not an integer, beyond int64; negative or above 99999) get a zero weight
 by design (the `invalid` weight, 0 by default), never an error.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -30,12 +31,27 @@ from aimo.schemas import CANCELLED, EXECUTIONS, PROBLEMS, TRACES, VOTES
 from aimo.tables import read_table, write_table
 
 __all__ = [
-    "STRATEGIES", "DEFAULT_WEIGHTS", "DEFAULT_MIX", "SOURCES", "VoteSettings", "vote",
-    "vote_table", "load_sql", "check_strategies", "Candidates",
+    "STRATEGIES",
+    "DEFAULT_WEIGHTS",
+    "DEFAULT_MIX",
+    "SOURCES",
+    "VoteSettings",
+    "vote",
+    "vote_table",
+    "load_sql",
+    "check_strategies",
+    "Candidates",
 ]
 
-STRATEGIES = ("weighted", "majority", "logprob", "verified", "entropy", "tail_entropy",
-              "share_confidence")
+STRATEGIES = (
+    "weighted",
+    "majority",
+    "logprob",
+    "verified",
+    "entropy",
+    "tail_entropy",
+    "share_confidence",
+)
 DEFAULT_WEIGHTS = {"invalid": 0.0, "clean_code": 2.0, "other": 1.0}
 # share_confidence: vote share, confidence and consensus mixed (candidates.sql); the defaults
 # are the AIMO3 2nd place's write-up (2.0 / 0.3 / 0.5)
@@ -43,10 +59,15 @@ DEFAULT_MIX = {"share": 2.0, "confidence": 0.3, "consensus": 0.5}
 SOURCES = ("generate", "reflexion", "critique")
 # which execution flags (see candidates.sql) each strategy reads; the others are set to false
 # so that DuckDB does not pay a join on trace_id that nobody reads
-NEEDS = {"weighted": {"clean"}, "majority": set(), "logprob": set(),
-         "verified": {"clean", "verified"}, "entropy": set(), "tail_entropy": set(),
-         "share_confidence": {"verified"}}
-
+NEEDS = {
+    "weighted": {"clean"},
+    "majority": set(),
+    "logprob": set(),
+    "verified": {"clean", "verified"},
+    "entropy": set(),
+    "tail_entropy": set(),
+    "share_confidence": {"verified"},
+}
 
 
 def family(typ: pa.DataType) -> str:
@@ -68,27 +89,40 @@ def _families(schema: pa.Schema, names) -> dict:
 
 
 # the columns the vote reads (their types are those of aimo/schemas.py)
-TRACE_COLUMNS = _families(TRACES, ("trace_id", "problem_id", "source", "answer_int",
-                                   "mean_logprob", "parent_id", "finish_reason", "mean_entropy",
-                                   "tail_entropy"))
+TRACE_COLUMNS = _families(
+    TRACES,
+    (
+        "trace_id",
+        "problem_id",
+        "source",
+        "answer_int",
+        "mean_logprob",
+        "parent_id",
+        "finish_reason",
+        "mean_entropy",
+        "tail_entropy",
+    ),
+)
 EXECUTION_COLUMNS = _families(EXECUTIONS, ("trace_id", "exec_status", "agrees"))
 # extra trace columns a caller (the evaluation) may ask for
 OPTIONAL_TRACE_COLUMNS = _families(TRACES, ("sample", "completion_tokens", "prompt_tokens"))
 # the two execution flags of a trace (candidates.sql documents them)
 _FLAG_SQL = {
     "clean": "coalesce(t.trace_id IN (SELECT trace_id FROM executions "
-             "WHERE exec_status = 'ok'), false)",
+    "WHERE exec_status = 'ok'), false)",
     "verified": "coalesce(t.trace_id IN (SELECT trace_id FROM executions WHERE agrees), false)",
 }
 # false for a trace that a critique with a valid answer reviews (critique_replace only)
-_COUNTED_SQL = ("coalesce(t.trace_id NOT IN (SELECT parent_id FROM trace_rows WHERE source = "
-                "'critique' AND parent_id IS NOT NULL AND answer_int BETWEEN "
-                f"{ANSWER_MIN} AND {ANSWER_MAX}), true)")
+_COUNTED_SQL = (
+    "coalesce(t.trace_id NOT IN (SELECT parent_id FROM trace_rows WHERE source = "
+    "'critique' AND parent_id IS NOT NULL AND answer_int BETWEEN "
+    f"{ANSWER_MIN} AND {ANSWER_MAX}), true)"
+)
 # false for a trace the scheduler cancelled (unless count_cancelled)
 _FINISHED_SQL = "coalesce(t.finish_reason NOT IN ({}), true)".format(
-    ", ".join(f"'{r}'" for r in CANCELLED))
-_DUCK_TYPES = {"string": "VARCHAR", "integer": "BIGINT", "floating": "DOUBLE",
-               "boolean": "BOOLEAN"}
+    ", ".join(f"'{r}'" for r in CANCELLED)
+)
+_DUCK_TYPES = {"string": "VARCHAR", "integer": "BIGINT", "floating": "DOUBLE", "boolean": "BOOLEAN"}
 
 
 def load_sql(name: str) -> str:
@@ -106,8 +140,9 @@ def check_strategies(strategies) -> list[str]:
     strategies = list(strategies)
     bad = [s for s in strategies if s not in STRATEGIES]
     if bad or not strategies:
-        raise ValueError(f"unknown strategy {bad or strategies!r}; valid strategies: "
-                         f"{', '.join(STRATEGIES)}")
+        raise ValueError(
+            f"unknown strategy {bad or strategies!r}; valid strategies: {', '.join(STRATEGIES)}"
+        )
     return strategies
 
 
@@ -142,6 +177,7 @@ class VoteSettings:
     consensus}; entropy_floor: the smallest entropy an entropy weight (1 / entropy) divides by.
     Checked once, on creation (a ValueError names the bad key).
     """
+
     strategy: str = "weighted"
     weights: dict = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
     critique_weight: float = 1.0
@@ -155,9 +191,11 @@ class VoteSettings:
         set_("strategy", check_strategies([self.strategy])[0])
         set_("weights", _numbers("weight(s)", self.weights, DEFAULT_WEIGHTS))
         set_("mix", _numbers("share_confidence weight(s)", self.mix, DEFAULT_MIX))
-        scalars = _numbers("setting", {"critique_weight": self.critique_weight,
-                                       "entropy_floor": self.entropy_floor},
-                           {"critique_weight": 1.0, "entropy_floor": 1e-3})
+        scalars = _numbers(
+            "setting",
+            {"critique_weight": self.critique_weight, "entropy_floor": self.entropy_floor},
+            {"critique_weight": 1.0, "entropy_floor": 1e-3},
+        )
         if scalars["entropy_floor"] <= 0:
             raise ValueError(f"entropy_floor={self.entropy_floor!r} must be > 0")
         set_("critique_weight", scalars["critique_weight"])
@@ -182,9 +220,12 @@ class VoteSettings:
 
     def params(self) -> dict:
         """The SQL's prepared parameters (candidates.sql)."""
-        return {**self.weights, "critique_weight": self.critique_weight,
-                **{f"mix_{k}": v for k, v in self.mix.items()},
-                "entropy_floor": self.entropy_floor}
+        return {
+            **self.weights,
+            "critique_weight": self.critique_weight,
+            **{f"mix_{k}": v for k, v in self.mix.items()},
+            "entropy_floor": self.entropy_floor,
+        }
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -202,8 +243,10 @@ def _paths(paths, what: str) -> list[str]:
             raise ValueError(f"{p}: {what} shard not found")
         key = p.resolve()
         if key in seen:
-            raise ValueError(f"{p}: {what} shard given twice (also as {seen[key]}); its rows "
-                             "would be counted twice")
+            raise ValueError(
+                f"{p}: {what} shard given twice (also as {seen[key]}); its rows "
+                "would be counted twice"
+            )
         seen[key] = p
         out.append(str(p))
     return out
@@ -215,8 +258,11 @@ def _family_ok(typ: pa.DataType, family: str) -> bool:
     if pa.types.is_dictionary(typ):
         typ = typ.value_type
     if family == "string":
-        return pa.types.is_string(typ) or pa.types.is_large_string(typ) or (
-            hasattr(pa.types, "is_string_view") and pa.types.is_string_view(typ))
+        return (
+            pa.types.is_string(typ)
+            or pa.types.is_large_string(typ)
+            or (hasattr(pa.types, "is_string_view") and pa.types.is_string_view(typ))
+        )
     if family == "integer":
         return pa.types.is_integer(typ) and typ != pa.uint64()  # uint64 may not fit BIGINT
     if family == "floating":
@@ -237,11 +283,14 @@ def _check_shard(path: str, columns: dict, what: str) -> tuple[int, pa.Schema]:
         if name not in schema.names:
             raise ValueError(
                 f"{path}: {what} shard has no column {name!r} (columns: {schema.names}); a shard "
-                "from another version of the workflow?")
+                "from another version of the workflow?"
+            )
         typ = schema.field(name).type
         if not _family_ok(typ, family):
-            raise ValueError(f"{path}: column {name!r} has type {typ}, expected {family} "
-                             f"(a shard from another version of the workflow?)")
+            raise ValueError(
+                f"{path}: column {name!r} has type {typ}, expected {family} "
+                f"(a shard from another version of the workflow?)"
+            )
     return meta.num_rows, schema
 
 
@@ -259,8 +308,14 @@ def _trace_id_ranges_disjoint(paths: list[str]) -> bool:
             rg = md.row_group(g)
             if rg.num_rows == 0:
                 continue
-            col = next((rg.column(j) for j in range(rg.num_columns)
-                        if rg.column(j).path_in_schema == "trace_id"), None)
+            col = next(
+                (
+                    rg.column(j)
+                    for j in range(rg.num_columns)
+                    if rg.column(j).path_in_schema == "trace_id"
+                ),
+                None,
+            )
             st = col.statistics if col is not None else None
             if st is None or not st.has_min_max:
                 return False
@@ -277,8 +332,16 @@ class Candidates:
     `votes(strategy)` run the strategy queries.
     """
 
-    def __init__(self, problems_path, trace_paths, execution_paths, settings=None,
-                 extra_trace_columns=(), strategies=STRATEGIES, materialise=False):
+    def __init__(
+        self,
+        problems_path,
+        trace_paths,
+        execution_paths,
+        settings=None,
+        extra_trace_columns=(),
+        strategies=STRATEGIES,
+        materialise=False,
+    ):
         self.settings = settings = VoteSettings.of(settings)
         self.params = {**settings.params(), "answer_min": ANSWER_MIN, "answer_max": ANSWER_MAX}
         strategies = check_strategies(strategies)
@@ -304,31 +367,40 @@ class Candidates:
         self._view("trace_rows", self.trace_paths, trace_cols)
         self._view("executions", self.execution_paths, EXECUTION_COLUMNS)
         needs = set().union(*(NEEDS[s] for s in strategies))
-        flags = {name: (_FLAG_SQL[name] if name in needs and self.execution_paths else "false")
-                 for name in ("clean", "verified")}
+        flags = {
+            name: (_FLAG_SQL[name] if name in needs and self.execution_paths else "false")
+            for name in ("clean", "verified")
+        }
         counted = [_COUNTED_SQL] if settings.critique_replace else []
         counted += [] if settings.count_cancelled else [_FINISHED_SQL]
         counted = " AND ".join(counted) or "true"
         self.con.execute(
             f"CREATE TEMP VIEW traces AS SELECT t.*, {flags['clean']} AS clean, "
-            f"{flags['verified']} AS verified, {counted} AS counted FROM trace_rows AS t")
+            f"{flags['verified']} AS verified, {counted} AS counted FROM trace_rows AS t"
+        )
         self._check_unique_traces()
         self.materialised = False
         if materialise:
             # keep what the strategies and the evaluation read; trace_id and parent_id (long
             # strings) are only needed for the joins that make the flags
             sql = load_sql("candidates")
-            self._run(lambda: self.con.execute(
-                "CREATE TEMP TABLE candidates AS SELECT * EXCLUDE (trace_id, parent_id, "
-                f"mean_logprob, mean_entropy, tail_entropy, clean, source_weight) FROM (\n{sql}\n)", self._params(sql)))
+            self._run(
+                lambda: self.con.execute(
+                    "CREATE TEMP TABLE candidates AS SELECT * EXCLUDE (trace_id, parent_id, "
+                    f"mean_logprob, mean_entropy, tail_entropy, clean, source_weight) FROM (\n{sql}\n)",
+                    self._params(sql),
+                )
+            )
             self.materialised = True
 
     # -- setup --------------------------------------------------------------------------------
     def _view(self, name, paths, columns):
         if paths:
             select = ", ".join(f"CAST({c} AS {_DUCK_TYPES[f]}) AS {c}" for c, f in columns.items())
-            rel = self.con.sql(f"SELECT {select} FROM read_parquet($files, union_by_name = true)",
-                               params={"files": paths})
+            rel = self.con.sql(
+                f"SELECT {select} FROM read_parquet($files, union_by_name = true)",
+                params={"files": paths},
+            )
         else:
             select = ", ".join(f"CAST(NULL AS {_DUCK_TYPES[f]}) AS {c}" for c, f in columns.items())
             rel = self.con.sql(f"SELECT {select} WHERE false")
@@ -345,25 +417,32 @@ class Candidates:
             where = self.con.execute(
                 "SELECT filename, source FROM read_parquet($files, union_by_name = true, "
                 "filename = true) WHERE source IS NULL OR NOT list_contains($sources, source) "
-                "LIMIT 1", {"files": self.trace_paths, "sources": list(SOURCES)}).fetchone()
+                "LIMIT 1",
+                {"files": self.trace_paths, "sources": list(SOURCES)},
+            ).fetchone()
             where = where or ("a trace shard", "?")
-            raise ValueError(f"{where[0]}: column 'source' has the value {where[1]!r}; the vote "
-                             f"knows only {', '.join(SOURCES)}") from None
+            raise ValueError(
+                f"{where[0]}: column 'source' has the value {where[1]!r}; the vote "
+                f"knows only {', '.join(SOURCES)}"
+            ) from None
 
     def _check_unique_traces(self):
         if not self.trace_paths or _trace_id_ranges_disjoint(self.trace_paths):
             return
         dup = self.con.execute(
             "SELECT trace_id, count(*) FROM trace_rows GROUP BY trace_id HAVING count(*) > 1 "
-            "LIMIT 1").fetchone()
+            "LIMIT 1"
+        ).fetchone()
         if dup:
             files = self.con.execute(
                 "SELECT DISTINCT filename FROM read_parquet($files, union_by_name = true, "
                 "filename = true) WHERE trace_id = $tid ORDER BY 1",
-                {"files": self.trace_paths, "tid": dup[0]}).fetchall()
+                {"files": self.trace_paths, "tid": dup[0]},
+            ).fetchall()
             raise ValueError(
                 f"column 'trace_id': the trace {dup[0]!r} appears {dup[1]} times, in "
-                f"{', '.join(f[0] for f in files)}; overlapping shards would count it twice")
+                f"{', '.join(f[0] for f in files)}; overlapping shards would count it twice"
+            )
 
     def _params(self, sql: str) -> dict:
         """The weights that `sql` uses as $parameters (comments do not count)."""
@@ -389,8 +468,10 @@ class Candidates:
     def tallies(self, strategy: str) -> pa.Table:
         """Per (problem_id, answer): score and votes under `strategy`."""
         if strategy not in self.strategies:
-            raise ValueError(f"strategy {strategy!r} was not declared when opening the "
-                             f"candidates (declared: {self.strategies})")
+            raise ValueError(
+                f"strategy {strategy!r} was not declared when opening the "
+                f"candidates (declared: {self.strategies})"
+            )
         if strategy not in self._tallies:
             table = self.arrow(load_sql(strategy))
             self._check_problems(table)
@@ -404,7 +485,8 @@ class Candidates:
         if stray:
             raise ValueError(
                 f"column 'problem_id': {len(stray)} problem(s) in the trace shards are not in "
-                f"{self.problems_path} (e.g. {stray[:3]}); traces from another run?")
+                f"{self.problems_path} (e.g. {stray[:3]}); traces from another run?"
+            )
 
     def votes(self, strategy: str) -> pa.Table:
         """The VOTES rows of `strategy`, one per problem of the problems file."""
@@ -426,16 +508,23 @@ class Candidates:
         self.close()
 
 
-def vote_table(problems_path, trace_paths, execution_paths, strategies=None,
-               settings=None) -> pa.Table:
+def vote_table(
+    problems_path, trace_paths, execution_paths, strategies=None, settings=None
+) -> pa.Table:
     """VOTES rows for every strategy in `strategies` (default: all), stacked, as one table.
 
     `settings`: a VoteSettings or a config's `vote` section (default: the defaults). One row per
     (problem, strategy), problems in problem_id order within each strategy.
     """
     strategies = check_strategies(STRATEGIES if strategies is None else strategies)
-    with Candidates(problems_path, trace_paths, execution_paths, settings,
-                    strategies=strategies, materialise=len(strategies) > 1) as cands:
+    with Candidates(
+        problems_path,
+        trace_paths,
+        execution_paths,
+        settings,
+        strategies=strategies,
+        materialise=len(strategies) > 1,
+    ) as cands:
         tables = [cands.votes(s) for s in strategies]
     return pa.concat_tables(tables) if tables else VOTES.empty_table()
 
@@ -448,5 +537,9 @@ def vote(problems_path, trace_paths, execution_paths, out_path, settings=None) -
     """
     settings = VoteSettings.of(settings)
     table = vote_table(problems_path, trace_paths, execution_paths, [settings.strategy], settings)
-    return write_table(table, out_path, VOTES, metadata={"strategy": settings.strategy,
-                                                         "settings": settings.as_dict()})
+    return write_table(
+        table,
+        out_path,
+        VOTES,
+        metadata={"strategy": settings.strategy, "settings": settings.as_dict()},
+    )

@@ -6,6 +6,7 @@ engine while code ran, tokens, running sequences per step).
 
     .venv/bin/python bench/default_run.py [extra snakemake arguments, e.g. --configfile ...]
 """
+
 import subprocess
 import sys
 import time
@@ -18,13 +19,25 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main(extra):
     started = time.time()
-    subprocess.run([sys.executable, "-m", "snakemake", "--cores", "all", "--forcerun", "problems",
-                    *extra], cwd=ROOT, check=True)
+    subprocess.run(
+        [sys.executable, "-m", "snakemake", "--cores", "all", "--forcerun", "problems", *extra],
+        cwd=ROOT,
+        check=True,
+    )
     wall = time.time() - started
-    totals = {"engine_start_s": 0.0, "step_s": 0.0, "idle_s": 0.0, "completion_tokens": 0,
-              "steps": 0, "running_sum": 0}
-    shards = [p for stage in ("generate", "reflexion", "critique")
-              for p in sorted((ROOT / "results" / stage).glob("shard-*.parquet"))]
+    totals = {
+        "engine_start_s": 0.0,
+        "step_s": 0.0,
+        "idle_s": 0.0,
+        "completion_tokens": 0,
+        "steps": 0,
+        "running_sum": 0,
+    }
+    shards = [
+        p
+        for stage in ("generate", "reflexion", "critique")
+        for p in sorted((ROOT / "results" / stage).glob("shard-*.parquet"))
+    ]
     for shard in shards:
         meta = read_metadata(shard)
         for key in totals:
@@ -38,10 +51,14 @@ def main(extra):
     print(f"engine idle, code running: {totals['idle_s']:.1f} s")
     print(f"completion tokens:         {totals['completion_tokens']}")
     print(f"running sequences/step:    {totals['running_sum'] / max(totals['steps'], 1):.1f}")
-    print(f"tokens/s (in the engine):  {totals['completion_tokens'] / max(totals['step_s'], 1e-9):.1f}")
+    print(
+        f"tokens/s (in the engine):  {totals['completion_tokens'] / max(totals['step_s'], 1e-9):.1f}"
+    )
     print(f"tokens/s (wall):           {totals['completion_tokens'] / wall:.1f}")
-    print(f"share outside the engine:  {outside / wall:.1%} (start-ups {totals['engine_start_s'] / wall:.1%}, "
-          f"engine idle {totals['idle_s'] / wall:.1%}, rest {rest / wall:.1%})")
+    print(
+        f"share outside the engine:  {outside / wall:.1%} (start-ups {totals['engine_start_s'] / wall:.1%}, "
+        f"engine idle {totals['idle_s'] / wall:.1%}, rest {rest / wall:.1%})"
+    )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ problems that moved.
 
     .venv/bin/python bench/early_stop.py                  # GSM8K, first 40 problems, N=8, k=4
 """
+
 import argparse
 import json
 import sys
@@ -21,8 +22,14 @@ sys.path.insert(0, str(ROOT))
 def majority(rows, pid):
     from aimo.answers import in_range
     from aimo.schemas import CANCELLED
-    votes = Counter(r["answer_int"] for r in rows if r["problem_id"] == pid
-                    and r["finish_reason"] not in CANCELLED and in_range(r["answer_int"]))
+
+    votes = Counter(
+        r["answer_int"]
+        for r in rows
+        if r["problem_id"] == pid
+        and r["finish_reason"] not in CANCELLED
+        and in_range(r["answer_int"])
+    )
     return min(votes, key=lambda a: (-votes[a], a)) if votes else None
 
 
@@ -37,6 +44,7 @@ def main():
     args = ap.parse_args()
 
     import logging
+
     logging.basicConfig(level=logging.WARNING)
     from aimo import config as aimo_config
     from aimo.generate import shard_requests
@@ -47,14 +55,18 @@ def main():
     from aimo.tables import write_table
 
     cfg = aimo_config.load(args.config)
-    problems = load(args.problems)[:args.limit]
+    problems = load(args.problems)[: args.limit]
     answers = {p["problem_id"]: p["answer"] for p in problems}
     requests = shard_requests(problems, 0, args.samples, cfg["samples"]["seed"])
-    params = {k: cfg[k] for k in ("model", "engine", "sampling", "tir", "scheduler", "sandbox", "samples")}
+    params = {
+        k: cfg[k] for k in ("model", "engine", "sampling", "tir", "scheduler", "sandbox", "samples")
+    }
     cpu = "avx512_bf16" if "avx512_bf16" in Path("/proc/cpuinfo").read_text() else "no avx512_bf16"
-    print(f"{len(problems)} problems x {args.samples} samples, k={args.k}; model {cfg['model']['name']}, "
-          f"{cfg['sampling']['max_tokens']} tokens, {cfg['tir']['max_rounds']} rounds; CPU flags: {cpu}",
-          flush=True)
+    print(
+        f"{len(problems)} problems x {args.samples} samples, k={args.k}; model {cfg['model']['name']}, "
+        f"{cfg['sampling']['max_tokens']} tokens, {cfg['tir']['max_rounds']} rounds; CPU flags: {cpu}",
+        flush=True,
+    )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     runs = {}
@@ -64,20 +76,30 @@ def main():
             rows = solver.run(requests, early_stop=k)
             wall = solver.stats["loop_s"] - before["loop_s"]
             right = {pid for pid in answers if majority(rows, pid) == answers[pid]}
-            fig = {"run": name, "right": len(right), "of": len(problems),
-                   "completion_tokens": sum(r["completion_tokens"] for r in rows),
-                   "cancelled": sum(r["finish_reason"] == "early_stop" for r in rows),
-                   "wall_s": round(wall, 1)}
+            fig = {
+                "run": name,
+                "right": len(right),
+                "of": len(problems),
+                "completion_tokens": sum(r["completion_tokens"] for r in rows),
+                "cancelled": sum(r["finish_reason"] == "early_stop" for r in rows),
+                "wall_s": round(wall, 1),
+            }
             runs[name] = (rows, right, fig)
             write_table(rows, out / f"{name}.parquet", TRACES, metadata=fig)
             print(json.dumps(fig), flush=True)
     (_, all_right, a), (_, k_right, b) = runs["all"], runs[f"k={args.k}"]
-    print("\n| run | right | completion tokens | cancelled traces | wall s |\n|---|---|---|---|---|")
+    print(
+        "\n| run | right | completion tokens | cancelled traces | wall s |\n|---|---|---|---|---|"
+    )
     for f in (a, b):
-        print(f"| {f['run']} | {f['right']}/{f['of']} | {f['completion_tokens']} | {f['cancelled']} | {f['wall_s']} |")
+        print(
+            f"| {f['run']} | {f['right']}/{f['of']} | {f['completion_tokens']} | {f['cancelled']} | {f['wall_s']} |"
+        )
     saved = 1 - b["completion_tokens"] / a["completion_tokens"]
-    print(f"\nearly stop saves {saved:.0%} of the completion tokens and {1 - b['wall_s'] / a['wall_s']:.0%} "
-          f"of the wall time; problems gained {sorted(k_right - all_right)}, lost {sorted(all_right - k_right)}")
+    print(
+        f"\nearly stop saves {saved:.0%} of the completion tokens and {1 - b['wall_s'] / a['wall_s']:.0%} "
+        f"of the wall time; problems gained {sorted(k_right - all_right)}, lost {sorted(all_right - k_right)}"
+    )
 
 
 if __name__ == "__main__":

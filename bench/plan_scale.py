@@ -9,6 +9,7 @@ pointing at that file, --repeat times. Shards must stay coarse enough for this t
     .venv/bin/python bench/plan_scale.py --shard-size 8       # finer shards, for comparison
     .venv/bin/python bench/plan_scale.py --profile slurm      # with the Slurm workflow profile
 """
+
 import argparse
 import csv
 import shutil
@@ -20,8 +21,17 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-WORKFLOW = ["Snakefile", "rules", "scripts", "schemas", "config.yaml", "config", "data",
-            "profiles", "envs"]
+WORKFLOW = [
+    "Snakefile",
+    "rules",
+    "scripts",
+    "schemas",
+    "config.yaml",
+    "config",
+    "data",
+    "profiles",
+    "envs",
+]
 
 
 def write_problems(path: Path, n: int):
@@ -30,15 +40,24 @@ def write_problems(path: Path, n: int):
         w = csv.writer(f)
         w.writerow(["id", "problem", "answer"])
         for i in range(n):
-            w.writerow([f"p{i:03d}", f"Find the remainder when $2^{{{i + 10}}}$ is divided by "
-                        f"${i + 7}$.", pow(2, i + 10, i + 7)])
+            w.writerow(
+                [
+                    f"p{i:03d}",
+                    f"Find the remainder when $2^{{{i + 10}}}$ is divided by ${i + 7}$.",
+                    pow(2, i + 10, i + 7),
+                ]
+            )
 
 
 def dry_run(workdir: Path, args: list[str]) -> tuple[float, dict]:
     """Seconds one `snakemake -n` takes, and the jobs it plans per rule."""
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--quiet", "rules", *args],
-                          cwd=workdir, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--quiet", "rules", *args],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+    )
     seconds = time.perf_counter() - started
     if proc.returncode:
         sys.exit(f"snakemake -n failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
@@ -56,8 +75,11 @@ def main():
     ap.add_argument("--samples", type=int, default=1024)
     ap.add_argument("--shard-size", type=int, default=64)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--profile", default=None,
-                    help="a workflow profile under profiles/ (default: profiles/default)")
+    ap.add_argument(
+        "--profile",
+        default=None,
+        help="a workflow profile under profiles/ (default: profiles/default)",
+    )
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="aimo-plan-") as tmp:
@@ -68,7 +90,8 @@ def main():
         write_problems(workdir / "scale_problems.csv", args.problems)
         (workdir / "scale.yaml").write_text(
             "problems: scale_problems.csv\n"
-            f"samples: {{n: {args.samples}, shard_size: {args.shard_size}, seed: 2026}}\n")
+            f"samples: {{n: {args.samples}, shard_size: {args.shard_size}, seed: 2026}}\n"
+        )
         extra = ["--configfile", "config.yaml", "config/h100.yaml", "scale.yaml"]
         if args.profile:
             extra += ["--workflow-profile", f"profiles/{args.profile}"]
@@ -77,13 +100,20 @@ def main():
             seconds, jobs = dry_run(workdir, extra)
             times.append(seconds)
     shards = args.samples // args.shard_size
-    print(f"plan of {args.problems} problems x {args.samples} samples, shard_size "
-          f"{args.shard_size} ({shards} shards per stage), profile "
-          f"{args.profile or 'default'}:")
-    print(f"  jobs planned: {jobs.get('total')} ("
-          + ", ".join(f"{k} {v}" for k, v in jobs.items() if k != "total") + ")")
-    print(f"  snakemake -n: median {statistics.median(times):.1f} s, min {min(times):.1f} s "
-          f"over {len(times)} runs (a fresh interpreter each: parse, validate, DAG, plan)")
+    print(
+        f"plan of {args.problems} problems x {args.samples} samples, shard_size "
+        f"{args.shard_size} ({shards} shards per stage), profile "
+        f"{args.profile or 'default'}:"
+    )
+    print(
+        f"  jobs planned: {jobs.get('total')} ("
+        + ", ".join(f"{k} {v}" for k, v in jobs.items() if k != "total")
+        + ")"
+    )
+    print(
+        f"  snakemake -n: median {statistics.median(times):.1f} s, min {min(times):.1f} s "
+        f"over {len(times)} runs (a fresh interpreter each: parse, validate, DAG, plan)"
+    )
 
 
 if __name__ == "__main__":

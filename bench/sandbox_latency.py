@@ -7,6 +7,7 @@ interpreter and by the pool (a fresh session each time, and a block in a warm se
 ratio, executions per second of trivial code (warm sessions and fresh sessions, `workers` at
 once), the server start-up time, and the memory of an idle session.
 """
+
 import argparse
 import json
 import os
@@ -27,7 +28,9 @@ def baseline(runs):
     times = []
     for _ in range(runs):
         t = time.perf_counter()
-        out = subprocess.run([sys.executable, "-c", SNIPPET], capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", SNIPPET], capture_output=True, text=True, check=True
+        )
         times.append(time.perf_counter() - t)
         assert out.stdout.strip() == "1170"
     return times
@@ -40,7 +43,7 @@ def pool_fresh(sb, runs):
         r = sb.run(SNIPPET)
         times.append(time.perf_counter() - t)
         assert r.stdout.strip() == "1170", r
-        time.sleep(0.02)          # as in real use, blocks do not arrive back to back
+        time.sleep(0.02)  # as in real use, blocks do not arrive back to back
     return times
 
 
@@ -113,8 +116,10 @@ def idle_session_memory(sb):
                 for line in Path(f"/proc/{d}/smaps_rollup").read_text().splitlines()[1:]:
                     k, v = line.split(":", 1)
                     fields[k] = int(v.split()[0])
-                found = (fields["Pss"] / 1024,
-                         (fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0)) / 1024)
+                found = (
+                    fields["Pss"] / 1024,
+                    (fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0)) / 1024,
+                )
                 break
             except (OSError, KeyError, ValueError):
                 continue
@@ -123,7 +128,9 @@ def idle_session_memory(sb):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--runs", type=int, default=40)
     ap.add_argument("--baseline-runs", type=int, default=10)
     ap.add_argument("--seconds", type=float, default=5.0)
@@ -136,11 +143,11 @@ def main():
     with Sandbox(Limits(), workers=args.workers) as sb:
         prot = sb.protections
         startup = time.perf_counter() - t
-        pool_fresh(sb, 3)                       # warm-up
+        pool_fresh(sb, 3)  # warm-up
         time.sleep(0.5)
         cpu0, me0 = server_tree_cpu(sb), time.process_time()
         fresh = pool_fresh(sb, args.runs)
-        time.sleep(1.0)                         # let the last sessions be killed and reaped
+        time.sleep(1.0)  # let the last sessions be killed and reaped
         cpu1, me1 = server_tree_cpu(sb), time.process_time()
         cpu_fresh = (cpu1 - cpu0) / args.runs if cpu0 is not None and cpu1 is not None else None
         client_fresh = (me1 - me0) / args.runs
@@ -162,24 +169,38 @@ def main():
         "server_startup_s": startup,
         "idle_session_pss_mib": mem[0] if mem else None,
         "idle_session_private_mib": mem[1] if mem else None,
-        "workers": args.workers, "cpus": os.cpu_count(), "loadavg_1m_after": load[0],
+        "workers": args.workers,
+        "cpus": os.cpu_count(),
+        "loadavg_1m_after": load[0],
         "protections": {k: v for k, v in prot.items() if isinstance(v, bool)},
     }
-    print(f"baseline (fresh `python -c`, sympy snippet): median {res['baseline_median_ms']:.1f} ms"
-          f" over {len(base)} runs")
-    print(f"pool, fresh session per run:                median {res['pool_fresh_session_median_ms']:.2f} ms"
-          f" (p90 {res['pool_fresh_session_p90_ms']:.2f} ms) over {len(fresh)} runs")
-    print(f"pool, block in a warm session:              median {res['pool_warm_session_median_ms']:.2f} ms")
+    print(
+        f"baseline (fresh `python -c`, sympy snippet): median {res['baseline_median_ms']:.1f} ms"
+        f" over {len(base)} runs"
+    )
+    print(
+        f"pool, fresh session per run:                median {res['pool_fresh_session_median_ms']:.2f} ms"
+        f" (p90 {res['pool_fresh_session_p90_ms']:.2f} ms) over {len(fresh)} runs"
+    )
+    print(
+        f"pool, block in a warm session:              median {res['pool_warm_session_median_ms']:.2f} ms"
+    )
     print(f"ratio baseline / fresh session:             {res['ratio_baseline_over_fresh']:.1f}x")
     print(f"trivial code, {args.workers} workers, warm sessions:    {tp_warm:.0f} executions/s")
     print(f"trivial code, {args.workers} workers, fresh sessions:   {tp_fresh:.0f} executions/s")
     if cpu_fresh is not None:
-        print(f"CPU per fresh session: {cpu_fresh * 1e3:.1f} ms in the server and the session process "
-              f"(fork, namespaces, run, tear-down), {client_fresh * 1e3:.2f} ms in the client")
-    print(f"server start-up: {startup:.2f} s; idle session: "
-          + (f"PSS {mem[0]:.1f} MiB, private {mem[1]:.1f} MiB" if mem else "n/a"))
-    print(f"machine: {os.cpu_count()} CPUs, load average {load[0]:.2f} after the run; "
-          f"protections: {', '.join(k for k, v in res['protections'].items() if v)}")
+        print(
+            f"CPU per fresh session: {cpu_fresh * 1e3:.1f} ms in the server and the session process "
+            f"(fork, namespaces, run, tear-down), {client_fresh * 1e3:.2f} ms in the client"
+        )
+    print(
+        f"server start-up: {startup:.2f} s; idle session: "
+        + (f"PSS {mem[0]:.1f} MiB, private {mem[1]:.1f} MiB" if mem else "n/a")
+    )
+    print(
+        f"machine: {os.cpu_count()} CPUs, load average {load[0]:.2f} after the run; "
+        f"protections: {', '.join(k for k, v in res['protections'].items() if v)}"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2))
 

@@ -37,6 +37,7 @@ Steps, each a Snakemake run in the run folder (a rerun of the script resumes): t
 their repairs, the critiques, the shards of more samples. The table is made from whatever of
 these exists, so a run cut short still gives its first rows.
 """
+
 import argparse
 import csv
 import json
@@ -73,8 +74,10 @@ def write_problems(workdir: Path, source: Path, limit: int) -> None:
         if len(rows) < limit:
             sys.exit(f"{source} has {len(rows)} problems, fewer than --limit {limit}")
         rows = rows[:limit]
-    text = "".join(json.dumps({"id": r["id"], "problem": r["problem"], "answer": int(r["answer"])})
-                   + "\n" for r in rows)
+    text = "".join(
+        json.dumps({"id": r["id"], "problem": r["problem"], "answer": int(r["answer"])}) + "\n"
+        for r in rows
+    )
     path = workdir / "problems.jsonl"
     if not path.exists() or path.read_text() != text:
         path.write_text(text)
@@ -91,9 +94,21 @@ def snakemake(workdir: Path, reflexion: bool, critique: bool, targets: list[str]
     # Only changed settings or inputs rerun a step: a resumed benchmark keeps its shards across
     # commits that leave what they compute alone, and across a rebuilt model (the same bytes).
     # Delete the run folder to start over.
-    cmd = [sys.executable, "-m", "snakemake", "--cores", "all", *targets,
-           "--rerun-triggers", "params", "input", "--configfile",
-           "config.yaml", str(ROOT / "bench" / "self_correction.yaml"), "stages.yaml"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--cores",
+        "all",
+        *targets,
+        "--rerun-triggers",
+        "params",
+        "input",
+        "--configfile",
+        "config.yaml",
+        str(ROOT / "bench" / "self_correction.yaml"),
+        "stages.yaml",
+    ]
     print("+", " ".join(cmd), flush=True)
     subprocess.run(cmd, cwd=workdir, check=True)
 
@@ -112,7 +127,9 @@ def read(paths, samples=None) -> tuple[pa.Table, pa.Table] | None:
     half = len(paths) // 2
     if not all(Path(p).exists() for p in paths):
         return None
-    traces = pa.concat_tables([pq.read_table(p) for p in paths[:half]], promote_options="permissive")
+    traces = pa.concat_tables(
+        [pq.read_table(p) for p in paths[:half]], promote_options="permissive"
+    )
     execs = pa.concat_tables([pq.read_table(p) for p in paths[half:]], promote_options="permissive")
     if samples is not None:
         traces = traces.filter(pc.less(traces["sample"], samples))
@@ -120,8 +137,9 @@ def read(paths, samples=None) -> tuple[pa.Table, pa.Table] | None:
     return traces, execs
 
 
-def score(workdir: Path, parts, answers: dict, settings: VoteSettings,
-          replaces: bool = False) -> dict:
+def score(
+    workdir: Path, parts, answers: dict, settings: VoteSettings, replaces: bool = False
+) -> dict:
     """Vote over the union of `parts` (`replaces`: a critique takes its parent's vote): the
     problems the vote gets right, those where some trace is right, and tokens."""
     traces = pa.concat_tables([t for t, _ in parts], promote_options="permissive")
@@ -129,9 +147,13 @@ def score(workdir: Path, parts, answers: dict, settings: VoteSettings,
     with tempfile.TemporaryDirectory() as tmp:
         pq.write_table(traces, f"{tmp}/t.parquet")
         pq.write_table(execs, f"{tmp}/e.parquet")
-        votes = vote_table(workdir / "results" / "problems.parquet", [f"{tmp}/t.parquet"],
-                           [f"{tmp}/e.parquet"], ["weighted", "logprob"],
-                           settings.replace(critique_replace=replaces)).to_pylist()
+        votes = vote_table(
+            workdir / "results" / "problems.parquet",
+            [f"{tmp}/t.parquet"],
+            [f"{tmp}/e.parquet"],
+            ["weighted", "logprob"],
+            settings.replace(critique_replace=replaces),
+        ).to_pylist()
     voted = {(v["strategy"], v["problem_id"]): v["answer"] for v in votes}
     given = set(zip(traces["problem_id"].to_pylist(), traces["answer_int"].to_pylist()))
     return {
@@ -148,14 +170,17 @@ def lineage(samples, repairs, critiques: dict, answers: dict) -> list[str]:
     lines = []
     parents = {r["trace_id"]: r for r in samples[0].to_pylist()}
     if repairs:
-        status = dict(zip(repairs[1]["trace_id"].to_pylist(), repairs[1]["exec_status"].to_pylist()))
+        status = dict(
+            zip(repairs[1]["trace_id"].to_pylist(), repairs[1]["exec_status"].to_pylist())
+        )
         rows = repairs[0].to_pylist()
         parents |= {r["trace_id"]: r for r in rows}
         lines.append(
             f"- reflexion: {len(rows)} of {samples[0].num_rows} samples repaired; "
             f"{sum(r['answer_int'] is not None for r in rows)} repairs gave an answer, "
             f"{sum(status.get(r['trace_id']) == 'ok' for r in rows)} ran their code cleanly, "
-            f"{sum(answers[r['problem_id']] == r['answer_int'] for r in rows)} are right")
+            f"{sum(answers[r['problem_id']] == r['answer_int'] for r in rows)} are right"
+        )
     for label, part in critiques.items():
         if not part:
             continue
@@ -169,7 +194,8 @@ def lineage(samples, repairs, critiques: dict, answers: dict) -> list[str]:
         lines.append(
             f"- {label}: {len(rows)} critiques, {sum(bool(r['changed']) for r in rows)} changed the "
             f"answer ({', '.join(f'{k} {v}' for k, v in moved.items())}), "
-            f"{sum(r['answer_int'] is None for r in rows)} gave none")
+            f"{sum(r['answer_int'] is None for r in rows)} gave none"
+        )
     return lines
 
 
@@ -191,14 +217,19 @@ def analyse(workdir: Path, base: int) -> str:
         traces = both[0].filter(keep)
         alone = traces, both[1].filter(pc.is_in(both[1]["trace_id"], traces["trace_id"]))
     # (traces, whether a critique replaces its parent's vote: config vote.critique_replace)
-    conditions = {f"samples only ({base})": ([samples], False),
-                  "+ reflexion": ([samples, repairs], False),
-                  "+ critique": ([samples, alone], False),
-                  "+ critique, replacing": ([samples, alone], True),
-                  "+ both": ([samples, repairs, both], False),
-                  "+ both, replacing": ([samples, repairs, both], True)}
-    results = {name: score(workdir, parts, answers, settings, replaces)
-               for name, (parts, replaces) in conditions.items() if all(parts)}
+    conditions = {
+        f"samples only ({base})": ([samples], False),
+        "+ reflexion": ([samples, repairs], False),
+        "+ critique": ([samples, alone], False),
+        "+ critique, replacing": ([samples, alone], True),
+        "+ both": ([samples, repairs, both], False),
+        "+ both, replacing": ([samples, repairs, both], True),
+    }
+    results = {
+        name: score(workdir, parts, answers, settings, replaces)
+        for name, (parts, replaces) in conditions.items()
+        if all(parts)
+    }
     # more samples: the first m samples of every problem, as far as the shards go
     more, m = {}, 1
     while True:
@@ -217,10 +248,12 @@ def analyse(workdir: Path, base: int) -> str:
         # paired against the samples alone: with a few dozen problems a difference of one or
         # two is noise, and the problems that moved say more than the totals
         right = len(r["right"])
-        rows.append(f"| {label} | {right}/{n} ({right / n:.0%}) | +{len(r['right'] - reference)} "
-                    f"-{len(reference - r['right'])} | {r['logprob_right']}/{n} | "
-                    f"{r['some_right']}/{n} | "
-                    f"{r['completion_tokens'] / n:.0f} | {r['prompt_tokens'] / n:.0f} |")
+        rows.append(
+            f"| {label} | {right}/{n} ({right / n:.0%}) | +{len(r['right'] - reference)} "
+            f"-{len(reference - r['right'])} | {r['logprob_right']}/{n} | "
+            f"{r['some_right']}/{n} | "
+            f"{r['completion_tokens'] / n:.0f} | {r['prompt_tokens'] / n:.0f} |"
+        )
 
     for name, res in results.items():
         row(name, res)
@@ -238,27 +271,48 @@ def analyse(workdir: Path, base: int) -> str:
             label += f" (the tokens of {', '.join(reach[k])})"
         row(label, more[k])
     if None in reach:
-        rows.append(f"| more samples than there are reach the tokens of {', '.join(reach[None])} "
-                    "| | | | | | |")
-    header = ("| traces voted | right | vs samples only | right, logprob vote | some trace right "
-              "| completion tokens/problem | prompt tokens/problem |\n|---|---|---|---|---|---|---|")
-    notes = lineage(samples, repairs, {"critiques of samples": alone, "all critiques": both}, answers)
+        rows.append(
+            f"| more samples than there are reach the tokens of {', '.join(reach[None])} "
+            "| | | | | | |"
+        )
+    header = (
+        "| traces voted | right | vs samples only | right, logprob vote | some trace right "
+        "| completion tokens/problem | prompt tokens/problem |\n|---|---|---|---|---|---|---|"
+    )
+    notes = lineage(
+        samples, repairs, {"critiques of samples": alone, "all critiques": both}, answers
+    )
     return "\n".join([f"{workdir.name}: {n} problems", "", header, *rows, "", *notes])
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--problems", type=Path, default=SHARED / "gsm8k_dev.jsonl",
-                    help="CSV or JSONL with id, problem, answer")
+    ap.add_argument(
+        "--problems",
+        type=Path,
+        default=SHARED / "gsm8k_dev.jsonl",
+        help="CSV or JSONL with id, problem, answer",
+    )
     ap.add_argument("--limit", type=int, default=40, help="the first N problems; 0: all")
-    ap.add_argument("--base", type=int, default=4,
-                    help="samples per problem that get corrected (a multiple of the shard size)")
-    ap.add_argument("--samples", type=int, default=BENCH["samples"]["n"],
-                    help="samples per problem in all, for the more-samples rows")
+    ap.add_argument(
+        "--base",
+        type=int,
+        default=4,
+        help="samples per problem that get corrected (a multiple of the shard size)",
+    )
+    ap.add_argument(
+        "--samples",
+        type=int,
+        default=BENCH["samples"]["n"],
+        help="samples per problem in all, for the more-samples rows",
+    )
     ap.add_argument("--workdir", type=Path, help="default: runs/self_correction/<problems' name>")
-    ap.add_argument("--config", type=Path,
-                    help="the workflow config under the benchmark's (default: the run folder's, "
-                         "else config.yaml)")
+    ap.add_argument(
+        "--config",
+        type=Path,
+        help="the workflow config under the benchmark's (default: the run folder's, "
+        "else config.yaml)",
+    )
     ap.add_argument("--analyse-only", action="store_true", help="no workflow run: the table only")
     args = ap.parse_args()
     workdir = (args.workdir or ROOT / "runs" / "self_correction" / args.problems.stem).resolve()

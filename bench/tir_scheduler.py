@@ -13,6 +13,7 @@ how reproducible its traces are when batch composition follows sandbox timing.
 Prints one row per mode and writes the traces (with their per-round token counts, which
 bench/tir_simulate.py replays) to --out.
 """
+
 import argparse
 import json
 import sys
@@ -29,6 +30,7 @@ def lockstep(llm, requests, sandbox, sampling, max_rounds, max_model_len, stats)
 
     from aimo import scheduler, tir
     from aimo.prompts import OUTPUT_FENCE, output_block
+
     eng, tok = llm.llm_engine, llm.get_tokenizer()
     traces = []
     for req in requests:
@@ -44,7 +46,9 @@ def lockstep(llm, requests, sandbox, sampling, max_rounds, max_model_len, stats)
             if budget <= 0:
                 t.finish_reason = "length"
                 continue
-            params = scheduler.sampling_params(sampling, tir.derive_seed(t.request.seed, round_no), budget)
+            params = scheduler.sampling_params(
+                sampling, tir.derive_seed(t.request.seed, round_no), budget
+            )
             params.output_kind = RequestOutputKind.FINAL_ONLY
             rid = f"ls{round_no}:{t.request.trace_id}"
             eng.add_request(rid, t.prompt + t.text, params)
@@ -84,11 +88,15 @@ def lockstep(llm, requests, sandbox, sampling, max_rounds, max_model_len, stats)
         tick = time.monotonic()
         for t, _ in to_run:
             if t.request.trace_id not in sessions:
-                sessions[t.request.trace_id] = sandbox.session(seed=tir.sandbox_seed(t.request.seed))
+                sessions[t.request.trace_id] = sandbox.session(
+                    seed=tir.sandbox_seed(t.request.seed)
+                )
         results = sandbox.run_round([(sessions[t.request.trace_id], code) for t, code in to_run])
         stats["idle_s"] += time.monotonic() - tick
         for (t, code), res in zip(to_run, results):
-            t.blocks.append({"code": code, "output": res.output, "status": res.status, "wall_s": res.wall_s})
+            t.blocks.append(
+                {"code": code, "output": res.output, "status": res.status, "wall_s": res.wall_s}
+            )
             t.text += output_block(res.output)
         active = [t for t in active if t.finish_reason is None]
         round_no += 1
@@ -103,6 +111,7 @@ def raw(llm, requests, sampling, stats):
     from vllm.sampling_params import RequestOutputKind
 
     from aimo import scheduler
+
     eng, tok = llm.llm_engine, llm.get_tokenizer()
     started = time.monotonic()
     tokens = 0
@@ -125,23 +134,36 @@ def figures(name, rows, stats):
     tokens = sum(r["completion_tokens"] for r in rows) if rows else stats["completion_tokens"]
     wall = stats["wall_s"]
     conts = stats.get("continuations", 0)
-    return {"mode": name, "wall_s": round(wall, 1), "completion_tokens": tokens,
-            "tokens_per_s": round(tokens / wall, 2),
-            "running_per_step": round(stats["running_sum"] / max(stats["steps"], 1), 1),
-            "idle_share": round(stats.get("idle_s", 0) / wall, 3),
-            "continuations": conts,
-            "cached_per_continuation": round(stats.get("cached_tokens", 0) / max(conts, 1), 1),
-            "prompt_per_continuation": round(stats.get("continuation_prompt_tokens", 0) / max(conts, 1), 1),
-            "tokens_rebuilt": stats.get("tokens_rebuilt", 0), "in_flight_max": stats.get("in_flight_max", 0)}
+    return {
+        "mode": name,
+        "wall_s": round(wall, 1),
+        "completion_tokens": tokens,
+        "tokens_per_s": round(tokens / wall, 2),
+        "running_per_step": round(stats["running_sum"] / max(stats["steps"], 1), 1),
+        "idle_share": round(stats.get("idle_s", 0) / wall, 3),
+        "continuations": conts,
+        "cached_per_continuation": round(stats.get("cached_tokens", 0) / max(conts, 1), 1),
+        "prompt_per_continuation": round(
+            stats.get("continuation_prompt_tokens", 0) / max(conts, 1), 1
+        ),
+        "tokens_rebuilt": stats.get("tokens_rebuilt", 0),
+        "in_flight_max": stats.get("in_flight_max", 0),
+    }
 
 
 def accuracy(rows, answers):
     """Problems whose majority answer over the valid ones is right."""
     from collections import Counter
+
     right = 0
     for pid, answer in answers.items():
-        votes = Counter(r["answer_int"] for r in rows if r["problem_id"] == pid
-                        and r["answer_int"] is not None and 0 <= r["answer_int"] <= 99999)
+        votes = Counter(
+            r["answer_int"]
+            for r in rows
+            if r["problem_id"] == pid
+            and r["answer_int"] is not None
+            and 0 <= r["answer_int"] <= 99999
+        )
         if votes and answer is not None and min(votes, key=lambda a: (-votes[a], a)) == answer:
             right += 1
     return right
@@ -161,6 +183,7 @@ def main():
 
     import logging
     from collections import Counter
+
     logging.basicConfig(level=logging.WARNING)
     from aimo import engine, scheduler
     from aimo.generate import shard_requests
@@ -170,14 +193,17 @@ def main():
     from aimo.tables import write_table
 
     problems = read_problems(args.problems)
-    problems = problems[:args.limit] if args.limit else problems
+    problems = problems[: args.limit] if args.limit else problems
     answers = {p["problem_id"]: p.get("answer") for p in problems}
     requests = shard_requests(problems, 0, args.samples, 2026)
     sampling = {"temperature": 0.7, "top_p": 0.95, "max_tokens": args.max_tokens}
     max_len = 4096
     cpu = "avx512_bf16" if "avx512_bf16" in Path("/proc/cpuinfo").read_text() else "no avx512_bf16"
-    print(f"{len(problems)} problems x {args.samples} samples, {args.rounds} rounds, "
-          f"{args.max_tokens} tokens; CPU flags: {cpu}", flush=True)
+    print(
+        f"{len(problems)} problems x {args.samples} samples, {args.rounds} rounds, "
+        f"{args.max_tokens} tokens; CPU flags: {cpu}",
+        flush=True,
+    )
     llm = engine.load(args.model, dtype="auto", max_model_len=max_len, seed=0)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -202,21 +228,27 @@ def main():
             print(json.dumps(fig), flush=True)
     base = next((r for r in results if r["mode"] == "lockstep"), None)
     rawr = next((r for r in results if r["mode"] == "raw"), None)
-    print("\n| mode | wall s | completion tokens | tokens/s | x lock-step | of raw | running/step "
-          "| idle share | cached/continuation (of prompt) | right |")
+    print(
+        "\n| mode | wall s | completion tokens | tokens/s | x lock-step | of raw | running/step "
+        "| idle share | cached/continuation (of prompt) | right |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         ratio = f"{r['tokens_per_s'] / base['tokens_per_s']:.2f}" if base else "-"
         of_raw = f"{r['tokens_per_s'] / rawr['tokens_per_s']:.0%}" if rawr else "-"
-        print(f"| {r['mode']} | {r['wall_s']} | {r['completion_tokens']} | {r['tokens_per_s']} | "
-              f"{ratio} | {of_raw} | {r['running_per_step']} | {r['idle_share']:.1%} | "
-              f"{r['cached_per_continuation']} ({r['prompt_per_continuation']}) | {r.get('right', '-')} |")
+        print(
+            f"| {r['mode']} | {r['wall_s']} | {r['completion_tokens']} | {r['tokens_per_s']} | "
+            f"{ratio} | {of_raw} | {r['running_per_step']} | {r['idle_share']:.1%} | "
+            f"{r['cached_per_continuation']} ({r['prompt_per_continuation']}) | {r.get('right', '-')} |"
+        )
     if len(runs.get("scheduler", [])) == 2:
         a, b = runs["scheduler"]
         same = sum(x["text"] == y["text"] for x, y in zip(a, b))
         print(f"\nscheduler twice: {same}/{len(a)} traces identical token for token")
     if base and runs.get("scheduler"):
-        same = sum(x["text"] == y["text"] for x, y in zip(runs["lockstep"][0], runs["scheduler"][0]))
+        same = sum(
+            x["text"] == y["text"] for x, y in zip(runs["lockstep"][0], runs["scheduler"][0])
+        )
         print(f"lock-step vs scheduler: {same}/{len(requests)} traces identical")
 
 

@@ -18,6 +18,7 @@ The sandbox runs `--workers` blocks at once.
 
     .venv/bin/python bench/tir_simulate.py results/bench/tir_scheduler/1-scheduler.parquet
 """
+
 import argparse
 import heapq
 import random
@@ -39,7 +40,9 @@ def profiles(paths, scale: float):
     """Per trace: [(tokens, sandbox_s, output_tokens), ...], one tuple per engine round."""
     out = []
     for path in paths:
-        for r in pq.read_table(path, columns=["round_tokens", "code_blocks", "prompt_tokens"]).to_pylist():
+        for r in pq.read_table(
+            path, columns=["round_tokens", "code_blocks", "prompt_tokens"]
+        ).to_pylist():
             rounds = r["round_tokens"] or []
             blocks = r["code_blocks"] or []
             if not rounds:
@@ -47,8 +50,13 @@ def profiles(paths, scale: float):
             prof = []
             for i, tokens in enumerate(rounds):
                 block = blocks[i] if i < len(blocks) else None
-                prof.append((max(1, int(tokens * scale)), block["wall_s"] if block else None,
-                             int(len(block["output"] or "") / CHARS_PER_TOKEN) if block else 0))
+                prof.append(
+                    (
+                        max(1, int(tokens * scale)),
+                        block["wall_s"] if block else None,
+                        int(len(block["output"] or "") / CHARS_PER_TOKEN) if block else 0,
+                    )
+                )
             out.append((r["prompt_tokens"], prof))
     return out
 
@@ -81,11 +89,15 @@ def decode_until(running, t, peak, half, stop_at=None):
 
 
 def context(s):
-    return s["prompt"] + sum(tok + out for tok, _, out in s["prof"][:s["round"] + 1])
+    return s["prompt"] + sum(tok + out for tok, _, out in s["prof"][: s["round"] + 1])
 
 
 def admit(queue, running, kv_tokens):
-    while queue and sum(context(s) for s in running) + context(queue[0]) <= kv_tokens or (queue and not running):
+    while (
+        queue
+        and sum(context(s) for s in running) + context(queue[0]) <= kv_tokens
+        or (queue and not running)
+    ):
         running.append(queue.pop(0))
 
 
@@ -136,8 +148,12 @@ def lockstep(traces, peak, half, kv_tokens, workers):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("shards", nargs="*", help="trace shards with round_tokens (default: the "
-                    "scheduler benchmark's and results/generate)")
+    ap.add_argument(
+        "shards",
+        nargs="*",
+        help="trace shards with round_tokens (default: the "
+        "scheduler benchmark's and results/generate)",
+    )
     ap.add_argument("--n", default="8,64,1024", help="traces per problem")
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every round's tokens")
     ap.add_argument("--peak", type=float, default=3000.0)
@@ -147,15 +163,18 @@ def main():
     ap.add_argument("--problems", type=int, default=5, help="problems simulated per N (mean)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    paths = args.shards or sorted(ROOT.glob("results/bench/tir_scheduler/*-scheduler.parquet")) \
-        + sorted(ROOT.glob("results/generate/shard-*.parquet"))
+    paths = args.shards or sorted(
+        ROOT.glob("results/bench/tir_scheduler/*-scheduler.parquet")
+    ) + sorted(ROOT.glob("results/generate/shard-*.parquet"))
     pool = profiles(paths, args.scale)
     if not pool:
         sys.exit(f"no traces with round_tokens in {[str(p) for p in paths]}")
     rounds = sum(len(p) for _, p in pool) / len(pool)
-    print(f"{len(pool)} real traces from {len(paths)} shard(s), {rounds:.2f} rounds each, "
-          f"tokens x{args.scale}; GPU curve peak {args.peak:.0f} tokens/s, half {args.half:.0f}, "
-          f"KV {args.kv_tokens} tokens; {args.workers} sandbox workers")
+    print(
+        f"{len(pool)} real traces from {len(paths)} shard(s), {rounds:.2f} rounds each, "
+        f"tokens x{args.scale}; GPU curve peak {args.peak:.0f} tokens/s, half {args.half:.0f}, "
+        f"KV {args.kv_tokens} tokens; {args.workers} sandbox workers"
+    )
     print("\n| traces per problem | lock-step s/problem | continuous s/problem | speed-up |")
     print("|---|---|---|---|")
     rng = random.Random(args.seed)

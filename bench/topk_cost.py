@@ -6,6 +6,7 @@ alternating top_logprobs 0 and k, and prints tokens/s of each run and the ratio.
 
     .venv/bin/python bench/topk_cost.py                 # GSM8K, 8 problems x 4 samples, k=5
 """
+
 import argparse
 import sys
 from pathlib import Path
@@ -26,6 +27,7 @@ def main():
     args = ap.parse_args()
 
     import logging
+
     logging.basicConfig(level=logging.WARNING)
     from aimo import config as aimo_config
     from aimo import scheduler
@@ -36,12 +38,16 @@ def main():
     from bench.vote_bench import cpu_flags
 
     cfg = aimo_config.load(args.config)
-    problems = load(args.problems)[:args.limit]
+    problems = load(args.problems)[: args.limit]
     requests = shard_requests(problems, 0, args.samples, cfg["samples"]["seed"])
-    params = {k: cfg[k] for k in ("model", "engine", "sampling", "tir", "scheduler", "sandbox",
-                                  "samples")}
-    print(f"{len(requests)} traces, {args.max_tokens} tokens each at most, decoding only; model "
-          f"{cfg['model']['name']}; CPU flags: {cpu_flags()}", flush=True)
+    params = {
+        k: cfg[k] for k in ("model", "engine", "sampling", "tir", "scheduler", "sandbox", "samples")
+    }
+    print(
+        f"{len(requests)} traces, {args.max_tokens} tokens each at most, decoding only; model "
+        f"{cfg['model']['name']}; CPU flags: {cpu_flags()}",
+        flush=True,
+    )
     runs = {0: [], args.k: []}
     texts = {}
     with Solver(model_dir(cfg), params) as solver:
@@ -49,18 +55,30 @@ def main():
             for k in (0, args.k):
                 sampling = dict(cfg["sampling"], top_logprobs=k, max_tokens=args.max_tokens)
                 stats = {}
-                rows = scheduler.run(solver.llm, requests, solver.sandbox, sampling, 0,
-                                     cfg["engine"]["max_model_len"], stats)
+                rows = scheduler.run(
+                    solver.llm,
+                    requests,
+                    solver.sandbox,
+                    sampling,
+                    0,
+                    cfg["engine"]["max_model_len"],
+                    stats,
+                )
                 tokens = sum(r["completion_tokens"] for r in rows)
                 runs[k].append(tokens / stats["wall_s"])
                 texts.setdefault(k, [r["text"] for r in rows])
-                print(f"top_logprobs={k}: {tokens} tokens in {stats['wall_s']:.1f} s, "
-                      f"{runs[k][-1]:.1f} tokens/s", flush=True)
+                print(
+                    f"top_logprobs={k}: {tokens} tokens in {stats['wall_s']:.1f} s, "
+                    f"{runs[k][-1]:.1f} tokens/s",
+                    flush=True,
+                )
     same = sum(a == b for a, b in zip(texts[0], texts[args.k]))
     base, topk = max(runs[0]), max(runs[args.k])
-    print(f"\nbest of {args.repeats}: {base:.1f} tokens/s without, {topk:.1f} with top-{args.k} "
-          f"log-probabilities: {topk / base:.2f}x ({100 * (1 - topk / base):.0f}% slower); "
-          f"{same}/{len(texts[0])} traces identical")
+    print(
+        f"\nbest of {args.repeats}: {base:.1f} tokens/s without, {topk:.1f} with top-{args.k} "
+        f"log-probabilities: {topk / base:.2f}x ({100 * (1 - topk / base):.0f}% slower); "
+        f"{same}/{len(texts[0])} traces identical"
+    )
 
 
 if __name__ == "__main__":

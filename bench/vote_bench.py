@@ -11,6 +11,7 @@ prints the table.
     .venv/bin/python bench/vote_bench.py                 # GSM8K dev, first 100 problems, N=8
     .venv/bin/python bench/vote_bench.py --analyse-only  # the table from the chunks there
 """
+
 import argparse
 import json
 import sys
@@ -34,28 +35,43 @@ def generate(args, cfg, problems, out: Path):
     from aimo.solver import Solver
     from aimo.tables import write_table
 
-    params = {k: cfg[k] for k in ("model", "engine", "sampling", "tir", "scheduler", "sandbox",
-                                  "samples")}
-    chunks = [problems[i:i + args.chunk] for i in range(0, len(problems), args.chunk)]
-    todo = [(i, c) for i, c in enumerate(chunks) if not (out / "traces" / f"{i:03d}.parquet").is_file()]
+    params = {
+        k: cfg[k] for k in ("model", "engine", "sampling", "tir", "scheduler", "sandbox", "samples")
+    }
+    chunks = [problems[i : i + args.chunk] for i in range(0, len(problems), args.chunk)]
+    todo = [
+        (i, c) for i, c in enumerate(chunks) if not (out / "traces" / f"{i:03d}.parquet").is_file()
+    ]
     print(f"{len(chunks) - len(todo)} of {len(chunks)} chunks cached in {out}", flush=True)
     if not todo:
         return
     with Solver(model_dir(cfg), params) as solver:
         for i, chunk in todo:
             before = dict(solver.stats)
-            rows = solver.run(shard_requests(chunk, 0, args.samples, cfg["samples"]["seed"]),
-                              early_stop=None)
+            rows = solver.run(
+                shard_requests(chunk, 0, args.samples, cfg["samples"]["seed"]), early_stop=None
+            )
             wall = solver.stats["loop_s"] - before["loop_s"]
             tokens = sum(r["completion_tokens"] for r in rows)
             meta = {**solver.metadata(), "chunk": i, "chunk_wall_s": wall, "cpu": cpu_flags()}
-            write_table(executions_from_blocks(rows), out / "executions" / f"{i:03d}.parquet",
-                        EXECUTIONS)
+            write_table(
+                executions_from_blocks(rows), out / "executions" / f"{i:03d}.parquet", EXECUTIONS
+            )
             write_table(rows, out / "traces" / f"{i:03d}.parquet", TRACES, metadata=meta)
-            print(json.dumps({"chunk": i, "problems": len(chunk), "traces": len(rows),
-                              "completion_tokens": tokens, "wall_s": round(wall, 1),
-                              "tokens_per_s": round(tokens / max(wall, 1e-9), 1),
-                              "time": time.strftime("%H:%M:%S")}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "chunk": i,
+                        "problems": len(chunk),
+                        "traces": len(rows),
+                        "completion_tokens": tokens,
+                        "wall_s": round(wall, 1),
+                        "tokens_per_s": round(tokens / max(wall, 1e-9), 1),
+                        "time": time.strftime("%H:%M:%S"),
+                    }
+                ),
+                flush=True,
+            )
 
 
 def analyse(args, problems, out: Path):
@@ -68,12 +84,22 @@ def analyse(args, problems, out: Path):
     executions = [out / "executions" / t.name for t in traces]
     if not traces:
         sys.exit(f"{out}: no chunk generated yet")
-    done = [p for t in traces for p in problems[int(t.stem) * args.chunk:
-                                                   (int(t.stem) + 1) * args.chunk]]
+    done = [
+        p
+        for t in traces
+        for p in problems[int(t.stem) * args.chunk : (int(t.stem) + 1) * args.chunk]
+    ]
     write_table(done, out / "eval" / "problems.parquet", PROBLEMS)
     print(f"{len(traces)} chunks: {len(done)} problems", flush=True)
-    result = evaluate(out / "eval" / "problems.parquet", traces, executions, out / "eval",
-                      ks=[1, 2, 4, 8], n_subsets=args.subsets, seed=0)
+    result = evaluate(
+        out / "eval" / "problems.parquet",
+        traces,
+        executions,
+        out / "eval",
+        ks=[1, 2, 4, 8],
+        n_subsets=args.subsets,
+        seed=0,
+    )
     print(result["report"])
 
 
@@ -90,6 +116,7 @@ def main():
     args = ap.parse_args()
 
     import logging
+
     logging.basicConfig(level=logging.WARNING)
     from aimo import config as aimo_config
     from aimo.problems import load
@@ -98,12 +125,14 @@ def main():
 
     cfg = aimo_config.load(args.config)
     out = Path(args.out) / f"{Path(args.problems).stem}-{args.limit}x{args.samples}"
-    problems = load(args.problems)[:args.limit]
+    problems = load(args.problems)[: args.limit]
     write_table(problems, out / "problems.parquet", PROBLEMS)
-    print(f"{len(problems)} problems x {args.samples} samples; model {cfg['model']['name']}, "
-          f"{cfg['sampling']['max_tokens']} tokens, {cfg['tir']['max_rounds']} rounds, top "
-          f"{cfg['sampling']['top_logprobs']} log-probabilities; CPU flags: {cpu_flags()}",
-          flush=True)
+    print(
+        f"{len(problems)} problems x {args.samples} samples; model {cfg['model']['name']}, "
+        f"{cfg['sampling']['max_tokens']} tokens, {cfg['tir']['max_rounds']} rounds, top "
+        f"{cfg['sampling']['top_logprobs']} log-probabilities; CPU flags: {cpu_flags()}",
+        flush=True,
+    )
     if not args.analyse_only:
         generate(args, cfg, problems, out)
     analyse(args, problems, out)

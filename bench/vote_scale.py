@@ -13,6 +13,7 @@ with the TRACES / EXECUTIONS types) into a temporary folder or --out, then in th
 
 Target: the vote in under 2 s and faster than pandas. Figures are in docs/answers_and_votes.md.
 """
+
 import argparse
 import os
 import shutil
@@ -33,8 +34,15 @@ from aimo.schemas import EXECUTIONS, PROBLEMS, TRACES  # noqa: E402
 from aimo.tables import write_table  # noqa: E402
 from aimo.vote import DEFAULT_WEIGHTS, vote_table  # noqa: E402
 
-TRACE_COLS = ["trace_id", "problem_id", "sample", "source", "answer_int", "mean_logprob",
-              "completion_tokens"]
+TRACE_COLS = [
+    "trace_id",
+    "problem_id",
+    "sample",
+    "source",
+    "answer_int",
+    "mean_logprob",
+    "completion_tokens",
+]
 EXEC_COLS = ["trace_id", "problem_id", "exec_status", "agrees"]
 
 
@@ -55,9 +63,17 @@ def make_data(out: Path, n_problems: int, n_samples: int, n_shards: int, seed: i
     p_correct = rng.uniform(0.02, 0.5, n_problems)
     pool = rng.integers(0, 100000, (n_problems, 40))
     pids = pa.array([f"p{i:05d}" for i in range(n_problems)])
-    write_table(pa.table({"problem_id": pids, "problem": pa.array(["synthetic"] * n_problems),
-                          "answer": pa.array(correct, pa.int64())}),
-                out / "problems.parquet", PROBLEMS)
+    write_table(
+        pa.table(
+            {
+                "problem_id": pids,
+                "problem": pa.array(["synthetic"] * n_problems),
+                "answer": pa.array(correct, pa.int64()),
+            }
+        ),
+        out / "problems.parquet",
+        PROBLEMS,
+    )
     tschema, eschema = subschema(TRACES, TRACE_COLS), subschema(EXECUTIONS, EXEC_COLS)
     traces, execs = [], []
     bounds = np.linspace(0, n_problems, n_shards + 1).astype(int)
@@ -71,19 +87,29 @@ def make_data(out: Path, n_problems: int, n_samples: int, n_shards: int, seed: i
         answer = np.where(rng.random(n) < p_correct[p], correct[p], wrong)
         pid = pc.take(pids, pa.array(p))
         tid = pc.binary_join_element_wise(pid, pc.cast(pa.array(j), pa.string()), ":")
-        t = pa.table({
-            "trace_id": tid, "problem_id": pid, "sample": pa.array(j, pa.int32()),
-            "source": pa.array(np.full(n, "generate")),
-            "answer_int": pa.array(answer, pa.int64(), mask=rng.random(n) < 0.05),
-            "mean_logprob": pa.array(rng.normal(-0.3, 0.1, n)),
-            "completion_tokens": pa.array(rng.integers(500, 8000, n), pa.int32()),
-        }, schema=tschema)
-        e = pa.table({
-            "trace_id": tid, "problem_id": pid,
-            "exec_status": pa.array(rng.choice(np.array(["ok", "error", "no_code"]), n,
-                                               p=[0.6, 0.2, 0.2])),
-            "agrees": pa.array(rng.random(n) < 0.5),
-        }, schema=eschema)
+        t = pa.table(
+            {
+                "trace_id": tid,
+                "problem_id": pid,
+                "sample": pa.array(j, pa.int32()),
+                "source": pa.array(np.full(n, "generate")),
+                "answer_int": pa.array(answer, pa.int64(), mask=rng.random(n) < 0.05),
+                "mean_logprob": pa.array(rng.normal(-0.3, 0.1, n)),
+                "completion_tokens": pa.array(rng.integers(500, 8000, n), pa.int32()),
+            },
+            schema=tschema,
+        )
+        e = pa.table(
+            {
+                "trace_id": tid,
+                "problem_id": pid,
+                "exec_status": pa.array(
+                    rng.choice(np.array(["ok", "error", "no_code"]), n, p=[0.6, 0.2, 0.2])
+                ),
+                "agrees": pa.array(rng.random(n) < 0.5),
+            },
+            schema=eschema,
+        )
         traces.append(out / f"traces_{s:03d}.parquet")
         execs.append(out / f"executions_{s:03d}.parquet")
         pq.write_table(t, traces[-1])
@@ -94,21 +120,31 @@ def make_data(out: Path, n_problems: int, n_samples: int, n_shards: int, seed: i
 def pandas_weighted(problems_path, traces, execs, weights=DEFAULT_WEIGHTS, critique_weight=1.0):
     """The weighted vote as a pandas group-by: the same rules and tie-break as rank.sql."""
     import pandas as pd
-    t = pd.concat([pd.read_parquet(p, columns=["trace_id", "problem_id", "source",
-                                                "answer_int"]) for p in traces])
+
+    t = pd.concat(
+        [
+            pd.read_parquet(p, columns=["trace_id", "problem_id", "source", "answer_int"])
+            for p in traces
+        ]
+    )
     e = pd.concat([pd.read_parquet(p, columns=["trace_id", "exec_status"]) for p in execs])
     clean = e.loc[e["exec_status"] == "ok", "trace_id"]
     t = t[t["answer_int"].notna()]
     valid = t["answer_int"].between(0, 99999)
     is_clean = t["trace_id"].isin(clean)  # a hash-table lookup in pandas' C code
-    w = np.where(valid, np.where(is_clean, weights["clean_code"], weights["other"]),
-                 weights["invalid"])
+    w = np.where(
+        valid, np.where(is_clean, weights["clean_code"], weights["other"]), weights["invalid"]
+    )
     t = t.assign(w=w * np.where(t["source"] == "critique", critique_weight, 1.0))
     t = t[t["w"] > 0]
-    g = t.groupby(["problem_id", "answer_int"], sort=False).agg(
-        score=("w", "sum"), votes=("w", "size")).reset_index()
-    g = g.sort_values(["problem_id", "score", "votes", "answer_int"],
-                      ascending=[True, False, False, True])
+    g = (
+        t.groupby(["problem_id", "answer_int"], sort=False)
+        .agg(score=("w", "sum"), votes=("w", "size"))
+        .reset_index()
+    )
+    g = g.sort_values(
+        ["problem_id", "score", "votes", "answer_int"], ascending=[True, False, False, True]
+    )
     top = g.drop_duplicates("problem_id")
     problems = pd.read_parquet(problems_path, columns=["problem_id"])
     return problems.merge(top, on="problem_id", how="left").set_index("problem_id")
@@ -132,14 +168,19 @@ def timed(fn, repeat):
 
 
 def fmt(times, cpus):
-    return (f"wall min {min(times):.2f} s, median {statistics.median(times):.2f} s; "
-            f"CPU min {min(cpus):.2f} s ({len(times)} runs)")
+    return (
+        f"wall min {min(times):.2f} s, median {statistics.median(times):.2f} s; "
+        f"CPU min {min(cpus):.2f} s ({len(times)} runs)"
+    )
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, help="folder for the shards (default: a temporary one, "
-                    "removed at the end)")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        help="folder for the shards (default: a temporary one, removed at the end)",
+    )
     ap.add_argument("--problems", type=int, default=1000)
     ap.add_argument("--samples", type=int, default=10000, help="samples per problem")
     ap.add_argument("--shards", type=int, default=10)
@@ -165,40 +206,55 @@ def main(argv=None):
         else:
             problems, traces, execs = make_data(out, args.problems, args.samples, args.shards)
         n_rows = sum(pq.read_metadata(p).num_rows for p in traces)
-        print(f"data: {args.problems} problems x {args.samples} samples = {n_rows:,} candidate "
-              f"rows in {len(traces)} trace + {len(execs)} execution shards "
-              f"({sum(os.path.getsize(p) for p in traces + execs) / 2**20:.0f} MiB), "
-              f"ready in {time.perf_counter() - t0:.1f} s")
+        print(
+            f"data: {args.problems} problems x {args.samples} samples = {n_rows:,} candidate "
+            f"rows in {len(traces)} trace + {len(execs)} execution shards "
+            f"({sum(os.path.getsize(p) for p in traces + execs) / 2**20:.0f} MiB), "
+            f"ready in {time.perf_counter() - t0:.1f} s"
+        )
         print(f"machine: {os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f}")
 
-        duck, times, cpus = timed(lambda: vote_table(problems, traces, execs, ["weighted"]),
-                                  args.repeat)
+        duck, times, cpus = timed(
+            lambda: vote_table(problems, traces, execs, ["weighted"]), args.repeat
+        )
         print(f"duckdb weighted vote (checks + query): {fmt(times, cpus)}")
         duck_t = min(times)
 
         if not args.skip_pandas:
-            pand, ptimes, pcpus = timed(lambda: pandas_weighted(problems, traces, execs),
-                                        args.pandas_repeat)
+            pand, ptimes, pcpus = timed(
+                lambda: pandas_weighted(problems, traces, execs), args.pandas_repeat
+            )
             print(f"pandas weighted vote (read + merge + group-by): {fmt(ptimes, pcpus)}")
             d = duck.to_pandas().set_index("problem_id")
             same = (d["answer"].astype("Int64") == pand["answer_int"].astype("Int64")).all()
             assert same, "duckdb and pandas disagree on an answer"
             assert np.allclose(d["score"], pand["score"]) and (d["votes"] == pand["votes"]).all()
-            print(f"same answers, scores and votes for all {len(d)} problems; duckdb is "
-                  f"{min(ptimes) / duck_t:.1f}x faster")
+            print(
+                f"same answers, scores and votes for all {len(d)} problems; duckdb is "
+                f"{min(ptimes) / duck_t:.1f}x faster"
+            )
 
         if not args.skip_eval:
             from aimo.evaluate import evaluate
+
             t0, c0 = time.perf_counter(), cpu_s()
-            res = evaluate(problems, traces, execs, out / "evaluate", ks=[1, 10, 100, 1000],
-                           n_subsets=args.n_subsets)
+            res = evaluate(
+                problems,
+                traces,
+                execs,
+                out / "evaluate",
+                ks=[1, 10, 100, 1000],
+                n_subsets=args.n_subsets,
+            )
             dt, dc = time.perf_counter() - t0, cpu_s() - c0
             m = res["metrics"].to_pandas()
             full = m[m.curve == "full"].set_index("strategy")["accuracy"].round(3).to_dict()
-            print(f"evaluation ({args.n_subsets} subsets per k, "
-                  f"{m[m.curve == 'subset'].k.nunique()} k values, 4 strategies): wall {dt:.1f} s, "
-                  f"CPU {dc:.1f} s; "
-                  f"full-N accuracy {full}")
+            print(
+                f"evaluation ({args.n_subsets} subsets per k, "
+                f"{m[m.curve == 'subset'].k.nunique()} k values, 4 strategies): wall {dt:.1f} s, "
+                f"CPU {dc:.1f} s; "
+                f"full-N accuracy {full}"
+            )
         print(f"load average at the end {os.getloadavg()[0]:.2f}")
     finally:
         if tmp:

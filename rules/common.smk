@@ -4,6 +4,7 @@ import os
 
 from aimo.model import slug
 
+
 # The jobs import the aimo package from this repository. In the project's venv it is installed
 # as well, but under --sdm conda a job runs in an env of envs/ that holds only the dependencies,
 # so the repository goes first on the PYTHONPATH that the jobs inherit (a cluster job parses
@@ -17,6 +18,7 @@ def repository_on_pythonpath():
 
 
 repository_on_pythonpath()
+
 
 wildcard_constraints:
     shard=r"\d+",
@@ -39,9 +41,7 @@ def generate_params():
     purpose: raising N adds shards without invalidating the existing ones."""
     samples = {k: v for k, v in config["samples"].items() if k != "n"}
     keys = ("model", "engine", "sampling", "tir", "scheduler", "sandbox")
-    return {k: config[k] for k in keys} | {
-        "samples": samples
-    }
+    return {k: config[k] for k in keys} | {"samples": samples}
 
 
 def model_dir():

@@ -6,19 +6,19 @@ rule critique:
         model=model_dir(),
     output:
         shard="results/critique/shard-{shard}.parquet",
-    params:
-        generate=generate_params(),
-        critique=config["critique"],
     log:
         "logs/critique/shard-{shard}.log",
     benchmark:
         "benchmarks/critique/shard-{shard}.tsv"
+    conda:
+        "../envs/engine.yaml"
     threads: 2
     resources:
         mem_mb=engine_mem_mb,
         runtime=engine_runtime("critique"),
         gpu=1,
-    conda:
-        "../envs/engine.yaml"
+    params:
+        generate=generate_params(),
+        critique=config["critique"],
     script:
         "../scripts/critique.py"

@@ -10,17 +10,17 @@ rule evaluate:
         maj_at_k=report("results/evaluate/maj_at_k.png", category="Evaluation"),
         tokens=report("results/evaluate/accuracy_vs_tokens.png", category="Evaluation"),
         selection=report("results/evaluate/selection.png", category="Evaluation"),
-    params:
-        evaluate=config["evaluate"],
-        vote=config["vote"],
     log:
         "logs/evaluate.log",
     benchmark:
         "benchmarks/evaluate.tsv"
+    conda:
+        "../envs/base.yaml"
     resources:
         mem_mb=table_mem_mb,
         runtime=table_runtime,
-    conda:
-        "../envs/base.yaml"
+    params:
+        evaluate=config["evaluate"],
+        vote=config["vote"],
     script:
         "../scripts/evaluate.py"

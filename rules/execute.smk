@@ -4,17 +4,17 @@ rule execute:
         shard=shard("{stage}"),
     output:
         shard=shard("{stage}", executions=True),
-    params:
-        sandbox=config["sandbox"],
     log:
         "logs/execute/{stage}/shard-{shard}.log",
     benchmark:
         "benchmarks/execute/{stage}/shard-{shard}.tsv"
+    conda:
+        "../envs/base.yaml"
     threads: 2
     resources:
         mem_mb=sandbox_mem_mb,
         runtime=execute_runtime,
-    conda:
-        "../envs/base.yaml"
+    params:
+        sandbox=config["sandbox"],
     script:
         "../scripts/execute.py"

@@ -4,18 +4,18 @@ rule generate:
         model=model_dir(),
     output:
         shard=shard("generate"),
-    params:
-        generate=generate_params(),
     log:
         "logs/generate/shard-{shard}.log",
     benchmark:
         "benchmarks/generate/shard-{shard}.tsv"
+    conda:
+        "../envs/engine.yaml"
     threads: 2
     resources:
         mem_mb=engine_mem_mb,
         runtime=engine_runtime("generate"),
         gpu=1,
-    conda:
-        "../envs/engine.yaml"
+    params:
+        generate=generate_params(),
     script:
         "../scripts/generate.py"

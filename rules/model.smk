@@ -3,16 +3,16 @@
 rule model:
     output:
         model=directory(MODEL_DIR),
-    params:
-        model=config["model"],
     log:
         "logs/model.log",
     benchmark:
         "benchmarks/model.tsv"
+    conda:
+        "../envs/model.yaml"
     resources:
         mem_mb=engine_mem_mb,
         runtime=model_runtime,
-    conda:
-        "../envs/model.yaml"
+    params:
+        model=config["model"],
     script:
         "../scripts/model.py"

@@ -5,10 +5,10 @@ rule problems:
         problems="results/problems.parquet",
     log:
         "logs/problems.log",
+    conda:
+        "../envs/base.yaml"
     resources:
         mem_mb=table_mem_mb,
         runtime=table_runtime,
-    conda:
-        "../envs/base.yaml"
     script:
         "../scripts/problems.py"

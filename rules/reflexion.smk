@@ -6,19 +6,19 @@ rule reflexion:
         model=model_dir(),
     output:
         shard="results/reflexion/shard-{shard}.parquet",
-    params:
-        generate=generate_params(),
-        reflexion=config["reflexion"],
     log:
         "logs/reflexion/shard-{shard}.log",
     benchmark:
         "benchmarks/reflexion/shard-{shard}.tsv"
+    conda:
+        "../envs/engine.yaml"
     threads: 2
     resources:
         mem_mb=engine_mem_mb,
         runtime=engine_runtime("reflexion"),
         gpu=1,
-    conda:
-        "../envs/engine.yaml"
+    params:
+        generate=generate_params(),
+        reflexion=config["reflexion"],
     script:
         "../scripts/reflexion.py"

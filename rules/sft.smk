@@ -9,17 +9,17 @@ rule sft_data:
         data=config["sft"]["data"],
     output:
         data="results/sft/data.parquet",
-    params:
-        sft_data={k: config["sft"][k] for k in ("val_fraction", "seed", "integer_answers")},
     log:
         "logs/sft/data.log",
     benchmark:
         "benchmarks/sft/data.tsv"
+    conda:
+        "../envs/sft.yaml"
     resources:
         mem_mb=table_mem_mb,
         runtime=table_runtime,
-    conda:
-        "../envs/sft.yaml"
+    params:
+        sft_data={k: config["sft"][k] for k in ("val_fraction", "seed", "integer_answers")},
     script:
         "../scripts/sft_data.py"
 
@@ -33,15 +33,12 @@ rule sft:
         merged=directory("results/sft/merged"),
         train_log="results/sft/train_log.csv",
         loss_plot=report("results/sft/loss.png", category="Fine-tuning"),
-    params:
-        # The data reach the rule as its input file; `enabled` only switches the stage on.
-        sft={k: v for k, v in config["sft"].items() if k not in ("enabled", "data")},
-        dtype=config["model"]["dtype"],
-        checkpoints="results/sft/checkpoints",
     log:
         "logs/sft/train.log",
     benchmark:
         "benchmarks/sft/train.tsv"
+    conda:
+        "../envs/sft.yaml"
     # Locally Snakemake lowers this to --cores; on a cluster it is --cpus-per-task.
     threads: 8
     resources:
@@ -49,7 +46,10 @@ rule sft:
         mem_mb=lambda wildcards, attempt: 2 * engine_mem_mb(wildcards, attempt),
         runtime=sft_runtime,
         gpu=1,
-    conda:
-        "../envs/sft.yaml"
+    params:
+        # The data reach the rule as its input file; `enabled` only switches the stage on.
+        sft={k: v for k, v in config["sft"].items() if k not in ("enabled", "data")},
+        dtype=config["model"]["dtype"],
+        checkpoints="results/sft/checkpoints",
     script:
         "../scripts/sft.py"

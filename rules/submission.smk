@@ -4,14 +4,14 @@ rule submission:
         votes=rules.vote.output.votes,
     output:
         submission="results/submission.csv",
-    params:
-        fallback=config["submission"]["fallback"],
     log:
         "logs/submission.log",
+    conda:
+        "../envs/base.yaml"
     resources:
         mem_mb=table_mem_mb,
         runtime=table_runtime,
-    conda:
-        "../envs/base.yaml"
+    params:
+        fallback=config["submission"]["fallback"],
     script:
         "../scripts/submission.py"

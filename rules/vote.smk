@@ -5,14 +5,14 @@ rule vote:
         executions=execution_files(),
     output:
         votes="results/vote/votes.parquet",
-    params:
-        vote=config["vote"],
     log:
         "logs/vote.log",
+    conda:
+        "../envs/base.yaml"
     resources:
         mem_mb=table_mem_mb,
         runtime=table_runtime,
-    conda:
-        "../envs/base.yaml"
+    params:
+        vote=config["vote"],
     script:
         "../scripts/vote.py"

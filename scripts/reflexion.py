@@ -5,5 +5,12 @@ if __name__ == "__main__":
 
     logs.setup(snakemake.log[0])
     params = dict(snakemake.params.generate, reflexion=snakemake.params.reflexion)
-    reflexion_shard(snakemake.input.problems, snakemake.input.traces, snakemake.input.executions,
-                    snakemake.input.model, snakemake.output.shard, params, snakemake.threads)
+    reflexion_shard(
+        snakemake.input.problems,
+        snakemake.input.traces,
+        snakemake.input.executions,
+        snakemake.input.model,
+        snakemake.output.shard,
+        params,
+        snakemake.threads,
+    )

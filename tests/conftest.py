@@ -8,7 +8,17 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-WORKFLOW = ["Snakefile", "rules", "scripts", "schemas", "config.yaml", "config", "data", "profiles", "envs"]
+WORKFLOW = [
+    "Snakefile",
+    "rules",
+    "scripts",
+    "schemas",
+    "config.yaml",
+    "config",
+    "data",
+    "profiles",
+    "envs",
+]
 
 
 def copy_workflow(dest: Path) -> Path:
@@ -22,8 +32,14 @@ def copy_workflow(dest: Path) -> Path:
 
 def snakemake(workdir, *args, check=True, timeout=1800):
     """Run snakemake in `workdir`; return the completed process (stdout and stderr merged)."""
-    proc = subprocess.run([*SNAKEMAKE, *args], cwd=workdir, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [*SNAKEMAKE, *args],
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=timeout,
+    )
     if check and proc.returncode:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-6000:]}")
     return proc

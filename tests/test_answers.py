@@ -1,12 +1,12 @@
 """Answer extraction and integer conversion (aimo.answers), with the shared public cases."""
+
 import json
 import re
 from pathlib import Path
 
 import pytest
 
-from aimo.answers import (answer_int64, extract_answer, in_range, printed_integer,
-                          to_integer)
+from aimo.answers import answer_int64, extract_answer, in_range, printed_integer, to_integer
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CASES = SHARED / "answer_cases.json"
@@ -15,35 +15,39 @@ CASES = SHARED / "answer_cases.json"
 # ---------------------------------------------------------------------------------------------
 # extraction, one form at a time
 
-@pytest.mark.parametrize("text, answer, value", [
-    (r"so the answer is $\boxed{42}$.", "42", 42),
-    (r"\boxed{5} first, then \boxed{7}", "7", 7),  # the last box wins
-    (r"\fbox{13}", "13", 13),
-    (r"\boxed 5", "5", 5),  # no braces
-    (r"hence \boxed5.", "5", 5),
-    (r"\boxed{\frac{84}{2}}", r"\frac{84}{2}", 42),
-    (r"\boxed{\dfrac{84}{2}}", r"\dfrac{84}{2}", 42),
-    (r"\boxed{\frac{1}{3}}", r"\frac{1}{3}", None),
-    (r"\boxed{\text{42}}", r"\text{42}", 42),
-    (r"\boxed{\textbf{7}}", r"\textbf{7}", 7),
-    (r"\boxed{1{,}000}", "1{,}000", 1000),
-    (r"\boxed{1\,000}", r"1\,000", 1000),
-    (r"\boxed{12,\!345}", r"12,\!345", 12345),
-    (r"\boxed{1,000}", "1,000", 1000),
-    (r"\boxed{42.0}", "42.0", 42),
-    (r"\boxed{007}", "007", 7),
-    (r"\boxed{90^\circ}", r"90^\circ", 90),
-    (r"\boxed{90^{\circ}}", r"90^{\circ}", 90),
-    (r"\boxed{50\%}", r"50\%", 50),
-    (r"\boxed{15 \text{ cm}^2}", r"15 \text{ cm}^2", 15),
-    (r"\boxed{x = 7}", "x = 7", 7),
-    (r"\boxed{2^{10}}", "2^{10}", 1024),
-    (r"\boxed{-\frac{84}{2}}", r"-\frac{84}{2}", -42),
-    (r"\boxed{\left( 1, 2 \right)}", r"\left( 1, 2 \right)", None),
-    (r"\boxed{3\sqrt{2}}", r"3\sqrt{2}", None),
-    (r"\boxed{{\{1, 2\}}}", r"{\{1, 2\}}", None),  # nested braces are kept whole
-    (r"\(\boxed{12}\)", "12", 12),
-])
+
+@pytest.mark.parametrize(
+    "text, answer, value",
+    [
+        (r"so the answer is $\boxed{42}$.", "42", 42),
+        (r"\boxed{5} first, then \boxed{7}", "7", 7),  # the last box wins
+        (r"\fbox{13}", "13", 13),
+        (r"\boxed 5", "5", 5),  # no braces
+        (r"hence \boxed5.", "5", 5),
+        (r"\boxed{\frac{84}{2}}", r"\frac{84}{2}", 42),
+        (r"\boxed{\dfrac{84}{2}}", r"\dfrac{84}{2}", 42),
+        (r"\boxed{\frac{1}{3}}", r"\frac{1}{3}", None),
+        (r"\boxed{\text{42}}", r"\text{42}", 42),
+        (r"\boxed{\textbf{7}}", r"\textbf{7}", 7),
+        (r"\boxed{1{,}000}", "1{,}000", 1000),
+        (r"\boxed{1\,000}", r"1\,000", 1000),
+        (r"\boxed{12,\!345}", r"12,\!345", 12345),
+        (r"\boxed{1,000}", "1,000", 1000),
+        (r"\boxed{42.0}", "42.0", 42),
+        (r"\boxed{007}", "007", 7),
+        (r"\boxed{90^\circ}", r"90^\circ", 90),
+        (r"\boxed{90^{\circ}}", r"90^{\circ}", 90),
+        (r"\boxed{50\%}", r"50\%", 50),
+        (r"\boxed{15 \text{ cm}^2}", r"15 \text{ cm}^2", 15),
+        (r"\boxed{x = 7}", "x = 7", 7),
+        (r"\boxed{2^{10}}", "2^{10}", 1024),
+        (r"\boxed{-\frac{84}{2}}", r"-\frac{84}{2}", -42),
+        (r"\boxed{\left( 1, 2 \right)}", r"\left( 1, 2 \right)", None),
+        (r"\boxed{3\sqrt{2}}", r"3\sqrt{2}", None),
+        (r"\boxed{{\{1, 2\}}}", r"{\{1, 2\}}", None),  # nested braces are kept whole
+        (r"\(\boxed{12}\)", "12", 12),
+    ],
+)
 def test_extract_forms(text, answer, value):
     assert extract_answer(text) == answer
     assert to_integer(extract_answer(text)) == value
@@ -95,20 +99,66 @@ def test_raw_string_double_backslashes():
 # ---------------------------------------------------------------------------------------------
 # integer conversion
 
-@pytest.mark.parametrize("answer, value", [
-    ("42", 42), ("042", 42), ("+7", 7), ("-0", 0), ("-5", -5), ("000", 0),
-    ("42.0", 42), ("42.", 42), ("42.000", 42), ("1e3", 1000), ("1.5e1", 15),
-    ("1,000", 1000), ("7,425,000", 7425000), ("1 000", 1000), ("1{,}000", 1000),
-    (r"1\,000", 1000), ("1,000.0", 1000),
-    (r"\frac{84}{2}", 42), (r"\frac{84}{4}", 21), (r"\frac{3}{2}", None), ("3/2", None),
-    ("84/2", 42), (r"\frac{0}{5}", 0), (r"\frac{1}{0}", None), (r"\frac94", None),
-    (r"\$5", 5), ("28 percent", 28), ("125 miles", 125), (r"20 \%", 20),
-    ("n = 2", 2), ("a_{1} = 5", 5), ("a = 1, b = 2", None),
-    ("3.3", None), ("0.5", None), (".4", None), ("1000,99", None), ("32, 349", None),
-    ("--33", None), ("+", None), ("", None), ("foo", None), ("33a", None), ("2 x", None),
-    ("1,2,3", None), ("204_5", None), (r"2\pi", None), ("nan", None), ("inf", None),
-    (None, None), (42, 42), (42.0, 42), (42.5, None), (float("nan"), None), (True, None),
-])
+
+@pytest.mark.parametrize(
+    "answer, value",
+    [
+        ("42", 42),
+        ("042", 42),
+        ("+7", 7),
+        ("-0", 0),
+        ("-5", -5),
+        ("000", 0),
+        ("42.0", 42),
+        ("42.", 42),
+        ("42.000", 42),
+        ("1e3", 1000),
+        ("1.5e1", 15),
+        ("1,000", 1000),
+        ("7,425,000", 7425000),
+        ("1 000", 1000),
+        ("1{,}000", 1000),
+        (r"1\,000", 1000),
+        ("1,000.0", 1000),
+        (r"\frac{84}{2}", 42),
+        (r"\frac{84}{4}", 21),
+        (r"\frac{3}{2}", None),
+        ("3/2", None),
+        ("84/2", 42),
+        (r"\frac{0}{5}", 0),
+        (r"\frac{1}{0}", None),
+        (r"\frac94", None),
+        (r"\$5", 5),
+        ("28 percent", 28),
+        ("125 miles", 125),
+        (r"20 \%", 20),
+        ("n = 2", 2),
+        ("a_{1} = 5", 5),
+        ("a = 1, b = 2", None),
+        ("3.3", None),
+        ("0.5", None),
+        (".4", None),
+        ("1000,99", None),
+        ("32, 349", None),
+        ("--33", None),
+        ("+", None),
+        ("", None),
+        ("foo", None),
+        ("33a", None),
+        ("2 x", None),
+        ("1,2,3", None),
+        ("204_5", None),
+        (r"2\pi", None),
+        ("nan", None),
+        ("inf", None),
+        (None, None),
+        (42, 42),
+        (42.0, 42),
+        (42.5, None),
+        (float("nan"), None),
+        (True, None),
+    ],
+)
 def test_to_integer(answer, value):
     assert to_integer(answer) == value
 
@@ -118,8 +168,8 @@ def test_huge_integers():
     assert to_integer(big) == int(big)  # exact
     assert answer_int64(big) is None  # does not fit an int64 column
     assert answer_int64("42") == 42
-    assert answer_int64(str(2 ** 63 - 1)) == 2 ** 63 - 1
-    assert answer_int64(str(2 ** 63)) is None
+    assert answer_int64(str(2**63 - 1)) == 2**63 - 1
+    assert answer_int64(str(2**63)) is None
     assert to_integer("9" * 5000) is None  # too long to be an answer
     assert to_integer("10^{100000}") is None  # not evaluated
 
@@ -130,12 +180,26 @@ def test_in_range():
     assert not in_range(None) and not in_range(True) and not in_range(5.0)
 
 
-@pytest.mark.parametrize("stdout, value", [
-    ("250\n", 250), ("answer = 250\n", 250), ("(3, 250)", 250), ("[1, 2, 3]", 3),
-    ("250.0", 250), ("ratio 0.53", None), ("x2", None), ("", None), (None, None),
-    ("-5", -5), ("1e3", 1000), ("True", None), ("done in 3 steps\nresult: 42\n", 42),
-    ("Traceback (most recent call last):\n ValueError", None), ("nan", None),
-])
+@pytest.mark.parametrize(
+    "stdout, value",
+    [
+        ("250\n", 250),
+        ("answer = 250\n", 250),
+        ("(3, 250)", 250),
+        ("[1, 2, 3]", 3),
+        ("250.0", 250),
+        ("ratio 0.53", None),
+        ("x2", None),
+        ("", None),
+        (None, None),
+        ("-5", -5),
+        ("1e3", 1000),
+        ("True", None),
+        ("done in 3 steps\nresult: 42\n", 42),
+        ("Traceback (most recent call last):\n ValueError", None),
+        ("nan", None),
+    ],
+)
 def test_printed_integer(stdout, value):
     assert printed_integer(stdout) == value
 

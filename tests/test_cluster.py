@@ -1,6 +1,7 @@
 """Cluster support without a cluster: the local GPU assignment (aimo.devices), and the resources
 the rules ask for, as dry runs with the one-machine and the Slurm profiles show them. The real
 Slurm run is .ci/slurm.sh."""
+
 import os
 import re
 import subprocess
@@ -9,10 +10,10 @@ import sys
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import snakemake
 
 from aimo import devices
 from aimo.schemas import PROBLEMS
-from conftest import snakemake
 
 GPU_RULES = ("generate", "reflexion", "critique", "sft")
 
@@ -44,9 +45,17 @@ def test_each_claim_gets_a_device_of_its_own(tmp_path):
 
 def test_a_killed_job_frees_its_device(tmp_path):
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom aimo import devices\n"
-         "print(devices.claim(sys.argv[1]), flush=True)\ntime.sleep(120)", str(tmp_path)],
-        env=dict(os.environ, CUDA_VISIBLE_DEVICES="0,1"), stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\nfrom aimo import devices\n"
+            "print(devices.claim(sys.argv[1]), flush=True)\ntime.sleep(120)",
+            str(tmp_path),
+        ],
+        env=dict(os.environ, CUDA_VISIBLE_DEVICES="0,1"),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "0"
         assert devices.claim(tmp_path, env={"CUDA_VISIBLE_DEVICES": "0,1"}) == "1"
@@ -74,15 +83,25 @@ def planned_resources(out):
         if line.startswith(("rule ", "localrule ")) and line.endswith(":"):
             rule = line.split()[1].rstrip(":")
         elif line.strip().startswith("resources:") and rule and rule not in found:
-            found[rule] = dict(item.split("=", 1) for item in line.split(":", 1)[1].strip().split(", "))
+            found[rule] = dict(
+                item.split("=", 1) for item in line.split(":", 1)[1].strip().split(", ")
+            )
     return found
 
 
 def write_problems(path, n):
     path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.table({"problem_id": [f"p{i}" for i in range(n)],
-                             "problem": ["Compute 1 + 1."] * n, "answer": [2] * n},
-                            schema=PROBLEMS), path)
+    pq.write_table(
+        pa.table(
+            {
+                "problem_id": [f"p{i}" for i in range(n)],
+                "problem": ["Compute 1 + 1."] * n,
+                "answer": [2] * n,
+            },
+            schema=PROBLEMS,
+        ),
+        path,
+    )
 
 
 def test_h100_resources_follow_model_shard_and_problem_count(workflow_copy):
@@ -123,8 +142,9 @@ def test_slurm_profile_plans_with_gpus_and_a_cpu_only_override(workflow_copy):
     res = planned_resources(out)
     assert all(res[r]["gpu"] == "1" for r in ("generate", "reflexion", "critique"))
     assert all("runtime" in r and "mem_mb" in r for r in res.values() if r != res.get("all"))
-    out = snakemake(workflow_copy, *base, "--set-resources",
-                    *(f"{rule}:gpu=0" for rule in GPU_RULES)).stdout
+    out = snakemake(
+        workflow_copy, *base, "--set-resources", *(f"{rule}:gpu=0" for rule in GPU_RULES)
+    ).stdout
     res = planned_resources(out)
     assert all(res[r]["gpu"] == "0" for r in ("generate", "reflexion", "critique"))
 
@@ -132,10 +152,12 @@ def test_slurm_profile_plans_with_gpus_and_a_cpu_only_override(workflow_copy):
 def test_sft_asks_for_threads_and_a_runtime_that_follows_its_steps(workflow_copy):
     """sft: 8 threads where the cores allow (a cluster's --cpus-per-task), fewer on a small
     machine; its runtime grows with sft.max_steps; sft_data is sized like a table job."""
+
     def plan(steps, cores):
         (workflow_copy / "sft.yaml").write_text(f"sft: {{enabled: true, max_steps: {steps}}}\n")
-        out = snakemake(workflow_copy, "-n", "--cores", str(cores), "--configfile", "config.yaml",
-                        "sft.yaml").stdout
+        out = snakemake(
+            workflow_copy, "-n", "--cores", str(cores), "--configfile", "config.yaml", "sft.yaml"
+        ).stdout
         threads = re.search(r"rule sft:\n(?:    .*\n)*?    threads: (\d+)", out)
         return planned_resources(out), int(threads.group(1)) if threads else 1
 

@@ -1,5 +1,6 @@
 """The critique's choice of traces (aimo.critique.select): the most confident representative
 of each top answer."""
+
 from aimo.critique import select
 
 
@@ -26,11 +27,18 @@ def test_a_trace_without_an_execution_row_names_the_files(tmp_path):
     from aimo.solver import stage_inputs
     from aimo.tables import write_table
 
-    write_table([{"problem_id": "a", "problem": "?", "answer": 1}], tmp_path / "p.parquet",
-                PROBLEMS)
-    write_table([dict(t("a:0", 1, -0.1), sample=0, seed=0, source="generate")],
-                tmp_path / "t.parquet", TRACES)
+    write_table(
+        [{"problem_id": "a", "problem": "?", "answer": 1}], tmp_path / "p.parquet", PROBLEMS
+    )
+    write_table(
+        [dict(t("a:0", 1, -0.1), sample=0, seed=0, source="generate")],
+        tmp_path / "t.parquet",
+        TRACES,
+    )
     write_table([], tmp_path / "e.parquet", EXECUTIONS)
-    with pytest.raises(ValueError, match=r"e\.parquet: no execution rows for traces \['a:0'\]"
-                                         r".*t\.parquet; rerun the execute stage"):
+    with pytest.raises(
+        ValueError,
+        match=r"e\.parquet: no execution rows for traces \['a:0'\]"
+        r".*t\.parquet; rerun the execute stage",
+    ):
         stage_inputs(tmp_path / "p.parquet", [tmp_path / "t.parquet"], [tmp_path / "e.parquet"])

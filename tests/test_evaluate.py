@@ -1,4 +1,5 @@
 """The evaluation (aimo.evaluate): estimators, maj@k on constructed cases, the files written."""
+
 import itertools
 import math
 
@@ -12,31 +13,64 @@ from aimo.schemas import EXECUTIONS, METRICS, PROBLEMS, TRACES
 from aimo.tables import read_metadata, write_table
 from aimo.vote import STRATEGIES, vote_table
 
-OUTPUTS = ("metrics.parquet", "per_problem.parquet", "report.md", "maj_at_k.png",
-           "accuracy_vs_tokens.png", "selection.png")
+OUTPUTS = (
+    "metrics.parquet",
+    "per_problem.parquet",
+    "report.md",
+    "maj_at_k.png",
+    "accuracy_vs_tokens.png",
+    "selection.png",
+)
 
 
-def trace(pid, sample, answer, source="generate", tokens=100, suffix=None, lp=-0.5,
-          entropy=None, tail=None):
+def trace(
+    pid,
+    sample,
+    answer,
+    source="generate",
+    tokens=100,
+    suffix=None,
+    lp=-0.5,
+    entropy=None,
+    tail=None,
+):
     tid = f"{pid}:{sample}" + (f":{suffix}" if suffix else "")
-    return {"trace_id": tid, "problem_id": pid, "sample": sample, "seed": sample,
-            "source": source, "answer": None if answer is None else str(answer),
-            "answer_int": answer, "mean_logprob": lp, "completion_tokens": tokens,
-            "mean_entropy": entropy, "tail_entropy": tail}
+    return {
+        "trace_id": tid,
+        "problem_id": pid,
+        "sample": sample,
+        "seed": sample,
+        "source": source,
+        "answer": None if answer is None else str(answer),
+        "answer_int": answer,
+        "mean_logprob": lp,
+        "completion_tokens": tokens,
+        "mean_entropy": entropy,
+        "tail_entropy": tail,
+    }
 
 
 def write(tmp_path, problems, traces, execs=()):
-    write_table([{"problem_id": p, "problem": "?", "answer": a} for p, a in problems],
-                tmp_path / "problems.parquet", PROBLEMS)
+    write_table(
+        [{"problem_id": p, "problem": "?", "answer": a} for p, a in problems],
+        tmp_path / "problems.parquet",
+        PROBLEMS,
+    )
     write_table(traces, tmp_path / "traces.parquet", TRACES)
     write_table(list(execs), tmp_path / "execs.parquet", EXECUTIONS)
-    return tmp_path / "problems.parquet", [tmp_path / "traces.parquet"], [
-        tmp_path / "execs.parquet"]
+    return (
+        tmp_path / "problems.parquet",
+        [tmp_path / "traces.parquet"],
+        [tmp_path / "execs.parquet"],
+    )
 
 
 def metric(metrics, strategy, k, curve="subset"):
-    got = [r["accuracy"] for r in metrics.to_pylist()
-           if r["strategy"] == strategy and r["k"] == k and r["curve"] == curve]
+    got = [
+        r["accuracy"]
+        for r in metrics.to_pylist()
+        if r["strategy"] == strategy and r["k"] == k and r["curve"] == curve
+    ]
     assert len(got) == 1, (strategy, k, curve)
     return got[0]
 
@@ -44,17 +78,21 @@ def metric(metrics, strategy, k, curve="subset"):
 # ---------------------------------------------------------------------------------------------
 # pass@k
 
-@pytest.mark.parametrize("n, c, k, expected", [
-    (5, 2, 2, 1 - 3 / 10),  # 1 - C(3,2)/C(5,2)
-    (4, 1, 1, 0.25),
-    (10, 3, 1, 0.3),
-    (10, 3, 5, 1 - 21 / 252),  # 1 - C(7,5)/C(10,5)
-    (10, 0, 5, 0.0),
-    (10, 10, 1, 1.0),
-    (6, 3, 4, 1.0),  # n - c < k: every 4-subset holds a correct sample
-    (3, 1, 8, 1.0),  # k capped at n
-    (0, 0, 1, 0.0),  # no sample
-])
+
+@pytest.mark.parametrize(
+    "n, c, k, expected",
+    [
+        (5, 2, 2, 1 - 3 / 10),  # 1 - C(3,2)/C(5,2)
+        (4, 1, 1, 0.25),
+        (10, 3, 1, 0.3),
+        (10, 3, 5, 1 - 21 / 252),  # 1 - C(7,5)/C(10,5)
+        (10, 0, 5, 0.0),
+        (10, 10, 1, 1.0),
+        (6, 3, 4, 1.0),  # n - c < k: every 4-subset holds a correct sample
+        (3, 1, 8, 1.0),  # k capped at n
+        (0, 0, 1, 0.0),  # no sample
+    ],
+)
 def test_pass_at_k_hand_computed(n, c, k, expected):
     assert math.isclose(pass_at_k(n, c, k), expected)
 
@@ -81,6 +119,7 @@ def test_k_grid():
 # ---------------------------------------------------------------------------------------------
 # maj@k on constructed cases
 
+
 def brute_force_maj_at_k(answers, correct, k):
     """Exact expected maj@k: every k-subset, ties to more votes then the smaller answer."""
     subsets = list(itertools.combinations(answers, k))
@@ -104,8 +143,9 @@ def test_maj_at_k_constructed(tmp_path):
     m = res["metrics"]
     N = 6
     for k in range(1, N + 1):
-        want = np.mean([brute_force_maj_at_k(xs, correct[p], min(k, len(xs)))
-                        for p, xs in answers.items()])
+        want = np.mean(
+            [brute_force_maj_at_k(xs, correct[p], min(k, len(xs))) for p, xs in answers.items()]
+        )
         got = metric(m, "majority", k)
         assert abs(got - want) < 0.025, (k, got, want)
     # deterministic values: at k = 2 "a" always wins (a 5-7 tie goes to the smaller 5), "b"
@@ -130,12 +170,23 @@ def test_subset_curve_at_full_n_equals_the_generate_vote(tmp_path, replaces):
             x = answer if rng.random() < 0.35 else int(rng.integers(0, 4))
             # entropies: random, a few unknown (they take the median of the known ones)
             ent = [None if rng.random() < 0.1 else float(rng.random()) for _ in range(2)]
-            t = trace(pid, j, None if rng.random() < 0.1 else x, lp=float(-rng.random()),
-                      entropy=ent[0], tail=ent[1])
+            t = trace(
+                pid,
+                j,
+                None if rng.random() < 0.1 else x,
+                lp=float(-rng.random()),
+                entropy=ent[0],
+                tail=ent[1],
+            )
             traces.append(t)
-            execs.append({"trace_id": t["trace_id"], "problem_id": pid,
-                          "exec_status": str(rng.choice(["ok", "error", "no_code"])),
-                          "agrees": bool(rng.random() < 0.5)})
+            execs.append(
+                {
+                    "trace_id": t["trace_id"],
+                    "problem_id": pid,
+                    "exec_status": str(rng.choice(["ok", "error", "no_code"])),
+                    "agrees": bool(rng.random() < 0.5),
+                }
+            )
         # only in the full vote
         traces.append(dict(trace(pid, 0, answer, "critique", suffix="c"), parent_id=f"{pid}:0"))
     paths = write(tmp_path, problems, traces, execs)
@@ -145,11 +196,13 @@ def test_subset_curve_at_full_n_equals_the_generate_vote(tmp_path, replaces):
     votes = vote_table(paths[0], [tmp_path / "gen.parquet"], paths[2]).to_pylist()
     truth = dict(problems)
     for s in STRATEGIES:
-        want = np.mean([v["answer"] == truth[v["problem_id"]] for v in votes
-                        if v["strategy"] == s])
+        want = np.mean([v["answer"] == truth[v["problem_id"]] for v in votes if v["strategy"] == s])
         assert metric(res["metrics"], s, 10) == pytest.approx(want), s
-        full = [v for v in vote_table(*paths, settings={"critique_replace": replaces}).to_pylist()
-                if v["strategy"] == s]
+        full = [
+            v
+            for v in vote_table(*paths, settings={"critique_replace": replaces}).to_pylist()
+            if v["strategy"] == s
+        ]
         want_full = np.mean([v["answer"] == truth[v["problem_id"]] for v in full])
         assert metric(res["metrics"], s, 10, "full") == pytest.approx(want_full), s
 
@@ -165,11 +218,14 @@ def test_seed_makes_it_reproducible(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # files
 
+
 def test_files_written(tmp_path):
     traces = [trace("a", i, [5, 5, 7][i % 3], tokens=10 * (i + 1)) for i in range(6)]
     traces += [trace("b", i, 9) for i in range(4)]
-    traces += [trace("a", 0, 5, "reflexion", tokens=40, suffix="r1"),
-               trace("a", 1, 7, "critique", tokens=50, suffix="c")]
+    traces += [
+        trace("a", 0, 5, "reflexion", tokens=40, suffix="r1"),
+        trace("a", 1, 7, "critique", tokens=50, suffix="c"),
+    ]
     paths = write(tmp_path, [("a", 5), ("b", 8), ("c", 1)], traces)
     out = tmp_path / "eval"
     res = evaluate(*paths, out, ks=[2, 4], n_subsets=10)
@@ -193,16 +249,19 @@ def test_files_written(tmp_path):
     report = (out / "report.md").read_text()
     assert report == res["report"]
     assert "| weighted | 33.3% | 1/3 |" in report  # a right; b, c wrong
-    assert ("| k | weighted@k | majority@k | logprob@k | verified@k | entropy@k | tail_entropy@k "
-            "| share_confidence@k | pass@k |") in report
+    assert (
+        "| k | weighted@k | majority@k | logprob@k | verified@k | entropy@k | tail_entropy@k "
+        "| share_confidence@k | pass@k |"
+    ) in report
     for k in (1, 2, 4, 6):  # k = 1, the configured ks and N
         assert f"\n| {k} | " in report
     assert "| critique | 1 | 50 | 50 |" in report
 
 
 def test_no_known_answer_writes_a_note(tmp_path):
-    paths = write(tmp_path, [("a", None), ("b", None)],
-                  [trace("a", 0, 5), trace("a", 1, 5), trace("b", 0, 2)])
+    paths = write(
+        tmp_path, [("a", None), ("b", None)], [trace("a", 0, 5), trace("a", 1, 5), trace("b", 0, 2)]
+    )
     out = tmp_path / "eval"
     res = evaluate(*paths, out, n_subsets=5)
     for name in OUTPUTS:
@@ -215,8 +274,7 @@ def test_no_known_answer_writes_a_note(tmp_path):
 
 
 def test_some_unknown_answers_are_left_out(tmp_path):
-    paths = write(tmp_path, [("a", 5), ("b", None)],
-                  [trace("a", 0, 5), trace("b", 0, 2)])
+    paths = write(tmp_path, [("a", 5), ("b", None)], [trace("a", 0, 5), trace("b", 0, 2)])
     res = evaluate(*paths, tmp_path / "eval", n_subsets=2)
     assert metric(res["metrics"], "weighted", 1, "full") == 1.0
     assert "other 1 are left out" in res["report"]

@@ -21,9 +21,18 @@ def test_assemble_checks_hash_and_order(tmp_path):
 
 
 def test_missing_part_package_is_an_error(monkeypatch):
-    monkeypatch.setitem(model.PYPI_MODELS, "fake", {
-        "packages": ["no_such_model_part_pkg"], "pip": ["no-such-model-part-pkg==1"],
-        "gguf": "x.gguf", "sha256": "0" * 64, "upstream": "x", "license": "MIT"})
+    monkeypatch.setitem(
+        model.PYPI_MODELS,
+        "fake",
+        {
+            "packages": ["no_such_model_part_pkg"],
+            "pip": ["no-such-model-part-pkg==1"],
+            "gguf": "x.gguf",
+            "sha256": "0" * 64,
+            "upstream": "x",
+            "license": "MIT",
+        },
+    )
     with pytest.raises(FileNotFoundError, match="no_such_model_part_pkg.*not installed"):
         model.part_paths("fake")
 

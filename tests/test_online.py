@@ -2,6 +2,7 @@
 gateway calls it: from a worker thread, rows shuffled, one-row polars Series per column. The
 harness is the project's own, written from ../shared/notes/aimo3-interface.md (Kaggle's code is
 not on PyPI and is never copied here)."""
+
 import os
 import signal
 import subprocess
@@ -15,7 +16,6 @@ import pandas as pd
 import polars as pl
 import psutil
 import pytest
-
 from conftest import ROOT, SHARED
 
 sys.path.insert(0, str(ROOT))  # main.py, the Kaggle entry point, sits at the top
@@ -37,7 +37,9 @@ online: {{samples: 4, early_stop: 2, budget_s: {budget}, problems: 20, min_s: {m
 def load_config(tmp_path, budget=900, min_s=5):
     overlay = tmp_path / "online.yaml"
     overlay.write_text(OVERLAY.format(budget=budget, min_s=min_s, run_dir=tmp_path / "run"))
-    return aimo_config.load([ROOT / "config.yaml", ROOT / "tests/tiny/config.yaml", overlay]), overlay
+    return aimo_config.load(
+        [ROOT / "config.yaml", ROOT / "tests/tiny/config.yaml", overlay]
+    ), overlay
 
 
 def gateway(predict, csv_path, seed=0):
@@ -77,7 +79,9 @@ def test_predict_is_a_plain_function_named_predict():
 
 def test_the_gateway_harness_on_the_test_file(solver):
     sub = gateway(main.predict, SHARED / "aimo3_test.csv")
-    assert sorted(sub["id"].to_list()) == sorted(pl.read_csv(SHARED / "aimo3_test.csv")["id"].to_list())
+    assert sorted(sub["id"].to_list()) == sorted(
+        pl.read_csv(SHARED / "aimo3_test.csv")["id"].to_list()
+    )
     assert sub["answer"].dtype == pl.Int64
 
 
@@ -117,7 +121,7 @@ def test_the_same_problem_twice_is_answered_twice(solver):
 
 
 def test_voted_answers_outside_the_range_fall_back():
-    for bad in (10 ** 30, -5, 100000, 3.0, "7", None, True):
+    for bad in (10**30, -5, 100000, 3.0, "7", None, True):
         assert final_answer(bad, 0) == (0, True)
     assert final_answer(99999, 0) == (99999, False)
 
@@ -152,12 +156,16 @@ def test_a_spent_bank_still_answers_with_the_minimum(tmp_path):
 def test_a_dead_engine_falls_back_and_the_next_problem_restarts_it(solver, caplog):
     def kill_core():  # once the problem's traces are in the engine
         deadline = time.monotonic() + 60
-        while not solver.solver.llm.llm_engine.has_unfinished_requests() and time.monotonic() < deadline:
+        while (
+            not solver.solver.llm.llm_engine.has_unfinished_requests()
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.05)
         time.sleep(0.3)
         for p in psutil.Process().children(recursive=True):
             if p.name().startswith("VLLM::EngineCore"):
                 os.kill(p.pid, signal.SIGKILL)
+
     killer = threading.Thread(target=kill_core)
     killer.start()
     long = "Write out, step by step, every prime below 500, then their sum. " * 3
@@ -174,16 +182,32 @@ def test_main_solves_a_file_and_evaluates_its_run(tmp_path):
     problems = tmp_path / "p.csv"
     problems.write_text("id,problem,answer\nadd,What is 2 + 3?,5\nmul,What is 6 times 7?,42\n")
     out = tmp_path / "submission.csv"
-    cmd = [sys.executable, str(ROOT / "main.py"), "--problems", str(problems), "--out", str(out),
-           "--configfile", str(ROOT / "config.yaml"), str(ROOT / "tests/tiny/config.yaml"), str(overlay)]
+    cmd = [
+        sys.executable,
+        str(ROOT / "main.py"),
+        "--problems",
+        str(problems),
+        "--out",
+        str(out),
+        "--configfile",
+        str(ROOT / "config.yaml"),
+        str(ROOT / "tests/tiny/config.yaml"),
+        str(overlay),
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert out.read_text().splitlines()[0] == "id,answer"
     assert [line.split(",")[0] for line in out.read_text().splitlines()[1:]] == ["add", "mul"]
     assert "samples finished" in proc.stderr + proc.stdout  # one line per problem
     env = dict(os.environ, AIMO_CONFIG=" ".join(cmd[-3:]))
-    proc = subprocess.run([sys.executable, str(ROOT / "main.py"), "--evaluate", str(tmp_path / "run")],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "main.py"), "--evaluate", str(tmp_path / "run")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "run/evaluate/report.md").is_file()
     assert (tmp_path / "run/evaluate/votes.parquet").is_file()

@@ -3,6 +3,7 @@
 Asserts files, schemas, metadata and what reruns, not accuracy. One run is shared by the
 tests of this module (a module-scoped fixture): the engine starts a few times, minutes in all.
 """
+
 import csv
 import os
 import re
@@ -12,11 +13,20 @@ import time
 
 import pyarrow.parquet as pq
 import pytest
+from conftest import SNAKEMAKE, copy_workflow, overrides, planned_jobs, snakemake
 
-from aimo.schemas import EXEC_STATUSES, EXECUTIONS, NO_CODE, OK, PROBLEMS, SANDBOX_STATUSES, TRACES, VOTES
+from aimo.schemas import (
+    EXEC_STATUSES,
+    EXECUTIONS,
+    NO_CODE,
+    OK,
+    PROBLEMS,
+    SANDBOX_STATUSES,
+    TRACES,
+    VOTES,
+)
 from aimo.tables import read_metadata, read_table
 from aimo.vote import STRATEGIES
-from conftest import SNAKEMAKE, copy_workflow, overrides, planned_jobs, snakemake
 
 TINY = ["--configfile", "config.yaml", "tiny.yaml"]
 
@@ -25,8 +35,12 @@ def planned_outputs(dry_run):
     """Every output file of the jobs a dry run lists (their `output:` lines). Snakemake 8+
     prints the job stats table before the job list as well as after it, so the outputs are
     read from those lines, not from a slice of the text."""
-    return {path for line in dry_run.splitlines() if line.lstrip().startswith("output:")
-            for path in line.split("output:", 1)[1].strip().split(", ")}
+    return {
+        path
+        for line in dry_run.splitlines()
+        if line.lstrip().startswith("output:")
+        for path in line.split("output:", 1)[1].strip().split(", ")
+    }
 
 
 def test_planned_outputs_sees_a_planned_shard(workflow_copy):
@@ -52,7 +66,11 @@ def test_every_stage_wrote_its_files(tiny_run):
     traces = read_table(res / "generate/shard-0.parquet", TRACES)
     assert traces.num_rows == 4  # 2 problems x 2 samples
     assert sorted(traces.column("trace_id").to_pylist()) == [
-        "divisors360:0", "divisors360:1", "pow2mod7:0", "pow2mod7:1"]
+        "divisors360:0",
+        "divisors360:1",
+        "pow2mod7:0",
+        "pow2mod7:1",
+    ]
     assert len(set(traces.column("seed").to_pylist())) == 4
     assert all(n > 0 for n in traces.column("completion_tokens").to_pylist())
     assert all(n > 0 for n in traces.column("prompt_tokens").to_pylist())
@@ -69,8 +87,14 @@ def test_every_stage_wrote_its_files(tiny_run):
         rows = list(csv.DictReader(f))
     assert [r["id"] for r in rows] == ["divisors360", "pow2mod7"]
     assert all(0 <= int(r["answer"]) <= 99999 for r in rows)
-    for name in ("metrics.parquet", "per_problem.parquet", "report.md", "maj_at_k.png",
-                 "accuracy_vs_tokens.png", "selection.png"):
+    for name in (
+        "metrics.parquet",
+        "per_problem.parquet",
+        "report.md",
+        "maj_at_k.png",
+        "accuracy_vs_tokens.png",
+        "selection.png",
+    ):
         assert (res / "evaluate" / name).stat().st_size > 0, name
     report = (res / "evaluate/report.md").read_text()
     for strategy in STRATEGIES:  # every strategy side by side, with its selection loss
@@ -88,16 +112,27 @@ def test_shard_metadata_names_model_engine_and_sampling(tiny_run):
     assert meta["model"]["sha256"]
     assert meta["engine"].startswith("vllm")
     assert meta["dtype"] in ("bfloat16", "float32")
-    assert meta["sampling"] == {"temperature": 0.8, "top_p": 0.95, "max_tokens": 160,
-                                "top_logprobs": 5, "tail_tokens": 256}
+    assert meta["sampling"] == {
+        "temperature": 0.8,
+        "top_p": 0.95,
+        "max_tokens": 160,
+        "top_logprobs": 5,
+        "tail_tokens": 256,
+    }
     assert meta["shard"] == 0 and meta["samples"] == [0, 2]
-    assert meta["sample_seed"] == 7 and meta["scheduler"] == {"max_in_flight": None, "early_stop": None}
+    assert meta["sample_seed"] == 7 and meta["scheduler"] == {
+        "max_in_flight": None,
+        "early_stop": None,
+    }
     assert meta["steps"] > 0 and meta["wall_s"] > 0  # the scheduler's own figures
     rows = read_table(workdir / "results/generate/shard-0.parquet", TRACES).to_pylist()
     assert all(sum(r["round_tokens"]) == r["completion_tokens"] for r in rows)
     # entropies from the engine's top-5 log-probabilities, at most ln 5 nats
-    assert all(0 <= r["mean_entropy"] <= 1.61 and 0 <= r["tail_entropy"] <= 1.61
-               for r in rows if r["completion_tokens"])
+    assert all(
+        0 <= r["mean_entropy"] <= 1.61 and 0 <= r["tail_entropy"] <= 1.61
+        for r in rows
+        if r["completion_tokens"]
+    )
 
 
 def test_the_model_directory_records_its_licence(tiny_run):
@@ -112,10 +147,13 @@ def test_nothing_reruns_when_nothing_changed(tiny_run):
     assert planned_jobs(workdir, *TINY) == {}
 
 
-@pytest.mark.parametrize("overlay", [
-    "vote: {weights: {invalid: 0, clean_code: 3, other: 1}}\n",
-    "vote: {critique_weight: 0.5, critique_replace: true, mix: {share: 1.0}}\n",
-])
+@pytest.mark.parametrize(
+    "overlay",
+    [
+        "vote: {weights: {invalid: 0, clean_code: 3, other: 1}}\n",
+        "vote: {critique_weight: 0.5, critique_replace: true, mix: {share: 1.0}}\n",
+    ],
+)
 def test_changing_vote_weights_reruns_only_vote_and_after(tiny_run, overlay):
     workdir, _ = tiny_run
     args = overrides(workdir, "weights.yaml", overlay)
@@ -140,9 +178,22 @@ def start_generate(workdir, n, shard):
     overrides(workdir, f"n{n}.yaml", f"samples: {{n: {n}, shard_size: 2, seed: 7}}\n")
     target = f"results/generate/shard-{shard}.parquet"
     # the target goes before --configfile, which takes every argument after it
-    proc = subprocess.Popen([*SNAKEMAKE, target, "--cores", "2", "--configfile", "config.yaml",
-                             "tiny.yaml", f"n{n}.yaml"], cwd=workdir, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            *SNAKEMAKE,
+            target,
+            "--cores",
+            "2",
+            "--configfile",
+            "config.yaml",
+            "tiny.yaml",
+            f"n{n}.yaml",
+        ],
+        cwd=workdir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     return proc, workdir / target, workdir / f"logs/generate/shard-{shard}.log"
 
 
@@ -202,12 +253,24 @@ def test_execute_and_reflexion_report_the_first_failing_block():
     def block(status, output):
         return {"code": "...", "output": output, "status": status, "wall_s": 0.1}
 
-    trace = {"trace_id": "p:0:r1", "problem_id": "p", "answer": "3", "answer_int": 3, "text": "",
-             "code_blocks": [block("ok", "1\n"), block("error", "ZeroDivisionError: division by zero"),
-                             block("error", "NameError: name 'x' is not defined"),
-                             block("timeout", "TimeoutError")]}
+    trace = {
+        "trace_id": "p:0:r1",
+        "problem_id": "p",
+        "answer": "3",
+        "answer_int": 3,
+        "text": "",
+        "code_blocks": [
+            block("ok", "1\n"),
+            block("error", "ZeroDivisionError: division by zero"),
+            block("error", "NameError: name 'x' is not defined"),
+            block("timeout", "TimeoutError"),
+        ],
+    }
     row = executions_from_blocks([trace])[0]
-    assert (row["exec_status"], row["exec_error"]) == ("error", "ZeroDivisionError: division by zero")
+    assert (row["exec_status"], row["exec_error"]) == (
+        "error",
+        "ZeroDivisionError: division by zero",
+    )
     why = failure(trace, None, None, 500)  # a repair attempt, judged by its own blocks
     assert "ZeroDivisionError" in why and "NameError" not in why and "Timeout" not in why
     assert why == failure(trace, row["exec_status"], row["exec_error"], 500)  # as a generate trace

@@ -1,12 +1,14 @@
 """The 22 real DeepSeek-R1-Distill traces (../shared/data) through every stage that needs no
 model: extraction, sandbox execution, every vote strategy and the evaluation. Run with -s to see
 the figures."""
+
 import hashlib
 import json
 import re
 
 import pyarrow.parquet as pq
 import pytest
+from conftest import SHARED
 
 from aimo import tir
 from aimo.evaluate import evaluate
@@ -14,12 +16,12 @@ from aimo.execute import execute_shard
 from aimo.schemas import PROBLEMS, TRACES
 from aimo.tables import write_table
 from aimo.vote import vote_table
-from conftest import SHARED
 
 SRC = SHARED / "tir_traces_aimo2_r1distill.jsonl"
 # ```python or bare fences, with the ```output that follows, if any
-ANY_CODE_RE = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)```(?:\s*```output[ \t]*\n(.*?)```)?",
-                         re.DOTALL)
+ANY_CODE_RE = re.compile(
+    r"```(?:python|py)?[ \t]*\n(.*?)```(?:\s*```output[ \t]*\n(.*?)```)?", re.DOTALL
+)
 
 
 def row_from_text(request, text: str, prompt: str, code_text: str) -> dict:
@@ -28,8 +30,9 @@ def row_from_text(request, text: str, prompt: str, code_text: str) -> dict:
     trace = tir.Trace(request, prompt, text=text, finish_reason="stop")
     for code, output in ANY_CODE_RE.findall(code_text):
         if code.strip():
-            trace.blocks.append({"code": code.strip(), "output": output, "status": "not_run",
-                                 "wall_s": 0.0})
+            trace.blocks.append(
+                {"code": code.strip(), "output": output, "status": "not_run", "wall_s": 0.0}
+            )
     return tir.row(trace)
 
 
@@ -46,15 +49,20 @@ def real_run(tmp_path_factory):
         sample = counts[pid] = counts.get(pid, -1) + 1
         req = tir.Request(f"{pid}:{sample}", pid, sample, tir.derive_seed(0, pid, sample), [])
         # the code of these traces sits in the conversation before the final completion
-        traces.append(row_from_text(req, r["completion"], r["prompt"],
-                                    code_text=r["prompt"] + r["completion"]))
+        traces.append(
+            row_from_text(
+                req, r["completion"], r["prompt"], code_text=r["prompt"] + r["completion"]
+            )
+        )
     write_table(list(problems.values()), tmp / "problems.parquet", PROBLEMS)
     write_table(traces, tmp / "traces.parquet", TRACES)
-    execs = execute_shard(tmp / "traces.parquet", tmp / "executions.parquet",
-                          {"wall_s": 10, "cpu_s": 10})
+    execs = execute_shard(
+        tmp / "traces.parquet", tmp / "executions.parquet", {"wall_s": 10, "cpu_s": 10}
+    )
     paths = ([str(tmp / "traces.parquet")], [str(tmp / "executions.parquet")])
-    votes = vote_table(tmp / "problems.parquet", *paths,
-                       strategies=["weighted", "majority", "logprob", "verified"]).to_pylist()
+    votes = vote_table(
+        tmp / "problems.parquet", *paths, strategies=["weighted", "majority", "logprob", "verified"]
+    ).to_pylist()
     evaluate(tmp / "problems.parquet", *paths, tmp / "evaluate", ks=[1, 4], n_subsets=50)
     return tmp, list(problems.values()), traces, execs, votes
 
@@ -64,15 +72,21 @@ def test_real_traces_through_execution_vote_and_evaluation(real_run):
     assert len(problems) == 4 and len(traces) == 22
     with_code = [e for e in execs if e["n_code_calls"]]
     assert with_code, "some real traces carry code"
-    assert all(e["exec_status"] in {"ok", "error", "timeout", "memory", "output_limit", "killed"}
-               for e in with_code)
+    assert all(
+        e["exec_status"] in {"ok", "error", "timeout", "memory", "output_limit", "killed"}
+        for e in with_code
+    )
     answers = {p["problem_id"]: p["answer"] for p in problems}
-    correct = {s: sum(v["answer"] == answers[v["problem_id"]] for v in votes if v["strategy"] == s)
-               for s in ("weighted", "majority", "logprob", "verified")}
-    print(f"\nreal traces: {len(traces)} on {len(problems)} problems; "
-          f"{sum(t['answer_int'] == answers[t['problem_id']] for t in traces)} traces right; "
-          f"{len(with_code)} with code ({sum(e['exec_status'] == 'ok' for e in with_code)} ran cleanly); "
-          f"problems right per strategy: {correct}")
+    correct = {
+        s: sum(v["answer"] == answers[v["problem_id"]] for v in votes if v["strategy"] == s)
+        for s in ("weighted", "majority", "logprob", "verified")
+    }
+    print(
+        f"\nreal traces: {len(traces)} on {len(problems)} problems; "
+        f"{sum(t['answer_int'] == answers[t['problem_id']] for t in traces)} traces right; "
+        f"{len(with_code)} with code ({sum(e['exec_status'] == 'ok' for e in with_code)} ran cleanly); "
+        f"problems right per strategy: {correct}"
+    )
     # three problems have a clear majority for the reference answer; the fourth is a 1-1 tie
     # (891 against 47) that the documented order gives to the smaller answer
     assert correct["majority"] == 3 and correct["weighted"] >= 3

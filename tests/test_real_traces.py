@@ -3,6 +3,7 @@ answers our extraction reads must be the ones the data set recorded (`eventual_a
 
 The rest of the real-data path (sandbox execution of their code, the vote, the evaluation) needs
 the sandbox and is covered elsewhere."""
+
 import json
 from pathlib import Path
 
@@ -10,22 +11,30 @@ import pytest
 
 from aimo.answers import answer_int64, extract_answer, in_range, to_integer
 
-TRACES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / \
-    "tir_traces_aimo2_r1distill.jsonl"
+TRACES = (
+    Path(__file__).resolve().parents[1].parent
+    / "shared"
+    / "data"
+    / "tir_traces_aimo2_r1distill.jsonl"
+)
 
 
 @pytest.fixture(scope="module")
 def traces():
     if not TRACES.is_file():
         pytest.skip(f"shared data not found at {TRACES} (expected ../shared/data beside the repo)")
-    return [json.loads(line) for line in TRACES.read_text(encoding="utf-8").splitlines()
-            if line.strip()]
+    return [
+        json.loads(line) for line in TRACES.read_text(encoding="utf-8").splitlines() if line.strip()
+    ]
 
 
 def test_extracted_answers_match_eventual_answer(traces):
     assert len(traces) == 22
-    matches = [t["id"] for t in traces
-               if extract_answer(t["completion"]) == str(t["eventual_answer"]).strip()]
+    matches = [
+        t["id"]
+        for t in traces
+        if extract_answer(t["completion"]) == str(t["eventual_answer"]).strip()
+    ]
     assert len(matches) == 22, sorted({t["id"] for t in traces} - set(matches))
 
 

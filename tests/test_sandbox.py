@@ -6,6 +6,7 @@ its uid behind. An isolation test fails where the machine offers what its protec
 (root and namespaces; a memory cgroup for the caps), and is skipped, saying why, only where it
 does not. tests/test_sandbox_protections.py runs an interpreter and virtualenv under /tmp.
 """
+
 import functools
 import os
 import socket
@@ -17,12 +18,30 @@ from pathlib import Path
 
 import pytest
 
-from aimo.sandbox import (ERROR, KILLED, MEMORY, OK, OUTPUT_LIMIT, STATUSES, TIMEOUT, ExecResult, Limits,
-                          Sandbox)
+from aimo.sandbox import (
+    ERROR,
+    KILLED,
+    MEMORY,
+    OK,
+    OUTPUT_LIMIT,
+    STATUSES,
+    TIMEOUT,
+    ExecResult,
+    Limits,
+    Sandbox,
+)
 
 WALL = 2.0
-LIMITS = Limits(wall_s=WALL, cpu_s=WALL, memory_mb=1024, processes=16, open_files=64, file_size_mb=4,
-                output_chars=400, max_output_mb=1)
+LIMITS = Limits(
+    wall_s=WALL,
+    cpu_s=WALL,
+    memory_mb=1024,
+    processes=16,
+    open_files=64,
+    file_size_mb=4,
+    output_chars=400,
+    max_output_mb=1,
+)
 ROOT = os.geteuid() == 0
 REPO = Path(__file__).resolve().parent.parent
 
@@ -76,7 +95,7 @@ def wait_gone(uids, timeout=5.0, find=processes_of):
 @pytest.fixture(scope="module")
 def sb():
     with Sandbox(LIMITS, workers=2) as sandbox:
-        sandbox.protections            # wait for the server
+        sandbox.protections  # wait for the server
         yield sandbox
 
 
@@ -96,9 +115,12 @@ def not_offered(key="uid"):
         return "not root"
     if key == "memory_cgroup":
         from aimo.sandbox import _cgroup
+
         return _cgroup.locate()[2]
-    code = ("import ctypes, sys\n"            # a pid, network and mount namespace, as the sandbox makes
-            "sys.exit(ctypes.CDLL(None, use_errno=True).unshare(0x20000000 | 0x40000000 | 0x20000) != 0)")
+    code = (
+        "import ctypes, sys\n"  # a pid, network and mount namespace, as the sandbox makes
+        "sys.exit(ctypes.CDLL(None, use_errno=True).unshare(0x20000000 | 0x40000000 | 0x20000) != 0)"
+    )
     if subprocess.run([sys.executable, "-c", code]).returncode != 0:
         return "the kernel refuses new namespaces here (no CAP_SYS_ADMIN, e.g. a default Docker container)"
     return None
@@ -109,7 +131,9 @@ def need(sb, key):
     why) only where the machine cannot give it."""
     why = not_offered("memory_cgroup" if key == "memory_cgroup" else "uid")
     if why is None:
-        assert sb.protections.get(key), f"protection {key!r} should hold here (root, namespaces) and does not"
+        assert sb.protections.get(key), (
+            f"protection {key!r} should hold here (root, namespaces) and does not"
+        )
     elif not sb.protections.get(key):
         pytest.skip(f"protection {key!r} not available here: {why}")
 
@@ -135,13 +159,16 @@ def check(r: ExecResult, *statuses, within=WALL + 8):
     assert r.status in STATUSES
     assert r.status in statuses, r
     assert r.wall_s < within, r
-    r.output.encode("utf-8")                 # always valid text
+    r.output.encode("utf-8")  # always valid text
 
 
 def outside_tmp(path):
     """Whether `path` lies outside the directories a session sees privately (/tmp, ...)."""
     real = os.path.realpath(path) + "/"
-    return not any(real.startswith(os.path.realpath(d) + "/") for d in ("/tmp", "/var/tmp", "/dev/shm", "/run/lock"))
+    return not any(
+        real.startswith(os.path.realpath(d) + "/")
+        for d in ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
+    )
 
 
 @pytest.fixture
@@ -174,13 +201,17 @@ def results_dirs(tmp_path):
         dirs.append(d)
     yield dirs
     import shutil
+
     for m in made:
         shutil.rmtree(m, ignore_errors=True)
 
 
 def snapshot(dirs):
-    return {str(p): (p.stat().st_mtime_ns, p.read_bytes() if p.is_file() else None)
-            for d in dirs for p in [d, *sorted(d.rglob("*"))]}
+    return {
+        str(p): (p.stat().st_mtime_ns, p.read_bytes() if p.is_file() else None)
+        for d in dirs
+        for p in [d, *sorted(d.rglob("*"))]
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -189,10 +220,11 @@ def snapshot(dirs):
 
 def test_limits_from_config():
     import yaml
+
     cfg = yaml.safe_load((REPO / "config.yaml").read_text())["sandbox"]
     schema = yaml.safe_load((REPO / "schemas" / "config.schema.yaml").read_text())
     keys = schema["properties"]["sandbox"]["properties"]
-    assert set(cfg) == set(keys)                   # every key of the default config is a Limits field
+    assert set(cfg) == set(keys)  # every key of the default config is a Limits field
     lim = Limits(**cfg)
     assert lim == Limits() and isinstance(lim.wall_s, float)
     assert Limits(**{k: v["default"] for k, v in keys.items()}) == Limits()
@@ -213,7 +245,7 @@ def test_statefulness(sb):
         r = s.run("y = x * 2\n1 / 0")
         check(r, ERROR)
         assert "ZeroDivisionError: division by zero" in r.error and "<cell 3>" in r.error
-        assert s.run("y").stdout == "12\n"          # a bare last expression is shown
+        assert s.run("y").stdout == "12\n"  # a bare last expression is shown
         assert s.run("def f(n):\n    return n * n\n").stdout == ""
         r = s.run("import sympy\nprint(sum(sympy.divisors(360)), f(9))")
         check(r, OK)
@@ -233,7 +265,10 @@ def test_output_cut_head_and_tail(sb):
 
 def test_sessions_are_isolated(sb):
     with sb.session() as a, sb.session() as b:
-        check(a.run("secret = 123\nopen('note.txt', 'w').write('a')\nimport os\nprint(os.getpid())"), OK)
+        check(
+            a.run("secret = 123\nopen('note.txt', 'w').write('a')\nimport os\nprint(os.getpid())"),
+            OK,
+        )
         r = b.run("print(secret)")
         check(r, ERROR)
         assert "NameError" in r.error
@@ -261,8 +296,9 @@ def test_run_round_is_parallel_and_ordered(sb):
 
 def test_timeout_in_one_session_does_not_affect_another(sb):
     with sb.session() as slow, sb.session() as fine:
-        rs = sb.run_round([(slow, "while True:\n    pass"),
-                           (fine, "import time\ntime.sleep(0.5)\nprint('fine')")])
+        rs = sb.run_round(
+            [(slow, "while True:\n    pass"), (fine, "import time\ntime.sleep(0.5)\nprint('fine')")]
+        )
         check(rs[0], TIMEOUT)
         check(rs[1], OK)
         assert rs[1].stdout == "fine\n"
@@ -270,11 +306,13 @@ def test_timeout_in_one_session_does_not_affect_another(sb):
 
 def test_code_cannot_break_the_protocol(sb):
     with sb.session() as s:
-        r = s.run("import json, socket, os\njson.dumps = json.loads = None\n"
-                  "socket.socket.sendall = socket.socket.recv = None\nos._exit = None\nprint('patched')")
+        r = s.run(
+            "import json, socket, os\njson.dumps = json.loads = None\n"
+            "socket.socket.sendall = socket.socket.recv = None\nos._exit = None\nprint('patched')"
+        )
         check(r, OK)
         check(s.run("import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)"), OK)
-        r = s.run("while True:\n    pass")          # our handler is back: interrupted, not killed
+        r = s.run("while True:\n    pass")  # our handler is back: interrupted, not killed
         check(r, TIMEOUT)
         assert "state is kept" in r.error
         assert s.run("print('still')").stdout == "still\n"
@@ -298,17 +336,19 @@ def test_infinite_loop_is_interrupted_and_state_kept(sb):
 def test_busy_loop_ignoring_signals_is_killed_and_session_restored(sb):
     with sb.session() as s:
         s.run("x = 5")
-        code = ("import signal\n"
-                "for sig in (signal.SIGINT, signal.SIGALRM, signal.SIGTERM, signal.SIGXCPU):\n"
-                "    signal.signal(sig, signal.SIG_IGN)\n"
-                "while True:\n"
-                "    try:\n        pass\n    except BaseException:\n        pass\n")
+        code = (
+            "import signal\n"
+            "for sig in (signal.SIGINT, signal.SIGALRM, signal.SIGTERM, signal.SIGXCPU):\n"
+            "    signal.signal(sig, signal.SIG_IGN)\n"
+            "while True:\n"
+            "    try:\n        pass\n    except BaseException:\n        pass\n"
+        )
         t = time.monotonic()
         r = s.run(code)
         assert time.monotonic() - t < WALL + 2.0
         check(r, TIMEOUT)
         assert "killed" in r.error and "re-run" in r.error
-        r = s.run("print(x)")              # the earlier block was replayed silently
+        r = s.run("print(x)")  # the earlier block was replayed silently
         check(r, OK)
         assert r.stdout == "5\n"
 
@@ -316,9 +356,16 @@ def test_busy_loop_ignoring_signals_is_killed_and_session_restored(sb):
 def test_failed_restore_is_reported(sb):
     with sb.session() as s:
         # fast when first run, but sleeps when re-run after the kill below
-        check(s.run(f"import time\nif time.time() > {time.time() + 1.0}:\n    time.sleep(100)\nx = 1"), OK)
+        check(
+            s.run(
+                f"import time\nif time.time() > {time.time() + 1.0}:\n    time.sleep(100)\nx = 1"
+            ),
+            OK,
+        )
         check(s.run("y = 2"), OK)
-        r = s.run("import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    pass")
+        r = s.run(
+            "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    pass"
+        )
         check(r, TIMEOUT)
         assert "2 earlier block(s)" in r.error
         r = s.run("print('x' in globals(), 'y' in globals())")
@@ -330,12 +377,14 @@ def test_failed_restore_is_reported(sb):
 def test_timeout_kills_the_whole_process_tree(sb):
     need(sb, "uid")
     with sb.session() as s:
-        code = ("import os, signal, subprocess\n"
-                "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
-                "subprocess.Popen(['setsid', 'sleep', '1000'])\n"
-                "os.system('sleep 1000 &')\n"
-                "if os.fork() == 0:\n    os.setsid()\n    while True: pass\n"
-                "while True: pass\n")
+        code = (
+            "import os, signal, subprocess\n"
+            "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+            "subprocess.Popen(['setsid', 'sleep', '1000'])\n"
+            "os.system('sleep 1000 &')\n"
+            "if os.fork() == 0:\n    os.setsid()\n    while True: pass\n"
+            "while True: pass\n"
+        )
         r = s.run(code)
         check(r, TIMEOUT)
         # everything was SIGKILLed before the result came back; dying takes a moment
@@ -346,32 +395,39 @@ def test_timeout_kills_the_whole_process_tree(sb):
 # processes
 
 
-@pytest.mark.parametrize("code", [
-    "import os\nwhile True:\n    os.fork()",
-    "import os\nwhile True:\n    try:\n        os.fork()\n    except BaseException:\n        pass",
-])
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import os\nwhile True:\n    os.fork()",
+        "import os\nwhile True:\n    try:\n        os.fork()\n    except BaseException:\n        pass",
+    ],
+)
 def test_fork_bomb(sb, code):
     r = sb.run(code)
     check(r, ERROR, TIMEOUT)
 
 
 def test_multiprocessing_spawn_storm(sb):
-    code = ("import multiprocessing as mp, time\n"
-            "ctx = mp.get_context('spawn')\n"
-            "ps = [ctx.Process(target=time.sleep, args=(1000,)) for _ in range(64)]\n"
-            "for p in ps:\n    p.start()\n")
+    code = (
+        "import multiprocessing as mp, time\n"
+        "ctx = mp.get_context('spawn')\n"
+        "ps = [ctx.Process(target=time.sleep, args=(1000,)) for _ in range(64)]\n"
+        "for p in ps:\n    p.start()\n"
+    )
     r = sb.run(code)
     check(r, ERROR, TIMEOUT)
 
 
 def test_threads_and_daemons_left_running(sb):
     with sb.session() as s:
-        code = ("import threading, time, subprocess\n"
-                "def spin():\n    while True:\n        pass\n"
-                "threading.Thread(target=spin, daemon=True).start()\n"
-                "threading.Thread(target=time.sleep, args=(1000,)).start()\n"
-                "subprocess.Popen(['sleep', '1000'])\n"
-                "print('started')")
+        code = (
+            "import threading, time, subprocess\n"
+            "def spin():\n    while True:\n        pass\n"
+            "threading.Thread(target=spin, daemon=True).start()\n"
+            "threading.Thread(target=time.sleep, args=(1000,)).start()\n"
+            "subprocess.Popen(['sleep', '1000'])\n"
+            "print('started')"
+        )
         r = s.run(code)
         check(r, OK)
         assert r.stdout == "started\n"
@@ -383,14 +439,16 @@ def test_kill_the_parent(sb):
     if sb.protections.get("uid"):
         check(r, ERROR)
         assert "PermissionError" in r.error
-    else:                                   # same uid: the server may die; it is restarted
+    else:  # same uid: the server may die; it is restarted
         check(r, OK, ERROR, KILLED)
 
 
 def test_raising_own_rlimits_fails(sb):
     for res in ("RLIMIT_AS", "RLIMIT_NPROC", "RLIMIT_NOFILE", "RLIMIT_FSIZE"):
-        r = sb.run(f"import resource\nresource.setrlimit(resource.{res}, "
-                   "(resource.RLIM_INFINITY, resource.RLIM_INFINITY))")
+        r = sb.run(
+            f"import resource\nresource.setrlimit(resource.{res}, "
+            "(resource.RLIM_INFINITY, resource.RLIM_INFINITY))"
+        )
         check(r, ERROR)
         assert "ValueError" in r.error or "PermissionError" in r.error
 
@@ -398,16 +456,18 @@ def test_raising_own_rlimits_fails(sb):
 def test_os_system_and_subprocess(sb, results_dirs):
     before = snapshot(results_dirs)
     targets = [str(d / "answers.csv") for d in results_dirs]
-    code = ("import os, subprocess\n"
-            "print(os.system('echo hidden'))\n"
-            "print(subprocess.run(['echo', 'hi'], capture_output=True, text=True).stdout, end='')\n"
-            f"for t in {targets!r}:\n"
-            "    subprocess.run(['rm', '-rf', os.path.dirname(t)], capture_output=True)\n"
-            "    os.system(f'echo x > {t}')\n"
-            "_ = os.system('sleep 1000 &')\n")
+    code = (
+        "import os, subprocess\n"
+        "print(os.system('echo hidden'))\n"
+        "print(subprocess.run(['echo', 'hi'], capture_output=True, text=True).stdout, end='')\n"
+        f"for t in {targets!r}:\n"
+        "    subprocess.run(['rm', '-rf', os.path.dirname(t)], capture_output=True)\n"
+        "    os.system(f'echo x > {t}')\n"
+        "_ = os.system('sleep 1000 &')\n"
+    )
     r = sb.run(code)
     check(r, OK)
-    assert r.stdout == "0\nhi\n"             # C-level output of children goes to /dev/null
+    assert r.stdout == "0\nhi\n"  # C-level output of children goes to /dev/null
     if sb.protections.get("uid"):
         assert snapshot(results_dirs) == before
 
@@ -416,12 +476,18 @@ def test_os_system_and_subprocess(sb, results_dirs):
 # memory and output
 
 
-@pytest.mark.parametrize("code,statuses", [
-    ("x = [0] * 10**10", (MEMORY,)),
-    ("b = bytearray(10**10)", (MEMORY,)),
-    ("x = []\nwhile True:\n    x.append(bytearray(10**7))", (MEMORY, TIMEOUT)),   # slow machines: timeout
-    ("y = 10**10**8", (TIMEOUT, MEMORY)),
-])
+@pytest.mark.parametrize(
+    "code,statuses",
+    [
+        ("x = [0] * 10**10", (MEMORY,)),
+        ("b = bytearray(10**10)", (MEMORY,)),
+        (
+            "x = []\nwhile True:\n    x.append(bytearray(10**7))",
+            (MEMORY, TIMEOUT),
+        ),  # slow machines: timeout
+        ("y = 10**10**8", (TIMEOUT, MEMORY)),
+    ],
+)
 def test_memory_bombs(sb, code, statuses):
     with sb.session() as s:
         s.run("z = 1")
@@ -432,10 +498,13 @@ def test_memory_bombs(sb, code, statuses):
         check(s.run("print(z)"), OK)
 
 
-@pytest.mark.parametrize("code", [
-    "import sys\nfor _ in range(100):\n    sys.stdout.write('x' * 10**7)",      # a gigabyte
-    "while True:\n    print('spam')",
-])
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import sys\nfor _ in range(100):\n    sys.stdout.write('x' * 10**7)",  # a gigabyte
+        "while True:\n    print('spam')",
+    ],
+)
 def test_output_floods(sb, code):
     r = sb.run(code)
     check(r, OUTPUT_LIMIT)
@@ -444,8 +513,10 @@ def test_output_floods(sb, code):
 
 
 def test_non_utf8_output(sb):
-    r = sb.run("import sys\nsys.stdout.buffer.write(b'a\\xff\\xfeb\\n')\nprint('\\udcff')\n"
-               "sys.stdout.flush()")
+    r = sb.run(
+        "import sys\nsys.stdout.buffer.write(b'a\\xff\\xfeb\\n')\nprint('\\udcff')\n"
+        "sys.stdout.flush()"
+    )
     check(r, OK)
     assert r.stdout.startswith("a\ufffd\ufffdb\n")
     r.stdout.encode("utf-8")
@@ -467,8 +538,10 @@ def test_huge_file(sb):
 def test_deep_recursion_segfault(sb):
     with sb.session() as s:
         s.run("kept = 'yes'")
-        code = ("import sys\nsys.setrecursionlimit(10**6)\nl = []\nfor i in range(10**6):\n"
-                "    l = [l]\nrepr(l)")
+        code = (
+            "import sys\nsys.setrecursionlimit(10**6)\nl = []\nfor i in range(10**6):\n"
+            "    l = [l]\nrepr(l)"
+        )
         r = s.run(code)
         check(r, KILLED, ERROR, TIMEOUT)
         if r.status == KILLED:
@@ -483,17 +556,20 @@ def test_deep_python_recursion(sb):
     check(r, ERROR, KILLED, TIMEOUT)
 
 
-@pytest.mark.parametrize("code,status,text", [
-    ("print('a')\nimport sys\nsys.exit()", OK, ""),
-    ("import sys\nsys.exit(0)", OK, ""),
-    ("raise SystemExit", OK, ""),
-    ("exit()", OK, ""),
-    ("import sys\nsys.exit(3)", ERROR, "SystemExit: 3"),
-    ("raise KeyboardInterrupt", ERROR, "KeyboardInterrupt"),
-    ("import os\nos._exit(3)", KILLED, "code 3"),
-    ("import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)", KILLED, "SIGSEGV"),
-    ("input()", ERROR, "EOFError"),
-])
+@pytest.mark.parametrize(
+    "code,status,text",
+    [
+        ("print('a')\nimport sys\nsys.exit()", OK, ""),
+        ("import sys\nsys.exit(0)", OK, ""),
+        ("raise SystemExit", OK, ""),
+        ("exit()", OK, ""),
+        ("import sys\nsys.exit(3)", ERROR, "SystemExit: 3"),
+        ("raise KeyboardInterrupt", ERROR, "KeyboardInterrupt"),
+        ("import os\nos._exit(3)", KILLED, "code 3"),
+        ("import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)", KILLED, "SIGSEGV"),
+        ("input()", ERROR, "EOFError"),
+    ],
+)
 def test_exits(sb, code, status, text):
     with sb.session() as s:
         s.run("w = 1")
@@ -522,12 +598,14 @@ def test_environment_is_scrubbed_and_paths_hidden(monkeypatch, results_dirs):
     limits = Limits(**dict(vars(LIMITS), output_chars=20000))
     hidden = results_dirs[-1]
     with Sandbox(limits, workers=1, hide_paths=[str(hidden)]) as sb2:
-        code = ("import os\n"
-                "print(sorted(os.environ))\n"
-                "print(os.environ['PATH'], os.environ['HOME'])\n"
-                "for p in ('/proc/self/environ', '/proc/1/environ', '/proc/1/cmdline'):\n"
-                "    try:\n        print(open(p, 'rb').read())\n"
-                "    except OSError as e:\n        print(p, 'unreadable')\n")
+        code = (
+            "import os\n"
+            "print(sorted(os.environ))\n"
+            "print(os.environ['PATH'], os.environ['HOME'])\n"
+            "for p in ('/proc/self/environ', '/proc/1/environ', '/proc/1/cmdline'):\n"
+            "    try:\n        print(open(p, 'rb').read())\n"
+            "    except OSError as e:\n        print(p, 'unreadable')\n"
+        )
         r = sb2.run(code)
         check(r, OK)
         assert "hunter2" not in r.stdout and "hf_fake" not in r.stdout
@@ -550,15 +628,17 @@ def assert_results_safe(sb, results_dirs):
     before = snapshot(results_dirs)
     for d in results_dirs:
         f = d / "answers.csv"
-        if outside_tmp(d):                    # the session sees these files: the uid alone protects them
+        if outside_tmp(d):  # the session sees these files: the uid alone protects them
             r = sb.run(f"print(open({str(f)!r}).read(), end='')")
             assert r.stdout == "id,answer\n1,42\n", r
-        for code in (f"import os\nos.remove({str(f)!r})",
-                     f"open({str(f)!r}, 'w').write('hacked')",
-                     f"import os\nos.rename({str(f)!r}, {str(f) + '.bak'!r})",
-                     f"import os\nos.chmod({str(f)!r}, 0o777)",
-                     f"import shutil\nshutil.rmtree({str(d)!r})",
-                     f"open({str(d / 'new.txt')!r}, 'w').write('x')"):
+        for code in (
+            f"import os\nos.remove({str(f)!r})",
+            f"open({str(f)!r}, 'w').write('hacked')",
+            f"import os\nos.rename({str(f)!r}, {str(f) + '.bak'!r})",
+            f"import os\nos.chmod({str(f)!r}, 0o777)",
+            f"import shutil\nshutil.rmtree({str(d)!r})",
+            f"open({str(d / 'new.txt')!r}, 'w').write('x')",
+        ):
             r = sb.run(code)
             check(r, ERROR)
             assert "PermissionError" in r.error or "FileNotFoundError" in r.error, r
@@ -570,8 +650,10 @@ def test_private_tmp(sb):
     marker = Path(tempfile.gettempdir()) / f"aimo-sandbox-test-{os.getpid()}"
     marker.write_text("host")
     try:
-        r = sb.run(f"import os\nprint(os.getcwd(), os.path.exists({str(marker)!r}))\n"
-                   "_ = open('/tmp/left-behind', 'w').write('x')")
+        r = sb.run(
+            f"import os\nprint(os.getcwd(), os.path.exists({str(marker)!r}))\n"
+            "_ = open('/tmp/left-behind', 'w').write('x')"
+        )
         check(r, OK)
         assert r.stdout == "/tmp False\n"
         assert not Path("/tmp/left-behind").exists()
@@ -587,9 +669,11 @@ def test_no_network(sb):
     listener.settimeout(0.5)
     port = listener.getsockname()[1]
     try:
-        code = ("import socket\n"
-                f"socket.create_connection(('127.0.0.1', {port}), timeout=1).sendall(b'hello')\n"
-                "print('connected')")
+        code = (
+            "import socket\n"
+            f"socket.create_connection(('127.0.0.1', {port}), timeout=1).sendall(b'hello')\n"
+            "print('connected')"
+        )
         r = sb.run(code)
         check(r, ERROR)
         assert "connected" not in r.stdout
@@ -619,7 +703,7 @@ def test_server_death_is_survived():
         assert s.run("x = 41").status == OK
         os.killpg(sb2._server.proc.pid, 9)
         sb2._server.proc.wait()
-        if s.uid is not None:          # the kernel empties the pid namespace a moment later
+        if s.uid is not None:  # the kernel empties the pid namespace a moment later
             assert wait_gone({s.uid}) == []
         else:
             time.sleep(0.5)
@@ -647,27 +731,35 @@ def test_close_stops_everything():
         sb2.session()
 
 
-@pytest.mark.parametrize("mode", [{"namespaces": False}, {"namespaces": False, "drop_privileges": False}],
-                         ids=["no-namespaces", "no-isolation"])
+@pytest.mark.parametrize(
+    "mode",
+    [{"namespaces": False}, {"namespaces": False, "drop_privileges": False}],
+    ids=["no-namespaces", "no-isolation"],
+)
 def test_fallback_modes(mode, caplog):
     """Without namespaces (e.g. a container without CAP_SYS_ADMIN) or without root, the
     sandbox still runs blocks, enforces time and memory, restores sessions, and says once
     which protections are missing."""
     import logging
+
     with caplog.at_level(logging.WARNING, logger="aimo.sandbox"):
         with Sandbox(Limits(**dict(vars(LIMITS), wall_s=1.0, cpu_s=1.0)), workers=2, **mode) as sb2:
             prot = sb2.protections
             assert not prot["netns"] and not prot["pidns"] and not prot["private_tmp"]
-            from aimo.sandbox import client     # the line is logged once per process
-            assert any("running without" in rec.getMessage() for rec in caplog.records) \
-                or any(m.startswith("sandbox running without") for m in client._logged)
+            from aimo.sandbox import client  # the line is logged once per process
+
+            assert any("running without" in rec.getMessage() for rec in caplog.records) or any(
+                m.startswith("sandbox running without") for m in client._logged
+            )
             s = sb2.session()
             check(s.run("x = 1\nprint(x)"), OK)
             assert (s.uid is not None) == prot["uid"]
             r = s.run("import os\nprint(os.getcwd() != '/', os.access('.', os.W_OK))")
             assert r.stdout == "True True\n", r
             check(s.run("while True:\n    pass"), TIMEOUT)
-            r = s.run("import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    pass")
+            r = s.run(
+                "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    pass"
+            )
             check(r, TIMEOUT)
             check(s.run("import os\nos._exit(3)"), KILLED)
             check(s.run("x = [0] * 10**10"), MEMORY)
@@ -677,9 +769,11 @@ def test_fallback_modes(mode, caplog):
             # grandchildren that left the process group are killed too (by uid, or as the
             # session's subtree: without a uid of its own a session is a child subreaper)
             marker = str(900000 + os.getpid() % 10000)
-            r = s.run(f"import os, subprocess, signal\nsubprocess.Popen(['setsid', 'sleep', '{marker}'])\n"
-                      f"os.system('setsid sleep {marker} &')\n"
-                      "signal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    pass")
+            r = s.run(
+                f"import os, subprocess, signal\nsubprocess.Popen(['setsid', 'sleep', '{marker}'])\n"
+                f"os.system('setsid sleep {marker} &')\n"
+                "signal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    pass"
+            )
             check(r, TIMEOUT)
             assert wait_gone(marker, timeout=2.0, find=processes_with_arg) == []
             s.run(f"import subprocess\nsubprocess.Popen(['setsid', 'sleep', '{marker}'])")

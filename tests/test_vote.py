@@ -1,4 +1,5 @@
 """The DuckDB votes (aimo.vote) on tiny synthetic shards."""
+
 import math
 
 import pyarrow as pa
@@ -12,29 +13,50 @@ from aimo.vote import STRATEGIES, VoteSettings, load_sql, vote, vote_table
 
 def trace(pid, sample, answer, source="generate", lp=-0.5, suffix=None, ent=None, tail=None):
     tid = f"{pid}:{sample}" + (f":{suffix}" if suffix else "")
-    return {"trace_id": tid, "problem_id": pid, "sample": sample, "seed": sample,
-            "source": source, "attempt": 0 if source == "generate" else 1,
-            "answer": None if answer is None else str(answer), "answer_int": answer,
-            "mean_logprob": lp, "completion_tokens": 100, "mean_entropy": ent,
-            "tail_entropy": tail}
+    return {
+        "trace_id": tid,
+        "problem_id": pid,
+        "sample": sample,
+        "seed": sample,
+        "source": source,
+        "attempt": 0 if source == "generate" else 1,
+        "answer": None if answer is None else str(answer),
+        "answer_int": answer,
+        "mean_logprob": lp,
+        "completion_tokens": 100,
+        "mean_entropy": ent,
+        "tail_entropy": tail,
+    }
 
 
 def execution(t, status="ok", agrees=None):
-    return {"trace_id": t["trace_id"], "problem_id": t["problem_id"], "exec_status": status,
-            "agrees": agrees}
+    return {
+        "trace_id": t["trace_id"],
+        "problem_id": t["problem_id"],
+        "exec_status": status,
+        "agrees": agrees,
+    }
 
 
 @pytest.fixture
 def shards(tmp_path):
     """Write problems, traces and executions; return a function that does it."""
+
     def make(traces, execs=(), problems=None, name="t"):
         pids = problems or sorted({t["problem_id"] for t in traces})
-        write_table([{"problem_id": p, "problem": "?", "answer": None} for p in pids],
-                    tmp_path / "problems.parquet", PROBLEMS)
+        write_table(
+            [{"problem_id": p, "problem": "?", "answer": None} for p in pids],
+            tmp_path / "problems.parquet",
+            PROBLEMS,
+        )
         write_table(traces, tmp_path / f"{name}_traces.parquet", TRACES)
         write_table(list(execs), tmp_path / f"{name}_execs.parquet", EXECUTIONS)
-        return (tmp_path / "problems.parquet", [tmp_path / f"{name}_traces.parquet"],
-                [tmp_path / f"{name}_execs.parquet"])
+        return (
+            tmp_path / "problems.parquet",
+            [tmp_path / f"{name}_traces.parquet"],
+            [tmp_path / f"{name}_execs.parquet"],
+        )
+
     return make
 
 
@@ -48,8 +70,12 @@ def rows(table, strategy=None):
 
 def test_weighted_clean_code_counts_double(shards):
     ts = [trace("a", 0, 7), trace("a", 1, 7), trace("a", 2, 9), trace("a", 3, 9)]
-    ex = [execution(ts[0], "ok"), execution(ts[1], "error"), execution(ts[2], "ok"),
-          execution(ts[3], "ok")]
+    ex = [
+        execution(ts[0], "ok"),
+        execution(ts[1], "error"),
+        execution(ts[2], "ok"),
+        execution(ts[3], "ok"),
+    ]
     p, t, e = shards(ts, ex)
     w = rows(vote_table(p, t, e, ["weighted"]))["a"]
     assert (w["answer"], w["score"], w["votes"]) == (9, 4.0, 2)
@@ -81,8 +107,14 @@ def test_tie_breaking_order(shards):
 
 
 def test_zero_weight_answers_and_empty_problems(shards):
-    ts = [trace("a", 0, None), trace("a", 1, -5), trace("a", 2, 100000), trace("a", 3, 3),
-          trace("b", 0, None), trace("b", 1, 123456)]
+    ts = [
+        trace("a", 0, None),
+        trace("a", 1, -5),
+        trace("a", 2, 100000),
+        trace("a", 3, 3),
+        trace("b", 0, None),
+        trace("b", 1, 123456),
+    ]
     p, t, e = shards(ts, [execution(x, "ok", True) for x in ts], problems=["a", "b", "c"])
     table = vote_table(p, t, e)
     assert table.schema.equals(VOTES)
@@ -113,10 +145,15 @@ def test_critique_weight(shards):
     assert (got["answer"], got["score"], got["runner_up_score"]) == (9, 3.0, 2.0)
     got = rows(vote_table(p, t, e, ["weighted"], VoteSettings(critique_weight=0.0)))["a"]
     assert (got["answer"], got["runner_up"]) == (7, None)  # a zero weight is no vote
-    assert rows(vote_table(p, t, e, ["majority"], VoteSettings(critique_weight=3.0)))["a"]["answer"] == 9
+    assert (
+        rows(vote_table(p, t, e, ["majority"], VoteSettings(critique_weight=3.0)))["a"]["answer"]
+        == 9
+    )
     # reflexion rows count like generate rows
-    ts2 = ts[:2] + [trace("a", 2, 9, "reflexion", suffix="r1"),
-                    trace("a", 3, 9, "reflexion", suffix="r1")]
+    ts2 = ts[:2] + [
+        trace("a", 2, 9, "reflexion", suffix="r1"),
+        trace("a", 3, 9, "reflexion", suffix="r1"),
+    ]
     p, t, e = shards(ts2, name="r")
     got = rows(vote_table(p, t, e, ["weighted"]))["a"]
     assert (got["answer"], got["score"], got["runner_up_score"]) == (7, 2.0, 2.0)
@@ -124,12 +161,20 @@ def test_critique_weight(shards):
 
 def test_a_critique_can_replace_its_parents_vote(shards):
     # a 2-2 tie between 7 and 9; one 7 is critiqued and stays 7, one 9 is critiqued to 5
-    ts = [trace("a", 0, 7), trace("a", 1, 7), trace("a", 2, 9), trace("a", 3, 9),
-          trace("b", 0, 4), trace("b", 1, 4)]
-    crit = [dict(trace("a", 0, 7, "critique", suffix="c"), parent_id="a:0"),
-            dict(trace("a", 2, 5, "critique", suffix="c"), parent_id="a:2"),
-            dict(trace("b", 0, None, "critique", suffix="c"), parent_id="b:0"),  # no answer
-            dict(trace("b", 1, 123456, "critique", suffix="c"), parent_id="b:1")]  # invalid
+    ts = [
+        trace("a", 0, 7),
+        trace("a", 1, 7),
+        trace("a", 2, 9),
+        trace("a", 3, 9),
+        trace("b", 0, 4),
+        trace("b", 1, 4),
+    ]
+    crit = [
+        dict(trace("a", 0, 7, "critique", suffix="c"), parent_id="a:0"),
+        dict(trace("a", 2, 5, "critique", suffix="c"), parent_id="a:2"),
+        dict(trace("b", 0, None, "critique", suffix="c"), parent_id="b:0"),  # no answer
+        dict(trace("b", 1, 123456, "critique", suffix="c"), parent_id="b:1"),
+    ]  # invalid
     p, t, e = shards(ts + crit)
     added = rows(vote_table(p, t, e, ["majority"]))
     assert (added["a"]["answer"], added["a"]["score"], added["a"]["runner_up_score"]) == (7, 3, 2)
@@ -144,9 +189,14 @@ def test_a_critique_can_replace_its_parents_vote(shards):
 
 
 def test_logprob_weights(shards):
-    ts = [trace("a", 0, 7, lp=-0.1), trace("a", 1, 9, lp=-2.0), trace("a", 2, 9, lp=-2.0),
-          trace("a", 3, 11, lp=float("nan")), trace("a", 4, 11, lp=None),
-          trace("a", 5, 11, lp=float("-inf"))]
+    ts = [
+        trace("a", 0, 7, lp=-0.1),
+        trace("a", 1, 9, lp=-2.0),
+        trace("a", 2, 9, lp=-2.0),
+        trace("a", 3, 11, lp=float("nan")),
+        trace("a", 4, 11, lp=None),
+        trace("a", 5, 11, lp=float("-inf")),
+    ]
     p, t, e = shards(ts)
     got = rows(vote_table(p, t, e, ["logprob"]))["a"]
     assert got["answer"] == 7
@@ -161,8 +211,11 @@ def test_logprob_weights(shards):
 
 def test_entropy_weights_and_the_neutral_value(shards):
     # 7: two unsure traces (entropy 1.0 each: weight 2); 9: one sure trace (0.25: weight 4)
-    ts = [trace("a", 0, 7, ent=1.0, tail=0.1), trace("a", 1, 7, ent=1.0, tail=0.1),
-          trace("a", 2, 9, ent=0.25, tail=2.0)]
+    ts = [
+        trace("a", 0, 7, ent=1.0, tail=0.1),
+        trace("a", 1, 7, ent=1.0, tail=0.1),
+        trace("a", 2, 9, ent=0.25, tail=2.0),
+    ]
     p, t, e = shards(ts)
     got = rows(vote_table(p, t, e, ["entropy"]))["a"]
     assert (got["answer"], got["score"], got["votes"], got["runner_up_score"]) == (9, 4.0, 1, 2.0)
@@ -171,17 +224,24 @@ def test_entropy_weights_and_the_neutral_value(shards):
     assert rows(vote_table(p, t, e, ["majority"]))["a"]["answer"] == 7
     # unknown entropies (NULL, NaN, infinite, negative) take the median of the known ones
     # (0, 0.25, 0.5, 1: 0.375), not the best or the worst weight; a zero entropy is floored
-    ts = [trace("b", 0, 1, ent=0.25), trace("b", 1, 2, ent=0.5), trace("b", 2, 3, ent=1.0),
-          trace("b", 3, 4, ent=None), trace("b", 4, 5, ent=float("nan")),
-          trace("b", 5, 6, ent=float("inf")), trace("b", 6, 8, ent=-1.0),
-          trace("b", 7, 9, ent=0.0)]
+    ts = [
+        trace("b", 0, 1, ent=0.25),
+        trace("b", 1, 2, ent=0.5),
+        trace("b", 2, 3, ent=1.0),
+        trace("b", 3, 4, ent=None),
+        trace("b", 4, 5, ent=float("nan")),
+        trace("b", 5, 6, ent=float("inf")),
+        trace("b", 6, 8, ent=-1.0),
+        trace("b", 7, 9, ent=0.0),
+    ]
     p, t, e = shards(ts, name="b")
     tallies = {r["answer"]: r["score"] for r in vote_table(p, t, e, ["entropy"]).to_pylist()}
     assert tallies[9] == pytest.approx(1 / 1e-3)
     table = load_tallies(p, t, e, "entropy")
     neutral = 1 / 0.375
     assert {a: table[a] for a in (1, 2, 3, 4, 5, 6, 8)} == pytest.approx(
-        {1: 4.0, 2: 2.0, 3: 1.0, 4: neutral, 5: neutral, 6: neutral, 8: neutral})
+        {1: 4.0, 2: 2.0, 3: 1.0, 4: neutral, 5: neutral, 6: neutral, 8: neutral}
+    )
     # no trace with an entropy: every weight is equal, the vote is the majority vote
     ts = [trace("c", 0, 3), trace("c", 1, 4), trace("c", 2, 4)]
     p, t, e = shards(ts, name="c")
@@ -192,14 +252,17 @@ def test_entropy_weights_and_the_neutral_value(shards):
 
 def load_tallies(p, t, e, strategy):
     from aimo.vote import Candidates
+
     with Candidates(p, t, e, strategies=[strategy]) as cands:
         return {r["answer"]: r["score"] for r in cands.tallies(strategy).to_pylist()}
 
 
 def test_share_confidence_mixes_share_confidence_and_consensus(shards):
     # 7: 3 of 4 valid votes, unsure (tail 2.0), none verified; 9: 1 vote, sure, verified
-    ts = [trace("a", i, 7, tail=2.0) for i in range(3)] + [trace("a", 3, 9, tail=0.0),
-                                                            trace("a", 4, None)]
+    ts = [trace("a", i, 7, tail=2.0) for i in range(3)] + [
+        trace("a", 3, 9, tail=0.0),
+        trace("a", 4, None),
+    ]
     ex = [execution(x, "ok", False) for x in ts[:3]] + [execution(ts[3], "ok", True)]
     p, t, e = shards(ts, ex)
     got = load_tallies(p, t, e, "share_confidence")
@@ -233,12 +296,19 @@ def test_duplicated_execution_rows_do_not_double_a_vote(shards, tmp_path):
     got = rows(vote_table(p, t, e + [tmp_path / "again.parquet"], ["weighted"]))["a"]
     # 7 scores 2 (one clean trace, not 4); 9 scores 2 with two votes and wins the tie
     assert (got["answer"], got["score"], got["runner_up"], got["runner_up_score"]) == (
-        9, 2.0, 7, 2.0)
+        9,
+        2.0,
+        7,
+        2.0,
+    )
 
 
 def test_every_strategy_alone_equals_all_together(shards):
-    ts = [trace(pid, i, (i * 7 + len(pid)) % 4, lp=-0.1 * i) for pid in ("a", "bb", "ccc")
-          for i in range(9)]
+    ts = [
+        trace(pid, i, (i * 7 + len(pid)) % 4, lp=-0.1 * i)
+        for pid in ("a", "bb", "ccc")
+        for i in range(9)
+    ]
     ex = [execution(x, ["ok", "error", "no_code"][i % 3], i % 2 == 0) for i, x in enumerate(ts)]
     p, t, e = shards(ts, ex)
     together = vote_table(p, t, e)
@@ -268,6 +338,7 @@ def test_sql_files_have_header_comments():
 # ---------------------------------------------------------------------------------------------
 # bad input
 
+
 def test_unknown_strategy_lists_the_valid_ones(shards, tmp_path):
     p, t, e = shards([trace("a", 0, 1)])
     with pytest.raises(ValueError, match="weighted, majority, logprob, verified"):
@@ -276,13 +347,16 @@ def test_unknown_strategy_lists_the_valid_ones(shards, tmp_path):
         vote(p, t, e, tmp_path / "v.parquet", {"strategy": "plurality"})
 
 
-@pytest.mark.parametrize("weights, critique, match", [
-    ({"clean": 2}, 1.0, "unknown weight"),
-    ({"other": -1}, 1.0, "other"),
-    ({"other": float("nan")}, 1.0, "other"),
-    ({"other": "x"}, 1.0, "not a number"),
-    (None, -0.5, "critique_weight"),
-])
+@pytest.mark.parametrize(
+    "weights, critique, match",
+    [
+        ({"clean": 2}, 1.0, "unknown weight"),
+        ({"other": -1}, 1.0, "other"),
+        ({"other": float("nan")}, 1.0, "other"),
+        ({"other": "x"}, 1.0, "not a number"),
+        (None, -0.5, "critique_weight"),
+    ],
+)
 def test_bad_weights(shards, weights, critique, match):
     p, t, e = shards([trace("a", 0, 1)])
     with pytest.raises(ValueError, match=match):
@@ -306,11 +380,14 @@ def test_missing_column_names_file_and_column(shards, tmp_path):
         vote_table(p, [bad], e)
 
 
-@pytest.mark.parametrize("column, array", [
-    ("answer_int", pa.array(["7"])),  # non-numeric
-    ("answer_int", pa.array([7.0])),  # a float from another schema
-    ("source", pa.array([1])),
-])
+@pytest.mark.parametrize(
+    "column, array",
+    [
+        ("answer_int", pa.array(["7"])),  # non-numeric
+        ("answer_int", pa.array([7.0])),  # a float from another schema
+        ("source", pa.array([1])),
+    ],
+)
 def test_wrong_column_type_names_file_and_column(shards, tmp_path, column, array):
     p, t, e = shards([trace("a", 0, 7)])
     table = pq.read_table(t[0])
@@ -337,8 +414,11 @@ def test_unknown_source_names_the_file(shards, tmp_path):
     p, t, e = shards([trace("a", 0, 7)])
     rows_ = [trace("a", 1, 7, source="generated")]
     write_table(rows_, tmp_path / "odd.parquet", TRACES)
-    with pytest.raises(ValueError, match=r"odd\.parquet: column 'source' has the value "
-                                         r"'generated'"):
+    with pytest.raises(
+        ValueError,
+        match=r"odd\.parquet: column 'source' has the value "
+        r"'generated'",
+    ):
         vote_table(p, t + [tmp_path / "odd.parquet"], e)
 
 
@@ -361,12 +441,18 @@ def test_empty_and_schemaless_shards_are_fine(shards, tmp_path):
     p, t, e = shards(ts, [execution(ts[0], "ok")])
     write_table([], tmp_path / "empty.parquet", TRACES)
     # an empty shard written without a schema (every column of type null)
-    pq.write_table(pa.table({c: pa.nulls(0) for c in TRACES.names}),
-                   tmp_path / "nulls.parquet")
-    pq.write_table(pa.table({c: pa.nulls(0) for c in EXECUTIONS.names}),
-                   tmp_path / "nulls_e.parquet")
-    got = rows(vote_table(p, t + [tmp_path / "empty.parquet", tmp_path / "nulls.parquet"],
-                          e + [tmp_path / "nulls_e.parquet"], ["weighted"]))
+    pq.write_table(pa.table({c: pa.nulls(0) for c in TRACES.names}), tmp_path / "nulls.parquet")
+    pq.write_table(
+        pa.table({c: pa.nulls(0) for c in EXECUTIONS.names}), tmp_path / "nulls_e.parquet"
+    )
+    got = rows(
+        vote_table(
+            p,
+            t + [tmp_path / "empty.parquet", tmp_path / "nulls.parquet"],
+            e + [tmp_path / "nulls_e.parquet"],
+            ["weighted"],
+        )
+    )
     assert got["a"]["answer"] == 7 and got["a"]["score"] == 2.0
     # no shard at all: every problem gets a row without an answer
     got = rows(vote_table(p, [], [], ["weighted", "verified"]))
@@ -377,7 +463,8 @@ def test_columns_in_another_order_and_extra_columns(shards, tmp_path):
     p, t, e = shards([trace("a", 0, 7), trace("a", 1, 9)])
     table = pq.read_table(t[0])
     table = table.select(list(reversed(table.column_names))).append_column(
-        "extra", pa.array([1, 2]))
+        "extra", pa.array([1, 2])
+    )
     pq.write_table(table, tmp_path / "reordered.parquet")
     got = rows(vote_table(p, [tmp_path / "reordered.parquet"], e, ["weighted"]))
     assert got["a"]["answer"] == 7

@@ -10,9 +10,34 @@ See docs/sandbox.md for the design, the isolation it gives, and what it does not
 limits.py (Limits, ExecResult, statuses), client.py (Sandbox, Session), _channels.py (its sockets),
 _cgroup.py (memory cgroups) and _server/ (the server, a folder run by path).
 """
-from aimo.sandbox.client import Sandbox, Session
-from aimo.sandbox.limits import (ERROR, GRACE_S, KILLED, MEMORY, OK, OUTPUT_LIMIT, STATUSES, TIMEOUT, ExecResult,
-                                 Limits, SandboxError)
 
-__all__ = ["Sandbox", "Session", "Limits", "ExecResult", "SandboxError", "STATUSES", "OK", "ERROR", "TIMEOUT",
-           "MEMORY", "OUTPUT_LIMIT", "KILLED", "GRACE_S"]
+from aimo.sandbox.client import Sandbox, Session
+from aimo.sandbox.limits import (
+    ERROR,
+    GRACE_S,
+    KILLED,
+    MEMORY,
+    OK,
+    OUTPUT_LIMIT,
+    STATUSES,
+    TIMEOUT,
+    ExecResult,
+    Limits,
+    SandboxError,
+)
+
+__all__ = [
+    "Sandbox",
+    "Session",
+    "Limits",
+    "ExecResult",
+    "SandboxError",
+    "STATUSES",
+    "OK",
+    "ERROR",
+    "TIMEOUT",
+    "MEMORY",
+    "OUTPUT_LIMIT",
+    "KILLED",
+    "GRACE_S",
+]

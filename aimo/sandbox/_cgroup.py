@@ -11,6 +11,7 @@ The fork server loads this file by path (it never imports the aimo package); the
 it to remove what a killed server left. Nothing here raises for a machine without cgroups:
 `locate()` says why not, and callers report that once.
 """
+
 from __future__ import annotations
 
 import errno
@@ -38,7 +39,7 @@ class NoPlace(OSError):
 
 def locate():
     """(version, directory of our own memory cgroup, None) or (None, None, why not)."""
-    mounts = {}                                   # version -> (mount point, root in the hierarchy)
+    mounts = {}  # version -> (mount point, root in the hierarchy)
     try:
         for line in _read("/proc/self/mountinfo").splitlines():
             left, _, right = line.partition(" - ")
@@ -63,7 +64,7 @@ def locate():
                 own[1] = path
     except (OSError, ValueError) as e:
         return None, None, f"cannot read the cgroup mounts ({e})"
-    for version in (2, 1):                        # pure v2 first; a hybrid machine's memory is on v1
+    for version in (2, 1):  # pure v2 first; a hybrid machine's memory is on v1
         if version in mounts and version in own:
             point, root = mounts[version]
             rel = os.path.relpath(own[version], root) if own[version].startswith(root) else None
@@ -73,7 +74,11 @@ def locate():
             if os.path.isdir(d) and os.access(d, os.W_OK):
                 return version, d, None
             return None, None, f"the memory cgroup {d} is not writable"
-    return None, None, "no read-write memory cgroup is mounted (v1 memory controller or v2 with memory)"
+    return (
+        None,
+        None,
+        "no read-write memory cgroup is mounted (v1 memory controller or v2 with memory)",
+    )
 
 
 class Pool:
@@ -128,7 +133,7 @@ class Pool:
         limit = str(int(mb) * MB)
         if self.version == 1:
             _write(os.path.join(path, "memory.limit_in_bytes"), limit)
-            swap = os.path.join(path, "memory.memsw.limit_in_bytes")   # only with swap accounting
+            swap = os.path.join(path, "memory.memsw.limit_in_bytes")  # only with swap accounting
             if os.path.exists(swap):
                 _write(swap, limit)
         else:

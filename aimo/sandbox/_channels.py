@@ -1,6 +1,7 @@
 """The client's two kinds of channel: to the fork server (`Server`, which also starts it) and
 to one session process (`Channel`). Only sockets and a subprocess: the lead never forks.
 """
+
 from __future__ import annotations
 
 import collections
@@ -18,7 +19,9 @@ from aimo.sandbox._server.sbx_protocol import ENV, HDR, MAX_MSG, frame
 from aimo.sandbox.limits import SandboxError
 
 REQUEST_TIMEOUT_S = 15.0
-SERVER_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_server")   # a folder, run by path
+SERVER_PATH = os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "_server"
+)  # a folder, run by path
 SERVER_ENV = dict(ENV, HOME="/", PYTHONHASHSEED="0")
 
 
@@ -62,7 +65,7 @@ class Channel:
         view = memoryview(frame(obj))
         while view:
             try:
-                view = view[self.sock.send(view):]
+                view = view[self.sock.send(view) :]
                 continue
             except BlockingIOError:
                 pass
@@ -81,8 +84,8 @@ class Channel:
             raise Dead("protocol error (oversized message)")
         if len(self.buf) < 4 + n:
             return None
-        raw = bytes(self.buf[4:4 + n])
-        del self.buf[:4 + n]
+        raw = bytes(self.buf[4 : 4 + n])
+        del self.buf[: 4 + n]
         try:
             msg = json.loads(raw)
         except ValueError:
@@ -131,7 +134,7 @@ class Proc:
     def __init__(self, chan, sid, gen, uid):
         self.chan, self.sid, self.gen, self.uid = chan, sid, gen, uid
         self.cpu_total = 0.0
-        self.oom_kills = 0          # OOM kills in its cgroup known from its last answer
+        self.oom_kills = 0  # OOM kills in its cgroup known from its last answer
 
 
 class Server:
@@ -143,20 +146,25 @@ class Server:
         try:
             self.proc = subprocess.Popen(
                 [python, "-s", "-P", SERVER_PATH, str(child.fileno())],
-                pass_fds=[child.fileno()], env=dict(SERVER_ENV), cwd="/", stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL, start_new_session=True)
+                pass_fds=[child.fileno()],
+                env=dict(SERVER_ENV),
+                cwd="/",
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         finally:
             child.close()
         self.ctl = parent
         try:
             parent.send(json.dumps(opts).encode())
         except OSError:
-            pass                                # noticed by wait_ready
+            pass  # noticed by wait_ready
         self.lock = threading.Lock()
         self.info = None
         self.dead = False
         self.rids = itertools.count(1)
-        self.graveyard = collections.deque()    # sids of sessions garbage-collected unclosed
+        self.graveyard = collections.deque()  # sids of sessions garbage-collected unclosed
 
     def wait_ready(self, timeout):
         with self.lock:
@@ -175,7 +183,9 @@ class Server:
                         data = b""
                     if not data:
                         self.dead = True
-                        raise SandboxError("the sandbox server exited during start-up (see its stderr)")
+                        raise SandboxError(
+                            "the sandbox server exited during start-up (see its stderr)"
+                        )
                     self.info = json.loads(data)
                     self.info["client_startup_s"] = time.monotonic() - self.started
                     return self.info
@@ -185,11 +195,14 @@ class Server:
         with self.lock:
             if self.dead:
                 raise Dead("server gone")
-            while self.graveyard:              # kills queued by __del__ (which must not lock)
+            while self.graveyard:  # kills queued by __del__ (which must not lock)
                 sid = self.graveyard.popleft()
                 try:
-                    self.ctl.send(json.dumps({"op": "kill", "sid": sid, "wait": False,
-                                              "noreply": True}).encode())
+                    self.ctl.send(
+                        json.dumps(
+                            {"op": "kill", "sid": sid, "wait": False, "noreply": True}
+                        ).encode()
+                    )
                 except OSError:
                     pass
             rid = next(self.rids)
@@ -218,7 +231,7 @@ class Server:
                 reply = json.loads(data)
                 if reply.get("rid") == rid:
                     return reply, fds
-                for fd in fds:              # a late answer to an abandoned request
+                for fd in fds:  # a late answer to an abandoned request
                     os.close(fd)
 
     def close(self):
@@ -241,11 +254,12 @@ class Server:
                 pass
             self.proc.wait()
         base = (self.info or {}).get("scratch_base")
-        if base and os.path.isdir(base):     # the server was killed before it could clean up
+        if base and os.path.isdir(base):  # the server was killed before it could clean up
             import shutil
+
             shutil.rmtree(base, ignore_errors=True)
         cg = (self.info or {}).get("cgroup")
         if cg and os.path.isdir(cg):
             from aimo.sandbox import _cgroup
-            _cgroup.Pool(0, cg).remove_all()
 
+            _cgroup.Pool(0, cg).remove_all()

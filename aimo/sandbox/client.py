@@ -5,6 +5,7 @@ never forks: it starts the server (the folder ``_server/``, run by path) with ``
 and then only talks to sockets (``_channels.py``). See docs/sandbox.md for the design, the
 isolation it gives and its limits.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,11 +22,35 @@ from concurrent.futures import ThreadPoolExecutor
 
 from aimo.sandbox._channels import Channel, Dead, Proc, Server, Unavailable
 from aimo.sandbox._server.sbx_protocol import memory_cap_text
-from aimo.sandbox.limits import (ERROR, GRACE_S, KILLED, MEMORY, OK, OUTPUT_LIMIT, STATUSES, TIMEOUT, ExecResult, Limits,
-                     SandboxError)
+from aimo.sandbox.limits import (
+    ERROR,
+    GRACE_S,
+    KILLED,
+    MEMORY,
+    OK,
+    OUTPUT_LIMIT,
+    STATUSES,
+    TIMEOUT,
+    ExecResult,
+    Limits,
+    SandboxError,
+)
 
-__all__ = ["ERROR", "GRACE_S", "KILLED", "MEMORY", "OK", "OUTPUT_LIMIT", "STATUSES", "TIMEOUT", "ExecResult",
-           "Limits", "Sandbox", "SandboxError", "Session"]
+__all__ = [
+    "ERROR",
+    "GRACE_S",
+    "KILLED",
+    "MEMORY",
+    "OK",
+    "OUTPUT_LIMIT",
+    "STATUSES",
+    "TIMEOUT",
+    "ExecResult",
+    "Limits",
+    "Sandbox",
+    "SandboxError",
+    "Session",
+]
 
 log = logging.getLogger("aimo.sandbox")
 
@@ -35,11 +60,16 @@ _PROTECTION_NAMES = {
     "pidns": "a pid namespace (if the server is killed, processes that called setsid() may survive)",
     "private_tmp": "a private /tmp per session",
     "memory_cgroup": "a memory cap per session and for the pool (a session may hold processes x memory_mb,"
-                     " and the kernel's OOM killer may pick the inference engine)",
+    " and the kernel's OOM killer may pick the inference engine)",
 }
-_EXPECTED_NAMES = dict(_PROTECTION_NAMES, mountns="a mount namespace", ipcns="an ipc namespace",
-                       proc="a private /proc", netns_per_session="a network namespace per session",
-                       hidden_paths="hidden paths (hide_paths)")
+_EXPECTED_NAMES = dict(
+    _PROTECTION_NAMES,
+    mountns="a mount namespace",
+    ipcns="an ipc namespace",
+    proc="a private /proc",
+    netns_per_session="a network namespace per session",
+    hidden_paths="hidden paths (hide_paths)",
+)
 _logged = set()
 
 
@@ -49,13 +79,11 @@ def _log_once(level, text):
         log.log(level, text)
 
 
-
 def _clean(text) -> str:
     """Valid UTF-8 text (lone surrogates replaced) whatever a session sent."""
     if not isinstance(text, str):
         text = "" if text is None else str(text)
     return text.encode("utf-8", "replace").decode("utf-8")
-
 
 
 class Sandbox:
@@ -65,9 +93,19 @@ class Sandbox:
     background when the Sandbox is created; the first call waits for it (about a second).
     """
 
-    def __init__(self, limits: Limits | dict | None = None, workers: int = 2, *, spares: int | None = None,
-                 hide_paths=(), net_per_session: bool = True, namespaces: bool = True,
-                 drop_privileges: bool = True, python: str | None = None, start_timeout: float = 120.0):
+    def __init__(
+        self,
+        limits: Limits | dict | None = None,
+        workers: int = 2,
+        *,
+        spares: int | None = None,
+        hide_paths=(),
+        net_per_session: bool = True,
+        namespaces: bool = True,
+        drop_privileges: bool = True,
+        python: str | None = None,
+        start_timeout: float = 120.0,
+    ):
         if limits is None:
             limits = Limits()
         elif isinstance(limits, dict):
@@ -75,11 +113,15 @@ class Sandbox:
         self.limits = limits
         self.workers = max(1, int(workers))
         self._python = python or sys.executable
-        self._opts = {"spares": self.workers if spares is None else max(0, int(spares)),
-                      "hide_paths": [os.path.abspath(p) for p in hide_paths],
-                      "net_per_session": bool(net_per_session), "scratch_mb": limits.scratch_mb,
-                      "namespaces": bool(namespaces), "drop_privileges": bool(drop_privileges),
-                      "pool_memory_mb": limits.pool_memory_mb}
+        self._opts = {
+            "spares": self.workers if spares is None else max(0, int(spares)),
+            "hide_paths": [os.path.abspath(p) for p in hide_paths],
+            "net_per_session": bool(net_per_session),
+            "scratch_mb": limits.scratch_mb,
+            "namespaces": bool(namespaces),
+            "drop_privileges": bool(drop_privileges),
+            "pool_memory_mb": limits.pool_memory_mb,
+        }
         self._start_timeout = start_timeout
         self._lock = threading.RLock()
         self._closed = False
@@ -88,7 +130,7 @@ class Sandbox:
         self._sessions = weakref.WeakSet()
         self._seeds = itertools.count(1)
         self._executor = None
-        self._fatal = None          # a SandboxError from start-up, raised again by every call
+        self._fatal = None  # a SandboxError from start-up, raised again by every call
         self._start_server()
 
     # ---- server management
@@ -132,12 +174,15 @@ class Sandbox:
         for key in absent:
             why = self._why(key, notes)
             texts.append(f"{_EXPECTED_NAMES[key]} ({why})" if why else _EXPECTED_NAMES[key])
-        should = [t for k, t in zip(absent, texts) if k in info.get("expected", []) or k == "hidden_paths"]
+        should = [
+            t for k, t in zip(absent, texts) if k in info.get("expected", []) or k == "hidden_paths"
+        ]
         if should and info.get("strict") and not self.limits.accept_missing:
             raise SandboxError(
                 "sandbox protections missing although this machine offers what they need (root, "
                 f"namespaces): {'; '.join(should)}. Fix the cause, or set sandbox.accept_missing: true "
-                "(Limits(accept_missing=True)) to run without them (see docs/sandbox.md)")
+                "(Limits(accept_missing=True)) to run without them (see docs/sandbox.md)"
+            )
         if texts:
             _log_once(logging.WARNING, "sandbox running without: " + "; ".join(texts))
         log.debug("sandbox server ready in %.2f s: %s", info.get("client_startup_s", 0), prot)
@@ -146,10 +191,21 @@ class Sandbox:
     def _why(key, notes):
         alias = {"private_tmp": "mountns", "netns_per_session": "netns"}.get(key, key)
         if key == "hidden_paths":
-            return "; ".join(v if k == "hide_paths" else f"{k[5:]}: {v}"
-                             for k, v in notes.items() if k.startswith("hide")) or None
-        return notes.get(key) or notes.get(f"session {key}") or notes.get(alias) \
-            or notes.get(f"session {alias}") or (notes.get("expose") if key == "uid" else None)
+            return (
+                "; ".join(
+                    v if k == "hide_paths" else f"{k[5:]}: {v}"
+                    for k, v in notes.items()
+                    if k.startswith("hide")
+                )
+                or None
+            )
+        return (
+            notes.get(key)
+            or notes.get(f"session {key}")
+            or notes.get(alias)
+            or notes.get(f"session {alias}")
+            or (notes.get("expose") if key == "uid" else None)
+        )
 
     @property
     def protections(self) -> dict:
@@ -166,9 +222,11 @@ class Sandbox:
             srv = self._ready()
             gen = self._gen
             try:
-                reply, fds = srv.request({"op": "open", "limits": dataclasses.asdict(limits), "seed": seed})
+                reply, fds = srv.request(
+                    {"op": "open", "limits": dataclasses.asdict(limits), "seed": seed}
+                )
             except Dead:
-                continue                       # restart the server once
+                continue  # restart the server once
             if not reply.get("ok"):
                 for fd in fds:
                     os.close(fd)
@@ -183,12 +241,18 @@ class Sandbox:
 
         The server signals everything at once; `wait` makes it answer only when every process
         of the session is gone, `reply=False` not answer at all."""
-        info = {"kind": "unknown", "code": 0, "desc": "the sandbox server restarted", "cpu_s": proc.cpu_total}
+        info = {
+            "kind": "unknown",
+            "code": 0,
+            "desc": "the sandbox server restarted",
+            "cpu_s": proc.cpu_total,
+        }
         try:
             srv = self._server
             if proc.gen == self._gen and not srv.dead and not self._closed:
-                answer, _ = srv.request({"op": "kill", "sid": proc.sid, "why": why, "wait": wait},
-                                        noreply=not reply)
+                answer, _ = srv.request(
+                    {"op": "kill", "sid": proc.sid, "why": why, "wait": wait}, noreply=not reply
+                )
                 if answer and answer.get("ok"):
                     info = answer
         except Dead:
@@ -316,13 +380,13 @@ class Session:
         self.seed = seed
         self._lock = threading.Lock()
         self._proc = None
-        self._history = []      # (cell, code, wall_s, status) of blocks that finished ok/error in-process
+        self._history = []  # (cell, code, wall_s, status) of blocks that finished ok/error in-process
         self._cells = 0
         self._ids = itertools.count(1)
-        self._replay = None     # (message id, deadline, number of blocks)
+        self._replay = None  # (message id, deadline, number of blocks)
         self._note = ""
         self.closed = False
-        self.uid = None         # the uid its process runs as (None until it starts, or without root)
+        self.uid = None  # the uid its process runs as (None until it starts, or without root)
 
     def run(self, code: str) -> ExecResult:
         """Run one block. Raises only on a closed session, a non-str code, or SandboxError."""
@@ -336,12 +400,14 @@ class Session:
                 return self._run(code, started)
             except SandboxError:
                 raise
-            except Exception as e:          # never let a sandbox failure escape into the pipeline
+            except Exception as e:  # never let a sandbox failure escape into the pipeline
                 if self._sb.closed:
                     raise RuntimeError("the Sandbox was closed") from e
                 log.exception("sandbox internal error")
                 self._drop()
-                return ExecResult(KILLED, error=f"sandbox failure: {e!r}", wall_s=time.monotonic() - started)
+                return ExecResult(
+                    KILLED, error=f"sandbox failure: {e!r}", wall_s=time.monotonic() - started
+                )
 
     # ---- internals
     def _drop(self):
@@ -363,7 +429,9 @@ class Session:
             if self._proc is None:
                 self._start(replay=False)
         except Unavailable as e:
-            return ExecResult(KILLED, error=f"sandbox unavailable: {e}", wall_s=time.monotonic() - started)
+            return ExecResult(
+                KILLED, error=f"sandbox unavailable: {e}", wall_s=time.monotonic() - started
+            )
         self._cells += 1
         cell = self._cells
         res = self._execute(cell, code)
@@ -381,11 +449,12 @@ class Session:
             mid = next(self._ids)
             budget = 1.5 * sum(h[2] for h in self._history) + 1.0
             try:
-                self._proc.chan.send({"op": "replay", "id": mid,
-                                      "blocks": [[h[0], h[1]] for h in self._history]},
-                                     time.monotonic() + 5.0)
+                self._proc.chan.send(
+                    {"op": "replay", "id": mid, "blocks": [[h[0], h[1]] for h in self._history]},
+                    time.monotonic() + 5.0,
+                )
             except (Dead, TimeoutError):
-                pass                                   # noticed when waiting for the answer
+                pass  # noticed when waiting for the answer
             self._replay = (mid, time.monotonic() + budget, len(self._history))
 
     def _wait(self, mid, soft, hard):
@@ -415,27 +484,35 @@ class Session:
             statuses = msg.get("statuses") or []
             if msg.get("status") != OK:
                 k = max(len(statuses) - 1, 0)
-                self._note = (f"note: the session's state was only partly restored: re-running its earlier "
-                              f"blocks stopped at block {k + 1} of {n} ({msg.get('status')}); variables "
-                              f"defined from there on are missing.")
+                self._note = (
+                    f"note: the session's state was only partly restored: re-running its earlier "
+                    f"blocks stopped at block {k + 1} of {n} ({msg.get('status')}); variables "
+                    f"defined from there on are missing."
+                )
                 self._history = self._history[:k]
             else:
                 changed = sum(1 for h, s in zip(self._history, statuses) if s != h[3])
                 if changed:
-                    self._note = (f"note: {changed} earlier block(s) behaved differently when re-run"
-                                  " to restore the session.")
+                    self._note = (
+                        f"note: {changed} earlier block(s) behaved differently when re-run"
+                        " to restore the session."
+                    )
             return
         self._proc = None
         desc = msg.get("desc", "") if isinstance(msg, dict) else ""
-        self._note = ("note: the session's state could not be restored (re-running its earlier blocks "
-                      f"{'took too long' if how == 'timeout' else 'failed: ' + desc}); it starts empty.")
+        self._note = (
+            "note: the session's state could not be restored (re-running its earlier blocks "
+            f"{'took too long' if how == 'timeout' else 'failed: ' + desc}); it starts empty."
+        )
         self._history = []
 
     def _restore_text(self):
         n = len(self._history)
         if n:
-            return (f" The session's process was restarted: its {n} earlier block(s) that ran to the end"
-                    " are re-run silently (output discarded) to restore their variables.")
+            return (
+                f" The session's process was restarted: its {n} earlier block(s) that ran to the end"
+                " are re-run silently (output discarded) to restore their variables."
+            )
         return " The session's process was restarted with an empty namespace."
 
     def _execute(self, cell, code):
@@ -458,19 +535,29 @@ class Session:
             status = msg.get("status")
             if status not in STATUSES:
                 status = ERROR
-            return ExecResult(status, _clean(msg.get("stdout")), _clean(msg.get("error")),
-                              float(msg.get("wall_s") or wall), float(msg.get("cpu_s") or 0.0))
+            return ExecResult(
+                status,
+                _clean(msg.get("stdout")),
+                _clean(msg.get("error")),
+                float(msg.get("wall_s") or wall),
+                float(msg.get("cpu_s") or 0.0),
+            )
         # the process is gone: say why, restart it (re-running the history) right away
         cpu = max(float(msg.get("cpu_s") or 0.0) - proc.cpu_total, 0.0)
         desc = msg.get("desc", "the process ended")
         if int(msg.get("oom_kills") or 0) > proc.oom_kills:
             status = MEMORY
-            error = memory_cap_text(dataclasses.asdict(lim), self._sb.limits.pool_memory_mb,
-                                         "killed the session's process")
+            error = memory_cap_text(
+                dataclasses.asdict(lim),
+                self._sb.limits.pool_memory_mb,
+                "killed the session's process",
+            )
         elif how == "timeout":
             status = TIMEOUT
-            error = (f"wall time limit {lim.wall_s:g} s exceeded; the block did not stop when interrupted"
-                     f" and its process was killed.")
+            error = (
+                f"wall time limit {lim.wall_s:g} s exceeded; the block did not stop when interrupted"
+                f" and its process was killed."
+            )
         elif msg.get("kind") == "signal" and msg.get("code") == signal.SIGXCPU:
             status = TIMEOUT
             error = f"CPU time limit {lim.cpu_s:g} s exceeded; the process was killed ({desc})."

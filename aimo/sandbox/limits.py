@@ -3,16 +3,36 @@
 Also `SandboxError` (the sandbox cannot work here) and `GRACE_S`. The statuses are the server's
 own (``_server/sbx_protocol.py``), so the two sides cannot disagree on them.
 """
+
 from __future__ import annotations
 
 import dataclasses
 
-from aimo.sandbox._server.sbx_protocol import ERROR, KILLED, MEMORY, OK, OUTPUT_LIMIT, STATUSES, TIMEOUT
+from aimo.sandbox._server.sbx_protocol import (
+    ERROR,
+    KILLED,
+    MEMORY,
+    OK,
+    OUTPUT_LIMIT,
+    STATUSES,
+    TIMEOUT,
+)
 
-__all__ = ["ERROR", "GRACE_S", "KILLED", "MEMORY", "OK", "OUTPUT_LIMIT", "STATUSES", "TIMEOUT",
-           "ExecResult", "Limits", "SandboxError"]
+__all__ = [
+    "ERROR",
+    "GRACE_S",
+    "KILLED",
+    "MEMORY",
+    "OK",
+    "OUTPUT_LIMIT",
+    "STATUSES",
+    "TIMEOUT",
+    "ExecResult",
+    "Limits",
+    "SandboxError",
+]
 
-GRACE_S = 0.5            # after the soft wall-time interrupt, how long before the process is killed
+GRACE_S = 0.5  # after the soft wall-time interrupt, how long before the process is killed
 
 
 @dataclasses.dataclass
@@ -22,18 +42,18 @@ class Limits:
     ``pool_memory_mb`` and ``accept_missing`` concern the whole pool: they are read from the
     Sandbox's limits (a session's own limits cannot change them)."""
 
-    wall_s: float = 10.0        # wall time per block (soft interrupt, then kill GRACE_S later)
-    cpu_s: float = 10.0         # CPU time per block (RLIMIT_CPU, whole seconds)
-    memory_mb: int = 2048       # address space per process (RLIMIT_AS)
-    processes: int = 16         # processes and threads of the session's uid (RLIMIT_NPROC)
-    open_files: int = 64        # RLIMIT_NOFILE
-    file_size_mb: int = 16      # largest file a block may write (RLIMIT_FSIZE)
-    output_chars: int = 2000    # characters of stdout returned (head and tail kept)
-    max_output_mb: float = 8    # a block printing more than this is stopped ("output_limit")
-    scratch_mb: int = 256       # size of the private /tmp (tmpfs) of a session
-    session_memory_mb: int = 2048   # memory of all processes of a session together (memory cgroup)
-    pool_memory_mb: int = 4096      # memory of the whole pool: server, spares and sessions (cgroup)
-    accept_missing: bool = False    # run even when a protection that should hold here does not
+    wall_s: float = 10.0  # wall time per block (soft interrupt, then kill GRACE_S later)
+    cpu_s: float = 10.0  # CPU time per block (RLIMIT_CPU, whole seconds)
+    memory_mb: int = 2048  # address space per process (RLIMIT_AS)
+    processes: int = 16  # processes and threads of the session's uid (RLIMIT_NPROC)
+    open_files: int = 64  # RLIMIT_NOFILE
+    file_size_mb: int = 16  # largest file a block may write (RLIMIT_FSIZE)
+    output_chars: int = 2000  # characters of stdout returned (head and tail kept)
+    max_output_mb: float = 8  # a block printing more than this is stopped ("output_limit")
+    scratch_mb: int = 256  # size of the private /tmp (tmpfs) of a session
+    session_memory_mb: int = 2048  # memory of all processes of a session together (memory cgroup)
+    pool_memory_mb: int = 4096  # memory of the whole pool: server, spares and sessions (cgroup)
+    accept_missing: bool = False  # run even when a protection that should hold here does not
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -54,9 +74,9 @@ class Limits:
 class ExecResult:
     """What one code block did."""
 
-    status: str                 # one of STATUSES
-    stdout: str = ""            # captured stdout+stderr, cut to output_chars (head and tail kept)
-    error: str = ""             # traceback tail, or why the block was stopped
+    status: str  # one of STATUSES
+    stdout: str = ""  # captured stdout+stderr, cut to output_chars (head and tail kept)
+    error: str = ""  # traceback tail, or why the block was stopped
     wall_s: float = 0.0
     cpu_s: float = 0.0
 
@@ -74,7 +94,5 @@ class ExecResult:
         return self.stdout + ("" if self.stdout.endswith("\n") else "\n") + self.error
 
 
-
 class SandboxError(RuntimeError):
     """The sandbox cannot work here (its server does not start). Not caused by the code run."""
-

@@ -30,6 +30,7 @@ JSON object per packet, file descriptors attached with SCM_RIGHTS; a session cha
 (client <-> session) is a SOCK_STREAM socket carrying JSON objects, each prefixed by its
 length (4 bytes, big-endian). Nothing coming from a session is ever unpickled by the client.
 """
+
 from __future__ import annotations
 
 import errno
@@ -40,12 +41,24 @@ import socket
 import sys
 
 from sbx_fork_server import ForkServer, lock_uid_block
-from sbx_linux import (CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWUTS, MS_PRIVATE, MS_REC,
-                       PR_SET_PDEATHSIG, mount, prctl, set_oom_score_adj, unshare)
+from sbx_linux import (
+    CLONE_NEWIPC,
+    CLONE_NEWNET,
+    CLONE_NEWNS,
+    CLONE_NEWPID,
+    CLONE_NEWUTS,
+    MS_PRIVATE,
+    MS_REC,
+    PR_SET_PDEATHSIG,
+    mount,
+    prctl,
+    set_oom_score_adj,
+    unshare,
+)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 if sys.path and os.path.abspath(sys.path[0]) == HERE:
-    del sys.path[0]             # every sibling is imported by now (see above)
+    del sys.path[0]  # every sibling is imported by now (see above)
 
 _cgroup_mod = None
 
@@ -55,6 +68,7 @@ def cgroup_module():
     global _cgroup_mod
     if _cgroup_mod is None:
         import importlib.util
+
         path = os.path.join(os.path.dirname(HERE), "_cgroup.py")
         spec = importlib.util.spec_from_file_location("_aimo_sandbox_cgroup", path)
         _cgroup_mod = importlib.util.module_from_spec(spec)
@@ -87,8 +101,10 @@ def launcher_main(ctl_fd):
         try:
             if not cg_offered:
                 raise OSError(errno.ENOENT, why)
-            cg = cgroup_module().Pool.create(opts.get("pool_memory_mb", 4096), f"aimo-sandbox-{os.getpid()}")
-            cg.move(cg.server)          # the fork server and all it forks start below the pool's cap
+            cg = cgroup_module().Pool.create(
+                opts.get("pool_memory_mb", 4096), f"aimo-sandbox-{os.getpid()}"
+            )
+            cg.move(cg.server)  # the fork server and all it forks start below the pool's cap
         except OSError as e:
             notes["memory_cgroup"] = e.strerror or str(e)
             cg = None
@@ -97,8 +113,13 @@ def launcher_main(ctl_fd):
         notes["memory_cgroup"] = "not root"
     pool = {"pidns": False, "netns": False, "mountns": False, "utsns": False, "ipcns": False}
     if use_ns:
-        wanted = [("pidns", CLONE_NEWPID), ("netns", CLONE_NEWNET), ("mountns", CLONE_NEWNS),
-                  ("utsns", CLONE_NEWUTS), ("ipcns", CLONE_NEWIPC)]
+        wanted = [
+            ("pidns", CLONE_NEWPID),
+            ("netns", CLONE_NEWNET),
+            ("mountns", CLONE_NEWNS),
+            ("utsns", CLONE_NEWUTS),
+            ("ipcns", CLONE_NEWIPC),
+        ]
         try:
             unshare(sum(f for _, f in wanted))
             for name, _ in wanted:
@@ -121,25 +142,30 @@ def launcher_main(ctl_fd):
         for name in pool:
             notes[name] = "not root" if not root else "disabled (namespaces=False)"
     # what must hold here; with root and namespaces, a missing one is an error at start-up
-    expected = (["uid"] if root and opts.get("drop_privileges", True) else []) \
-        + (["memory_cgroup"] if cg_offered else [])
+    expected = (["uid"] if root and opts.get("drop_privileges", True) else []) + (
+        ["memory_cgroup"] if cg_offered else []
+    )
     strict = use_ns and all(unshared.values())
     if strict:
-        expected += ["pidns", "netns", "mountns", "private_tmp", "ipcns", "proc"] \
-            + (["netns_per_session"] if opts.get("net_per_session", True) else [])
+        expected += ["pidns", "netns", "mountns", "private_tmp", "ipcns", "proc"] + (
+            ["netns_per_session"] if opts.get("net_per_session", True) else []
+        )
     pid = os.fork()
     if pid == 0:
         try:
             prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-            server = ForkServer(ctl_fd, opts, uid_base if lock_fd is not None else None, pool, notes)
+            server = ForkServer(
+                ctl_fd, opts, uid_base if lock_fd is not None else None, pool, notes
+            )
             server.cg, server.expected, server.strict = cg, expected, strict
             server.serve()
         except BaseException:
             import traceback
+
             traceback.print_exc()
             os._exit(70)
         os._exit(0)
-    os.close(ctl_fd)          # only the fork server holds the server end now
+    os.close(ctl_fd)  # only the fork server holds the server end now
     while True:
         try:
             _, status = os.waitpid(pid, 0)
@@ -147,7 +173,7 @@ def launcher_main(ctl_fd):
         except ChildProcessError:
             status = 0
             break
-    if cg is not None:              # leave the pool's cgroup and remove it (and what sessions left)
+    if cg is not None:  # leave the pool's cgroup and remove it (and what sessions left)
         try:
             cg.move(cg_home)
         except OSError:

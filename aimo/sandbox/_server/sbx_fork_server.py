@@ -5,6 +5,7 @@ per packet (file descriptors attached with SCM_RIGHTS): "open" hands out a pre-f
 (its socket and a pidfd), "kill" ends a session and everything of its uid, "interrupt",
 "ping", "shutdown". It keeps the uid blocks, the sessions' memory cgroups and the spares.
 """
+
 from __future__ import annotations
 
 import errno
@@ -17,22 +18,42 @@ import signal
 import socket
 import time
 
-from sbx_linux import (CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID,
-                       MS_RDONLY, MS_REMOUNT, PR_SET_CHILD_SUBREAPER, PR_SET_DUMPABLE, alive_uids,
-                       describe_wait_status, expose_paths, kill_tree, mount, prctl, private_tmp, python_paths,
-                       set_loopback_up, under_world_writable, unshare)
+from sbx_linux import (
+    CLONE_NEWIPC,
+    CLONE_NEWNET,
+    CLONE_NEWNS,
+    MS_BIND,
+    MS_NODEV,
+    MS_NOEXEC,
+    MS_NOSUID,
+    MS_RDONLY,
+    MS_REMOUNT,
+    PR_SET_CHILD_SUBREAPER,
+    PR_SET_DUMPABLE,
+    alive_uids,
+    describe_wait_status,
+    expose_paths,
+    kill_tree,
+    mount,
+    prctl,
+    private_tmp,
+    python_paths,
+    set_loopback_up,
+    under_world_writable,
+    unshare,
+)
 from sbx_protocol import send_msg
 from sbx_session import SessionWorker, warm_up
 
-UID_BASE, UID_BLOCK, UID_BLOCKS = 60000, 256, 20   # uids 60000..65119: 20 blocks of 256, a pool
+UID_BASE, UID_BLOCK, UID_BLOCKS = 60000, 256, 20  # uids 60000..65119: 20 blocks of 256, a pool
 # locks one block at start and more when it has over 256 sessions open
-
 
 
 def lock_uid_block():
     """Hold an exclusive flock on one of UID_BLOCKS lock files: that block of uids is ours
     (for as long as the fd stays open), so pools on one machine never share a uid."""
     import tempfile
+
     d = tempfile.gettempdir()
     for k in range(UID_BLOCKS):
         path = os.path.join(d, f"aimo-sandbox-uids-{k}.lock")
@@ -58,31 +79,35 @@ class ForkServer:
         self.uid_base = uid_base
         self.pool = pool
         self.notes = notes
-        self.sessions = {}        # sid -> dict(pid, uid, scratch)
-        self.by_pid = {}          # pid -> sid
-        self.exited = {}          # pid -> (status, cpu_s)
-        self.dying = []           # infos of killed sessions whose uid may still own processes
-        self.spares = []          # (pid, client-end socket)
-        self.free_uids = None if uid_base is None else list(range(uid_base + UID_BLOCK - 1, uid_base - 1, -1))
+        self.sessions = {}  # sid -> dict(pid, uid, scratch)
+        self.by_pid = {}  # pid -> sid
+        self.exited = {}  # pid -> (status, cpu_s)
+        self.dying = []  # infos of killed sessions whose uid may still own processes
+        self.spares = []  # (pid, client-end socket)
+        self.free_uids = (
+            None if uid_base is None else list(range(uid_base + UID_BLOCK - 1, uid_base - 1, -1))
+        )
         self.uid_blocks = [uid_base] if uid_base is not None else []
         self.next_sid = 1
         self.scratch_base = None
         self.session_flags = {}
-        self.cg = None            # the pool's memory cgroup (_cgroup.Pool), set by the launcher
-        self.cg_dirs = {}         # pid of a spare or session process -> its cgroup
-        self.cg_stale = []        # cgroups of ended sessions still busy (processes dying)
+        self.cg = None  # the pool's memory cgroup (_cgroup.Pool), set by the launcher
+        self.cg_dirs = {}  # pid of a spare or session process -> its cgroup
+        self.cg_stale = []  # cgroups of ended sessions still busy (processes dying)
         self.expected, self.strict = [], False
-        self.keep = []            # Python paths under /tmp & co., bound into each private /tmp
+        self.keep = []  # Python paths under /tmp & co., bound into each private /tmp
 
     # ---- start-up
     def _setup_pool(self):
-        signal.signal(signal.SIGINT, signal.SIG_IGN)   # no handler => nothing in the pid ns can signal us
+        signal.signal(
+            signal.SIGINT, signal.SIG_IGN
+        )  # no handler => nothing in the pid ns can signal us
         try:
             prctl(PR_SET_DUMPABLE, 0)
         except OSError:
             pass
         try:
-            prctl(PR_SET_CHILD_SUBREAPER, 1)        # orphans come back to us (when not pid 1)
+            prctl(PR_SET_CHILD_SUBREAPER, 1)  # orphans come back to us (when not pid 1)
         except OSError:
             pass
         p = self.pool
@@ -114,8 +139,13 @@ class ForkServer:
                 break
             try:
                 if os.path.isdir(path):
-                    mount("tmpfs", path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
-                          "size=4k,mode=755")
+                    mount(
+                        "tmpfs",
+                        path,
+                        "tmpfs",
+                        MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                        "size=4k,mode=755",
+                    )
                 elif os.path.exists(path):
                     mount("/dev/null", path, None, MS_BIND)
                     mount(None, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY)
@@ -125,7 +155,7 @@ class ForkServer:
         p["hidden_paths"] = hidden
 
     def _warm_up(self):
-        warm_up(self.notes)             # what every session finds imported
+        warm_up(self.notes)  # what every session finds imported
         gc.collect()
         gc.freeze()
 
@@ -137,8 +167,12 @@ class ForkServer:
             res = {}
             try:
                 os.close(r)
-                for name, fn in (("mountns", self._probe_mount), ("netns", self._probe_net),
-                                 ("ipcns", self._probe_ipc), ("uid", self._probe_uid)):
+                for name, fn in (
+                    ("mountns", self._probe_mount),
+                    ("netns", self._probe_net),
+                    ("ipcns", self._probe_ipc),
+                    ("uid", self._probe_uid),
+                ):
                     try:
                         fn()
                         res[name] = True
@@ -166,7 +200,7 @@ class ForkServer:
         if os.geteuid() != 0 or not self.opts.get("namespaces", True):
             raise OSError(errno.EPERM, "not root or disabled")
         unshare(CLONE_NEWNS)
-        self._probe_tmp = private_tmp(1, self.keep)   # what a session gets (the uid probe follows)
+        self._probe_tmp = private_tmp(1, self.keep)  # what a session gets (the uid probe follows)
 
     def _probe_net(self):
         if os.geteuid() != 0 or not self.opts.get("namespaces", True):
@@ -184,14 +218,19 @@ class ForkServer:
             raise OSError(errno.EPERM, self.notes.get("uid", "no uid block"))
         u = self.uid_base + UID_BLOCK - 1
         if getattr(self, "_probe_tmp", "/") != "/":
-            os.chown(self._probe_tmp, u, u)            # as _assign does for a session
+            os.chown(self._probe_tmp, u, u)  # as _assign does for a session
         os.setgroups([])
         os.setresgid(u, u, u)
         os.setresuid(u, u, u)
-        bad = [p for p in python_paths()
-               if not os.access(p, os.R_OK if os.path.isfile(p) else os.R_OK | os.X_OK)]
+        bad = [
+            p
+            for p in python_paths()
+            if not os.access(p, os.R_OK if os.path.isfile(p) else os.R_OK | os.X_OK)
+        ]
         if bad:
-            raise OSError(errno.EACCES, f"an unprivileged uid cannot read the Python installation ({bad[0]})")
+            raise OSError(
+                errno.EACCES, f"an unprivileged uid cannot read the Python installation ({bad[0]})"
+            )
 
     def serve(self):
         self._setup_pool()
@@ -213,23 +252,41 @@ class ForkServer:
                 self.notes[f"session {k}"] = str(probe.get(k))
         if not f["mountns"]:
             import tempfile
+
             self.scratch_base = tempfile.mkdtemp(prefix="aimo-sandbox-")
             os.chmod(self.scratch_base, 0o711)
         prot = {
-            "uid": f["uid"], "pidns": self.pool["pidns"],
-            "netns": self.pool["netns"] or f["netns"], "netns_per_session": f["netns"],
-            "mountns": f["mountns"], "private_tmp": f["mountns"], "ipcns": f["ipcns"] or self.pool["ipcns"],
-            "proc": bool(self.pool.get("proc")), "hidden_paths": self.pool.get("hidden_paths", []),
+            "uid": f["uid"],
+            "pidns": self.pool["pidns"],
+            "netns": self.pool["netns"] or f["netns"],
+            "netns_per_session": f["netns"],
+            "mountns": f["mountns"],
+            "private_tmp": f["mountns"],
+            "ipcns": f["ipcns"] or self.pool["ipcns"],
+            "proc": bool(self.pool.get("proc")),
+            "hidden_paths": self.pool.get("hidden_paths", []),
             "uid_base": self.uid_base if f["uid"] else None,
             "memory_cgroup": self.cg is not None,
-            "pool_memory_mb": int(self.opts.get("pool_memory_mb", 0)) if self.cg is not None else None,
+            "pool_memory_mb": int(self.opts.get("pool_memory_mb", 0))
+            if self.cg is not None
+            else None,
         }
         self.protections = prot
-        self.ctl.send(json.dumps({"ready": True, "protections": prot, "notes": self.notes,
-                                  "expected": self.expected, "strict": self.strict,
-                                  "cgroup": self.cg.path if self.cg is not None else None,
-                                  "startup_s": time.monotonic() - self.started,
-                                  "scratch_base": self.scratch_base, "pid": os.getpid()}).encode())
+        self.ctl.send(
+            json.dumps(
+                {
+                    "ready": True,
+                    "protections": prot,
+                    "notes": self.notes,
+                    "expected": self.expected,
+                    "strict": self.strict,
+                    "cgroup": self.cg.path if self.cg is not None else None,
+                    "startup_s": time.monotonic() - self.started,
+                    "scratch_base": self.scratch_base,
+                    "pid": os.getpid(),
+                }
+            ).encode()
+        )
         self._fill_spares()
         self._loop()
 
@@ -266,7 +323,9 @@ class ForkServer:
             if op == "open":
                 self._op_open(msg)
             elif op == "kill":
-                reply = self._kill_session(msg["sid"], msg.get("why", "kill"), bool(msg.get("wait", True)))
+                reply = self._kill_session(
+                    msg["sid"], msg.get("why", "kill"), bool(msg.get("wait", True))
+                )
                 if not msg.get("noreply"):
                     self._reply(reply)
             elif op == "interrupt":
@@ -278,14 +337,16 @@ class ForkServer:
                         pass
                 self._reply({"ok": True})
             elif op == "ping":
-                self._reply({"ok": True, "sessions": len(self.sessions), "spares": len(self.spares)})
+                self._reply(
+                    {"ok": True, "sessions": len(self.sessions), "spares": len(self.spares)}
+                )
             elif op == "shutdown":
                 self._shutdown()
                 self._reply({"ok": True})
                 return
             else:
                 self._reply({"ok": False, "error": f"unknown op {op!r}"})
-            if not poller.poll(0):      # answer queued requests first, then refill the spares
+            if not poller.poll(0):  # answer queued requests first, then refill the spares
                 self._fill_spares()
 
     rid = None
@@ -339,20 +400,25 @@ class ForkServer:
         if pid == 0:
             try:
                 parent_end.close()
-                self.ctl.detach()                       # their fds are closed in _prepare
+                self.ctl.detach()  # their fds are closed in _prepare
                 for _, sock in self.spares:
                     sock.detach()
-                worker = SessionWorker(child_end, self.session_flags, self.scratch_base,
-                                       int(self.opts.get("scratch_mb", 256)))
+                worker = SessionWorker(
+                    child_end,
+                    self.session_flags,
+                    self.scratch_base,
+                    int(self.opts.get("scratch_mb", 256)),
+                )
                 worker.debug = bool(self.opts.get("debug"))
                 worker.main()
             except BaseException:
                 if self.opts.get("debug"):
                     import traceback
+
                     traceback.print_exc()
             os._exit(0)
         child_end.close()
-        if self.cg is not None:          # its own cgroup now; the cap is set when it is assigned
+        if self.cg is not None:  # its own cgroup now; the cap is set when it is assigned
             try:
                 path = self.cg.leaf(f"p{pid}")
                 self.cg_dirs[pid] = path
@@ -367,7 +433,7 @@ class ForkServer:
 
     def _alloc_uid(self):
         if not self.free_uids:
-            fd, base = lock_uid_block()       # all in use: take one more block of 256 uids
+            fd, base = lock_uid_block()  # all in use: take one more block of 256 uids
             if base is None:
                 return None
             self.uid_blocks.append(base)
@@ -380,7 +446,9 @@ class ForkServer:
         if self.free_uids is not None:
             uid = self._alloc_uid()
             if uid is None:
-                self._reply({"ok": False, "error": f"too many open sessions ({len(self.sessions)})"})
+                self._reply(
+                    {"ok": False, "error": f"too many open sessions ({len(self.sessions)})"}
+                )
                 return
         sid = self.next_sid
         self.next_sid += 1
@@ -391,8 +459,15 @@ class ForkServer:
                 if not self.spares:
                     break
             pid, sock = self.spares.pop(0)
-            assign = {"op": "assign", "sid": sid, "uid": uid, "limits": msg["limits"],
-                      "seed": msg.get("seed", 0), "scratch": scratch, "oom_file": None}
+            assign = {
+                "op": "assign",
+                "sid": sid,
+                "uid": uid,
+                "limits": msg["limits"],
+                "seed": msg.get("seed", 0),
+                "scratch": scratch,
+                "oom_file": None,
+            }
             try:
                 if self.cg is not None:
                     path = self.cg_dirs[pid]
@@ -409,12 +484,14 @@ class ForkServer:
                 continue
             try:
                 pidfd = os.pidfd_open(pid)
-            except (AttributeError, OSError):       # kernels before 5.3
+            except (AttributeError, OSError):  # kernels before 5.3
                 pidfd = None
             self.sessions[sid] = {"pid": pid, "uid": uid, "scratch": scratch}
             self.by_pid[pid] = sid
             fds = [sock.fileno()] + ([pidfd] if pidfd is not None else [])
-            self._reply({"ok": True, "sid": sid, "pid": pid, "uid": uid, "pidfd": pidfd is not None}, fds)
+            self._reply(
+                {"ok": True, "sid": sid, "pid": pid, "uid": uid, "pidfd": pidfd is not None}, fds
+            )
             sock.close()
             if pidfd is not None:
                 os.close(pidfd)
@@ -436,7 +513,7 @@ class ForkServer:
         if uid is None and pid not in self.exited:
             kill_tree(pid)
         if pid not in self.exited:
-            for fn, target in ((os.killpg, pid), (os.kill, pid)):   # the session leads its group
+            for fn, target in ((os.killpg, pid), (os.kill, pid)):  # the session leads its group
                 try:
                     fn(target, signal.SIGKILL)
                 except OSError:
@@ -462,10 +539,23 @@ class ForkServer:
         if wait:
             self._finish_dying(block=True)
         if status is None:
-            return {"ok": True, "kind": "unknown", "code": 0, "desc": "the process did not exit",
-                    "cpu_s": cpu, "oom_kills": oom}
+            return {
+                "ok": True,
+                "kind": "unknown",
+                "code": 0,
+                "desc": "the process did not exit",
+                "cpu_s": cpu,
+                "oom_kills": oom,
+            }
         kind, code, desc = describe_wait_status(status)
-        return {"ok": True, "kind": kind, "code": code, "desc": desc, "cpu_s": cpu, "oom_kills": oom}
+        return {
+            "ok": True,
+            "kind": kind,
+            "code": code,
+            "desc": desc,
+            "cpu_s": cpu,
+            "oom_kills": oom,
+        }
 
     def _finish_dying(self, block=False):
         """Free the uids of killed sessions whose processes are all gone; re-signal the others."""
@@ -484,6 +574,7 @@ class ForkServer:
                     continue
                 if info["scratch"]:
                     import shutil
+
                     shutil.rmtree(info["scratch"], ignore_errors=True)
                 if self.cg is not None:
                     self._drop_cgroup(info["pid"])
@@ -507,7 +598,7 @@ class ForkServer:
                 pids = [int(p) for p in f.read().split()]
         except (OSError, ValueError):
             return False
-        pids = [p for p in pids if p > 1]   # 0: a process outside our pid namespace; 1: ourselves
+        pids = [p for p in pids if p > 1]  # 0: a process outside our pid namespace; 1: ourselves
         for p in pids:
             try:
                 os.kill(p, signal.SIGKILL)
@@ -519,7 +610,7 @@ class ForkServer:
         """Without a pid namespace, processes of a crashed earlier pool may still run with the
         uids of the block we just locked: kill them before any session gets those uids."""
         if self.pool["pidns"]:
-            return                      # the kernel killed them with that pool's namespace
+            return  # the kernel killed them with that pool's namespace
         for _ in range(20):
             pids = []
             if not alive_uids(range(base, base + UID_BLOCK), pids):
@@ -553,7 +644,7 @@ class ForkServer:
                     os.kill(-1, signal.SIGKILL)
             finally:
                 os._exit(0)
-        while True:                  # reap the helper and every orphan it leaves us
+        while True:  # reap the helper and every orphan it leaves us
             try:
                 wpid, status, ru = os.wait3(0)
             except ChildProcessError:
@@ -576,7 +667,7 @@ class ForkServer:
                 pass
             sock.close()
         self.spares = []
-        deadline = time.monotonic() + 1.0         # reap what we killed rather than leave zombies
+        deadline = time.monotonic() + 1.0  # reap what we killed rather than leave zombies
         while time.monotonic() < deadline:
             try:
                 if os.wait3(os.WNOHANG)[0] == 0:
@@ -587,4 +678,5 @@ class ForkServer:
                 pass
         if self.scratch_base:
             import shutil
+
             shutil.rmtree(self.scratch_base, ignore_errors=True)

@@ -2,6 +2,7 @@
 
 Standard library only; used by the launcher, the fork server and the session worker alike.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -54,8 +55,10 @@ def _enc(s):
 
 def mount(source, target, fstype, flags, data=None):
     enc = _enc
-    _check(libc().mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)),
-           f"mount {target}")
+    _check(
+        libc().mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)),
+        f"mount {target}",
+    )
 
 
 def prctl(option, arg2=0):
@@ -74,10 +77,10 @@ def drop_all_capabilities():
         pass
     for cap in range(last + 1):
         try:
-            prctl(24, cap)                                   # PR_CAPBSET_DROP
+            prctl(24, cap)  # PR_CAPBSET_DROP
         except OSError:
             pass
-    hdr = (ctypes.c_uint32 * 2)(0x20080522, 0)               # _LINUX_CAPABILITY_VERSION_3
+    hdr = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
     data = (ctypes.c_uint32 * 6)()
     _check(libc().capset(hdr, data), "capset")
 
@@ -91,7 +94,7 @@ def set_loopback_up():
 
 
 def umount(target):
-    _check(libc().umount2(target.encode(), ctypes.c_int(2)), f"umount {target}")   # MNT_DETACH
+    _check(libc().umount2(target.encode(), ctypes.c_int(2)), f"umount {target}")  # MNT_DETACH
 
 
 def python_paths():
@@ -107,7 +110,11 @@ def python_paths():
             for line in f:
                 parts = line.split(None, 5)
                 lib = parts[5].strip() if len(parts) == 6 else ""
-                if lib.startswith("/") and (lib.endswith(".so") or ".so." in lib) and os.path.exists(lib):
+                if (
+                    lib.startswith("/")
+                    and (lib.endswith(".so") or ".so." in lib)
+                    and os.path.exists(lib)
+                ):
                     paths.add(os.path.dirname(os.path.realpath(lib)))
     except OSError:
         pass
@@ -138,14 +145,16 @@ def private_tmp(size_mb, keep=()):
             if not os.path.isdir(path):
                 continue
             if first is None:
-                mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, f"size={int(size_mb)}m,mode=700")
+                mount(
+                    "tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, f"size={int(size_mb)}m,mode=700"
+                )
                 first = path
             else:
                 mount(first, path, None, MS_BIND)
         for path, fd, is_dir in held:
             parts = [q for q in os.path.dirname(path).split("/") if q]
             cur = "/"
-            for part in parts:                   # root-owned 0755 skeleton inside the tmpfs
+            for part in parts:  # root-owned 0755 skeleton inside the tmpfs
                 cur = os.path.join(cur, part)
                 if not os.path.isdir(cur):
                     os.mkdir(cur)
@@ -155,7 +164,7 @@ def private_tmp(size_mb, keep=()):
             else:
                 os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o644))
             mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
-            try:                                 # defence in depth: the uid cannot write there anyway
+            try:  # defence in depth: the uid cannot write there anyway
                 mount(None, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
             except OSError:
                 pass
@@ -163,6 +172,7 @@ def private_tmp(size_mb, keep=()):
         for _, fd, _ in held:
             os.close(fd)
     return first or "/"
+
 
 def set_oom_score_adj(value):
     """-1000: never the OOM killer's pick (launcher, fork server); 1000: its first pick (sessions,
@@ -202,10 +212,18 @@ def expose_paths(paths):
         if not todo:
             return covered
         for top, children in sorted(todo.items()):
-            held = [(c, os.open(c, os.O_PATH | os.O_CLOEXEC), os.path.isdir(c)) for c in sorted(children)]
+            held = [
+                (c, os.open(c, os.O_PATH | os.O_CLOEXEC), os.path.isdir(c))
+                for c in sorted(children)
+            ]
             st = os.stat(top)
-            mount("tmpfs", top, "tmpfs", MS_NOSUID | MS_NODEV,
-                  f"size=64k,mode=711,uid={st.st_uid},gid={st.st_gid}")
+            mount(
+                "tmpfs",
+                top,
+                "tmpfs",
+                MS_NOSUID | MS_NODEV,
+                f"size=64k,mode=711,uid={st.st_uid},gid={st.st_gid}",
+            )
             try:
                 for child, fd, is_dir in held:
                     if is_dir:

@@ -7,6 +7,7 @@ Standard library only, and no import of a sibling: the server imports it as ``sb
 A session channel (client <-> session) is a SOCK_STREAM socket carrying JSON objects, each
 prefixed by its length (`HDR`: 4 bytes, big-endian), none longer than `MAX_MSG`.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,7 +17,7 @@ OK, ERROR, TIMEOUT, MEMORY = "ok", "error", "timeout", "memory"
 OUTPUT_LIMIT, KILLED = "output_limit", "killed"
 STATUSES = (OK, ERROR, TIMEOUT, MEMORY, OUTPUT_LIMIT, KILLED)
 
-MAX_MSG = 1 << 26          # no message on a session channel may claim to be longer (64 MiB)
+MAX_MSG = 1 << 26  # no message on a session channel may claim to be longer (64 MiB)
 HDR = struct.Struct("!I")
 
 # The environment of the server and of every session (the client adds HOME=/ and
@@ -24,10 +25,18 @@ HDR = struct.Struct("!I")
 # the server's PYTHONHASHSEED): UTF-8, no bytecode files, no display, one thread per numeric
 # library and few malloc arenas (a session's processes share one memory cap).
 ENV = {
-    "PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
-    "PYTHONDONTWRITEBYTECODE": "1", "PYTHONIOENCODING": "utf-8", "MPLBACKEND": "Agg",
-    "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-    "NUMEXPR_NUM_THREADS": "1", "VECLIB_MAXIMUM_THREADS": "1", "MALLOC_ARENA_MAX": "2",
+    "PATH": "/usr/local/bin:/usr/bin:/bin",
+    "LANG": "C.UTF-8",
+    "LC_ALL": "C.UTF-8",
+    "PYTHONDONTWRITEBYTECODE": "1",
+    "PYTHONIOENCODING": "utf-8",
+    "MPLBACKEND": "Agg",
+    "OPENBLAS_NUM_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "NUMEXPR_NUM_THREADS": "1",
+    "VECLIB_MAXIMUM_THREADS": "1",
+    "MALLOC_ARENA_MAX": "2",
 }
 
 
@@ -62,5 +71,7 @@ def recv_msg(sock):
 def memory_cap_text(limits, pool_mb, what):
     """The error of a block whose session reached its memory cgroup's cap (or the pool's)."""
     pool = f", or all sessions together the pool's {int(pool_mb)} MB" if pool_mb else ""
-    return (f"MemoryError: memory cap reached (all processes of the session together may hold "
-            f"{int(limits.get('session_memory_mb', 0))} MB{pool}); the kernel's OOM killer {what}.")
+    return (
+        f"MemoryError: memory cap reached (all processes of the session together may hold "
+        f"{int(limits.get('session_memory_mb', 0))} MB{pool}); the kernel's OOM killer {what}."
+    )

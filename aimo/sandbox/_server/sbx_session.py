@@ -5,6 +5,7 @@ its assignment (uid, limits, seed), drops to its uid and rlimits, then runs the 
 client sends over its stream socket, one at a time, in one namespace, output captured by a
 `CappedWriter`. Tracebacks leave out the frames of this file.
 """
+
 from __future__ import annotations
 
 import builtins
@@ -15,19 +16,83 @@ import socket
 import sys
 import time
 
-from sbx_linux import (CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY,
-                       MS_REMOUNT, PR_SET_CHILD_SUBREAPER, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS,
-                       PR_SET_PDEATHSIG, count_tasks, drop_all_capabilities, mount, prctl, private_tmp,
-                       set_loopback_up, set_oom_score_adj, unshare)
-from sbx_protocol import (ENV, ERROR, HDR, KILLED, MAX_MSG, MEMORY, OK, OUTPUT_LIMIT, TIMEOUT,
-                          memory_cap_text, recv_msg, send_msg)
+from sbx_linux import (
+    CLONE_NEWIPC,
+    CLONE_NEWNET,
+    CLONE_NEWNS,
+    MS_NODEV,
+    MS_NOEXEC,
+    MS_NOSUID,
+    MS_RDONLY,
+    MS_REMOUNT,
+    PR_SET_CHILD_SUBREAPER,
+    PR_SET_DUMPABLE,
+    PR_SET_NO_NEW_PRIVS,
+    PR_SET_PDEATHSIG,
+    count_tasks,
+    drop_all_capabilities,
+    mount,
+    prctl,
+    private_tmp,
+    set_loopback_up,
+    set_oom_score_adj,
+    unshare,
+)
+from sbx_protocol import (
+    ENV,
+    ERROR,
+    HDR,
+    KILLED,
+    MAX_MSG,
+    MEMORY,
+    OK,
+    OUTPUT_LIMIT,
+    TIMEOUT,
+    memory_cap_text,
+    recv_msg,
+    send_msg,
+)
 
-SERVER_MODULES = ("sbx_fork_server", "sbx_linux", "sbx_protocol", "sbx_session")   # the folder's siblings
-WARM_MODULES = ("math", "cmath", "itertools", "functools", "fractions", "decimal", "collections",
-                "heapq", "bisect", "random", "re", "string", "statistics", "operator", "numbers",
-                "typing", "dataclasses", "json", "time", "datetime", "copy", "array", "struct",
-                "numpy", "numpy.random", "numpy.linalg", "numpy.polynomial", "mpmath", "sympy",
-                "sympy.ntheory", "sympy.combinatorics", "sympy.solvers.diophantine")
+SERVER_MODULES = (
+    "sbx_fork_server",
+    "sbx_linux",
+    "sbx_protocol",
+    "sbx_session",
+)  # the folder's siblings
+WARM_MODULES = (
+    "math",
+    "cmath",
+    "itertools",
+    "functools",
+    "fractions",
+    "decimal",
+    "collections",
+    "heapq",
+    "bisect",
+    "random",
+    "re",
+    "string",
+    "statistics",
+    "operator",
+    "numbers",
+    "typing",
+    "dataclasses",
+    "json",
+    "time",
+    "datetime",
+    "copy",
+    "array",
+    "struct",
+    "numpy",
+    "numpy.random",
+    "numpy.linalg",
+    "numpy.polynomial",
+    "mpmath",
+    "sympy",
+    "sympy.ntheory",
+    "sympy.combinatorics",
+    "sympy.solvers.diophantine",
+)
 
 
 def warm_up(notes):
@@ -35,27 +100,31 @@ def warm_up(notes):
     it forks, so that every session finds them ready, shared copy-on-write). What fails is
     written to `notes`."""
     import importlib
+
     for name in WARM_MODULES:
         try:
             importlib.import_module(name)
-        except Exception as e:                 # a missing optional module is not fatal
+        except Exception as e:  # a missing optional module is not fatal
             notes[f"import {name}"] = repr(e)
-    try:                                       # populate lazy imports and caches once
+    try:  # populate lazy imports and caches once
         import sympy
+
         x = sympy.Symbol("x")
-        sympy.divisors(360), sympy.factorint(2 ** 20 - 1), sympy.isprime(97), sympy.nextprime(100)
-        sympy.solve(x ** 2 - 2, x), sympy.simplify(sympy.sin(x) ** 2 + sympy.cos(x) ** 2)
+        sympy.divisors(360), sympy.factorint(2**20 - 1), sympy.isprime(97), sympy.nextprime(100)
+        sympy.solve(x**2 - 2, x), sympy.simplify(sympy.sin(x) ** 2 + sympy.cos(x) ** 2)
         sympy.Rational(1, 3) + sympy.sqrt(2), sympy.binomial(10, 3), sympy.expand((x + 1) ** 3)
-        sympy.factor(x ** 2 - 1), sympy.summation(x, (x, 1, 10)), sympy.Matrix([[1, 2], [3, 4]]).det()
+        sympy.factor(x**2 - 1), sympy.summation(x, (x, 1, 10)), sympy.Matrix([[1, 2], [3, 4]]).det()
         sympy.N(sympy.pi, 30), sympy.totient(36), sympy.gcd(12, 18), sympy.mod_inverse(3, 7)
         import numpy
+
         numpy.arange(10).sum(), numpy.linalg.det(numpy.eye(2))
         import mpmath
+
         mpmath.mpf(2).sqrt()
     except Exception as e:
         notes["warm-up"] = repr(e)
     for name in ("ast", "linecache", "traceback", "resource", "types", "codecs", "io", "shutil"):
-        importlib.import_module(name)        # what the session worker itself uses
+        importlib.import_module(name)  # what the session worker itself uses
 
 
 class _Interrupted(BaseException):
@@ -98,7 +167,7 @@ class CappedWriter:
         if not n:
             return 0
         self.total += n
-        start = 0                          # slices only, never a copy of a huge string
+        start = 0  # slices only, never a copy of a huge string
         room = self.head_cap - self.head_n
         if room > 0:
             part = s[:room]
@@ -108,13 +177,13 @@ class CappedWriter:
         rest = n - start
         if rest > 0 and self.tail_cap:
             if rest >= self.tail_cap:
-                self.tail = [s[n - self.tail_cap:]]
+                self.tail = [s[n - self.tail_cap :]]
                 self.tail_n = self.tail_cap
             else:
                 self.tail.append(s[start:] if start else s)
                 self.tail_n += rest
                 if self.tail_n > 4 * self.tail_cap + 64:
-                    joined = "".join(self.tail)[-self.tail_cap:]
+                    joined = "".join(self.tail)[-self.tail_cap :]
                     self.tail, self.tail_n = [joined], len(joined)
         if self.total > self.max_chars:
             self.exceeded = True
@@ -126,7 +195,7 @@ class CappedWriter:
         tail = "".join(self.tail)
         if self.total <= self.head_cap + self.tail_cap:
             return head + tail
-        tail = tail[-self.tail_cap:] if self.tail_cap else ""
+        tail = tail[-self.tail_cap :] if self.tail_cap else ""
         cut = self.total - len(head) - len(tail)
         return f"{head}\n...[{cut} characters cut]...\n{tail}"
 
@@ -151,6 +220,7 @@ class CappedWriter:
 
     def fileno(self):
         import io
+
         raise io.UnsupportedOperation("the sandbox's stdout has no file descriptor")
 
     def close(self):
@@ -164,6 +234,7 @@ class _ByteAdapter:
 
     def __init__(self, writer):
         import codecs
+
         self._writer = writer
         self._dec = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
@@ -211,8 +282,11 @@ class SessionWorker:
         if null > 3:
             os.close(null)
         f = self.flags
-        flags = (CLONE_NEWNS if f.get("mountns") else 0) | (CLONE_NEWNET if f.get("netns") else 0) \
+        flags = (
+            (CLONE_NEWNS if f.get("mountns") else 0)
+            | (CLONE_NEWNET if f.get("netns") else 0)
             | (CLONE_NEWIPC if f.get("ipcns") else 0)
+        )
         if flags:
             unshare(flags)
         if f.get("netns"):
@@ -230,15 +304,22 @@ class SessionWorker:
             # file systems from it (it cannot unmount), reading its OOM count through an fd
             self.oom_fd = os.open(self.oom_file, os.O_RDONLY | os.O_CLOEXEC)
             if self.flags.get("mountns") and os.path.isdir("/sys/fs/cgroup"):
-                mount("tmpfs", "/sys/fs/cgroup", "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
-                      "size=4k,mode=755")
+                mount(
+                    "tmpfs",
+                    "/sys/fs/cgroup",
+                    "tmpfs",
+                    MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                    "size=4k,mode=755",
+                )
         uid = msg["uid"]
         if self.flags.get("mountns"):
             want = int(lim.get("scratch_mb", self.scratch_mb))
             if self.scratch != "/" and want != self.scratch_mb:
                 mount(None, self.scratch, None, MS_REMOUNT | MS_NOSUID | MS_NODEV, f"size={want}m")
             if self.scratch != "/":
-                os.chown(self.scratch, uid if uid is not None else -1, uid if uid is not None else -1)
+                os.chown(
+                    self.scratch, uid if uid is not None else -1, uid if uid is not None else -1
+                )
                 os.chmod(self.scratch, 0o700)
         else:
             self.scratch = msg["scratch"]
@@ -247,6 +328,7 @@ class SessionWorker:
                 os.chown(self.scratch, uid, uid)
         os.chdir(self.scratch)
         import resource
+
         mb = 1 << 20
 
         def setlim(res, value):
@@ -266,7 +348,9 @@ class SessionWorker:
             if os.geteuid() == 0:
                 drop_all_capabilities()
             setlim(resource.RLIMIT_NPROC, count_tasks(os.getuid()) + int(lim["processes"]))
-            prctl(PR_SET_CHILD_SUBREAPER, 1)   # keep every descendant in our subtree (see _kill_tree)
+            prctl(
+                PR_SET_CHILD_SUBREAPER, 1
+            )  # keep every descendant in our subtree (see _kill_tree)
         setlim(resource.RLIMIT_NOFILE, max(int(lim["open_files"]), 8))
         setlim(resource.RLIMIT_FSIZE, int(lim["file_size_mb"]) * mb)
         setlim(resource.RLIMIT_CORE, 0)
@@ -276,33 +360,39 @@ class SessionWorker:
             os.setgroups([])
             os.setresgid(uid, uid, uid)
             os.setresuid(uid, uid, uid)
-            prctl(PR_SET_PDEATHSIG, signal.SIGKILL)   # a uid change clears it
-            prctl(PR_SET_DUMPABLE, 1)                 # /proc/self readable again; only our uid may ptrace
+            prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # a uid change clears it
+            prctl(PR_SET_DUMPABLE, 1)  # /proc/self readable again; only our uid may ptrace
         try:
             prctl(PR_SET_NO_NEW_PRIVS, 1)
         except OSError:
             pass
         if os.getppid() != self.server_pid:
-            os._exit(0)                                # the server is already gone
-        env = dict(ENV, HOME=self.scratch, TMPDIR=self.scratch,
-                   PYTHONHASHSEED=os.environ.get("PYTHONHASHSEED", "0"))
+            os._exit(0)  # the server is already gone
+        env = dict(
+            ENV,
+            HOME=self.scratch,
+            TMPDIR=self.scratch,
+            PYTHONHASHSEED=os.environ.get("PYTHONHASHSEED", "0"),
+        )
         os.environ.clear()
         os.environ.update(env)
         import types
+
         main = types.ModuleType("__main__")
-        main.__dict__["__builtins__"] = builtins      # a module, as in any __main__
+        main.__dict__["__builtins__"] = builtins  # a module, as in any __main__
         sys.modules["__main__"] = main
-        for name in SERVER_MODULES:                   # as a one-file server was: not importable
+        for name in SERVER_MODULES:  # as a one-file server was: not importable
             sys.modules.pop(name, None)
         self.ns = main.__dict__
         sys.argv = [""]
         sys.path = [p for p in sys.path if p]
         seed = int(msg.get("seed", 0))
         import random
+
         random.seed(seed)
         np = sys.modules.get("numpy")
         if np is not None:
-            np.random.seed(seed % (2 ** 32))
+            np.random.seed(seed % (2**32))
         signal.signal(signal.SIGINT, self._on_interrupt)
         signal.signal(signal.SIGXCPU, self._on_xcpu)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -347,8 +437,17 @@ class SessionWorker:
             while True:
                 msg = recv_msg(self.sock)
                 if msg.get("op") in ("run", "replay"):
-                    send_msg(self.sock, {"id": msg.get("id"), "status": KILLED, "error": text,
-                                         "stdout": "", "wall_s": 0.0, "cpu_s": 0.0})
+                    send_msg(
+                        self.sock,
+                        {
+                            "id": msg.get("id"),
+                            "status": KILLED,
+                            "error": text,
+                            "stdout": "",
+                            "wall_s": 0.0,
+                            "cpu_s": 0.0,
+                        },
+                    )
                     break
         except BaseException:
             pass
@@ -381,9 +480,15 @@ class SessionWorker:
     def _serve(self):
         # bound once: code that patches socket, json or os in the session cannot break the protocol
         self._sock_recv, self._sock_sendall = self.sock.recv, self.sock.sendall
-        self._dumps, self._loads, self._exit, self._getpid = json.dumps, json.loads, os._exit, os.getpid
-        self._oom_kills = self._oom_counter(self.oom_file, getattr(self, "oom_fd", None),
-                                            os.open, os.pread, os.close)
+        self._dumps, self._loads, self._exit, self._getpid = (
+            json.dumps,
+            json.loads,
+            os._exit,
+            os.getpid,
+        )
+        self._oom_kills = self._oom_counter(
+            self.oom_file, getattr(self, "oom_fd", None), os.open, os.pread, os.close
+        )
         while True:
             try:
                 msg = self._recv()
@@ -421,6 +526,7 @@ class SessionWorker:
         """How many of our processes the OOM killer ended (the `oom_kill` line of the cgroup's
         events, from `fd` or else `path`), read with functions bound now so that code patching
         os or open cannot hide it."""
+
         def count():
             if not path:
                 return 0
@@ -439,11 +545,13 @@ class SessionWorker:
             except BaseException:
                 pass
             return 0
+
         return count
 
     @staticmethod
     def _cpu():
         import resource
+
         a = resource.getrusage(resource.RUSAGE_SELF)
         b = resource.getrusage(resource.RUSAGE_CHILDREN)
         return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
@@ -451,6 +559,7 @@ class SessionWorker:
     def _arm_cpu_limit(self):
         import math
         import resource
+
         used = resource.getrusage(resource.RUSAGE_SELF)
         used = used.ru_utime + used.ru_stime
         soft = int(math.ceil(used + float(self.limits["cpu_s"])))
@@ -462,6 +571,7 @@ class SessionWorker:
     def execute(self, code, cell, quiet=False):
         import ast
         import linecache
+
         lim = self.limits
         keep = 0 if quiet else int(lim["output_chars"])
         writer = CappedWriter(keep, int(float(lim["max_output_mb"]) * (1 << 20)))
@@ -472,7 +582,7 @@ class SessionWorker:
         saved = (sys.stdout, sys.stderr)
         sys.stdout = sys.stderr = sys.__stdout__ = sys.__stderr__ = writer
         self._arm_cpu_limit()
-        try:                       # a block may have replaced our handlers: put them back
+        try:  # a block may have replaced our handlers: put them back
             signal.signal(signal.SIGINT, self._on_interrupt)
             signal.signal(signal.SIGXCPU, self._on_xcpu)
         except (ValueError, OSError):
@@ -497,16 +607,24 @@ class SessionWorker:
                 self.in_user = False
         except _Interrupted as e:
             status = TIMEOUT
-            error = self._where(e, f"wall time limit {float(lim['wall_s']):g} s exceeded; the block "
-                                   "was interrupted (the session's state is kept)")
+            error = self._where(
+                e,
+                f"wall time limit {float(lim['wall_s']):g} s exceeded; the block "
+                "was interrupted (the session's state is kept)",
+            )
         except _CpuExceeded as e:
             status = TIMEOUT
-            error = self._where(e, f"CPU time limit {float(lim['cpu_s']):g} s exceeded; the block "
-                                   "was interrupted (the session's state is kept)")
+            error = self._where(
+                e,
+                f"CPU time limit {float(lim['cpu_s']):g} s exceeded; the block "
+                "was interrupted (the session's state is kept)",
+            )
         except _OutputLimit:
             status = OUTPUT_LIMIT
-            error = (f"output limit exceeded: the block printed more than "
-                     f"{float(lim['max_output_mb']):g} MB and was stopped")
+            error = (
+                f"output limit exceeded: the block printed more than "
+                f"{float(lim['max_output_mb']):g} MB and was stopped"
+            )
         except SystemExit as e:
             if e.code is None or e.code == 0:
                 status = OK
@@ -514,8 +632,9 @@ class SessionWorker:
                 status, error = ERROR, f"SystemExit: {e.code!r}"[:500]
         except MemoryError as e:
             status = MEMORY
-            error = self._format(e, "MemoryError: out of memory (limit "
-                                    f"{int(lim['memory_mb'])} MB of address space)")
+            error = self._format(
+                e, f"MemoryError: out of memory (limit {int(lim['memory_mb'])} MB of address space)"
+            )
         except BaseException as e:
             status = ERROR
             error = self._format(e)
@@ -527,17 +646,28 @@ class SessionWorker:
             self._exit(0)
         wall = time.perf_counter() - t0
         oom = self._oom_kills()
-        if oom > oom0:                  # the kernel ended processes of ours: the cap, not the code
+        if oom > oom0:  # the kernel ended processes of ours: the cap, not the code
             status = MEMORY
-            error = (memory_cap_text(lim, self.pool_memory_mb, f"ended {oom - oom0} of the session's "
-                                     "processes") + ("\n" + error if error else ""))[:2500]
+            error = (
+                memory_cap_text(
+                    lim, self.pool_memory_mb, f"ended {oom - oom0} of the session's processes"
+                )
+                + ("\n" + error if error else "")
+            )[:2500]
         try:
             out = writer.getvalue()
         except MemoryError:
             out = ""
-        return {"status": status, "stdout": out, "error": error, "wall_s": wall,
-                "cpu_s": max(self._cpu() - cpu0, 0.0), "cpu_total": self._cpu(),
-                "chars": writer.total, "oom_kills": oom}
+        return {
+            "status": status,
+            "stdout": out,
+            "error": error,
+            "wall_s": wall,
+            "cpu_s": max(self._cpu() - cpu0, 0.0),
+            "cpu_total": self._cpu(),
+            "chars": writer.total,
+            "oom_kills": oom,
+        }
 
     @staticmethod
     def _user_frames(tb, head=2, tail=4):
@@ -545,6 +675,7 @@ class SessionWorker:
 
         Walks the traceback without formatting it: a RecursionError can have a million frames."""
         import traceback
+
         entries = [(f, n) for f, n in traceback.walk_tb(tb) if f.f_code.co_filename != __file__]
         omitted = 0
         if len(entries) > head + tail:
@@ -565,6 +696,7 @@ class SessionWorker:
     def _format(self, exc, last_line=None):
         """The last lines of the traceback: a few frames and the exception."""
         import traceback
+
         try:
             shown, omitted = self._user_frames(exc.__traceback__)
             lines = []
@@ -584,4 +716,3 @@ class SessionWorker:
         if len(text) > 2000:
             text = "...\n" + text[-2000:]
         return text
-
