@@ -8,7 +8,8 @@
 
 See docs/sandbox.md for the design, the isolation it gives, and what it does not; the rooms:
 limits.py (Limits, ExecResult, statuses), client.py (Sandbox, Session), _channels.py (its sockets),
-_cgroup.py (memory cgroups) and _server/ (the server, a folder run by path).
+_protections.py (the missing protections reported), _cgroup.py (memory cgroups) and _server/
+(the server, a folder run by path).
 """
 
 from aimo.sandbox.client import Sandbox, Session

@@ -10,8 +10,12 @@ the imports below find their siblings; the folder is then taken off ``sys.path``
 fork server's and the sessions' ``sys.path`` hold only the interpreter's own entries. The rooms:
 
     __main__.py         the launcher: namespaces, the pool's memory cgroup, then the fork server
-    sbx_fork_server.py  the fork server (ForkServer) and the uid-block lock
-    sbx_session.py      the session worker (SessionWorker, CappedWriter) and the warm-up
+    sbx_fork_server.py  the fork server (ForkServer): the control loop, spares, sessions' ends
+    sbx_startup.py      the fork server's start-up (PoolStartup): pool mounts, warm-up, probes
+    sbx_uids.py         the uid-block lock and the uid bookkeeping (UidBook)
+    sbx_warm.py         the warm-up: WARM_MODULES, imported once before any fork
+    sbx_session.py      the session worker (SessionWorker)
+    sbx_output.py       a block's output (CappedWriter) and the exceptions that stop a block
     sbx_linux.py        libc calls, namespaces, mounts, capabilities, /proc
     sbx_protocol.py     statuses, message framing, the environment (also imported by the client)
 
@@ -40,7 +44,7 @@ import signal
 import socket
 import sys
 
-from sbx_fork_server import ForkServer, lock_uid_block
+from sbx_fork_server import ForkServer
 from sbx_linux import (
     CLONE_NEWIPC,
     CLONE_NEWNET,
@@ -55,6 +59,7 @@ from sbx_linux import (
     set_oom_score_adj,
     unshare,
 )
+from sbx_uids import lock_uid_block
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 if sys.path and os.path.abspath(sys.path[0]) == HERE:

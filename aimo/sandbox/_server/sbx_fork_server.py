@@ -4,13 +4,11 @@ It answers the client on the control channel, a SOCK_SEQPACKET socket carrying o
 per packet (file descriptors attached with SCM_RIGHTS): "open" hands out a pre-forked spare
 (its socket and a pidfd), "kill" ends a session and everything of its uid, "interrupt",
 "ping", "shutdown". It keeps the uid blocks, the sessions' memory cgroups and the spares.
+What runs once before it serves is in sbx_startup.py, the uid bookkeeping in sbx_uids.py.
 """
 
 from __future__ import annotations
 
-import errno
-import fcntl
-import gc
 import json
 import os
 import select
@@ -19,58 +17,22 @@ import socket
 import time
 
 from sbx_linux import (
-    CLONE_NEWIPC,
-    CLONE_NEWNET,
-    CLONE_NEWNS,
-    MS_BIND,
-    MS_NODEV,
-    MS_NOEXEC,
-    MS_NOSUID,
-    MS_RDONLY,
-    MS_REMOUNT,
-    PR_SET_CHILD_SUBREAPER,
-    PR_SET_DUMPABLE,
     alive_uids,
     describe_wait_status,
-    expose_paths,
     kill_tree,
-    mount,
-    prctl,
-    private_tmp,
     python_paths,
-    set_loopback_up,
     under_world_writable,
-    unshare,
 )
 from sbx_protocol import send_msg
-from sbx_session import SessionWorker, warm_up
-
-UID_BASE, UID_BLOCK, UID_BLOCKS = 60000, 256, 20  # uids 60000..65119: 20 blocks of 256, a pool
-# locks one block at start and more when it has over 256 sessions open
-
-
-def lock_uid_block():
-    """Hold an exclusive flock on one of UID_BLOCKS lock files: that block of uids is ours
-    (for as long as the fd stays open), so pools on one machine never share a uid."""
-    import tempfile
-
-    d = tempfile.gettempdir()
-    for k in range(UID_BLOCKS):
-        path = os.path.join(d, f"aimo-sandbox-uids-{k}.lock")
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        except OSError:
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            continue
-        return fd, UID_BASE + k * UID_BLOCK
-    return None, None
+from sbx_session import SessionWorker
+from sbx_startup import PoolStartup
+from sbx_uids import UID_BLOCK, UidBook
 
 
-class ForkServer:
+class ForkServer(PoolStartup, UidBook):
+    """The fork server's state and its control loop; the start-up (the pool's mounts, the
+    warm-up, the probes) comes from `PoolStartup`, the uid bookkeeping from `UidBook`."""
+
     def __init__(self, ctl_fd, opts, uid_base, pool, notes):
         self.started = time.monotonic()
         self.ctl = socket.socket(fileno=ctl_fd)
@@ -96,141 +58,6 @@ class ForkServer:
         self.cg_stale = []  # cgroups of ended sessions still busy (processes dying)
         self.expected, self.strict = [], False
         self.keep = []  # Python paths under /tmp & co., bound into each private /tmp
-
-    # ---- start-up
-    def _setup_pool(self):
-        signal.signal(
-            signal.SIGINT, signal.SIG_IGN
-        )  # no handler => nothing in the pid ns can signal us
-        try:
-            prctl(PR_SET_DUMPABLE, 0)
-        except OSError:
-            pass
-        try:
-            prctl(PR_SET_CHILD_SUBREAPER, 1)  # orphans come back to us (when not pid 1)
-        except OSError:
-            pass
-        p = self.pool
-        if p["pidns"] and p["mountns"]:
-            try:
-                mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-                p["proc"] = True
-            except OSError as e:
-                self.notes["proc"] = f"cannot mount a private /proc ({e.strerror})"
-        if p["netns"]:
-            try:
-                set_loopback_up()
-            except OSError as e:
-                self.notes["loopback"] = f"cannot bring up lo ({e.strerror})"
-        if p["utsns"]:
-            try:
-                socket.sethostname("sandbox")
-            except OSError:
-                pass
-        if p["mountns"] and os.geteuid() == 0:
-            try:
-                p["covered"] = expose_paths(python_paths())
-            except OSError as e:
-                self.notes["expose"] = f"cannot expose the Python installation ({e})"
-        hidden = []
-        for path in self.opts.get("hide_paths", []):
-            if not p["mountns"]:
-                self.notes["hide_paths"] = "no mount namespace: hide_paths ignored"
-                break
-            try:
-                if os.path.isdir(path):
-                    mount(
-                        "tmpfs",
-                        path,
-                        "tmpfs",
-                        MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
-                        "size=4k,mode=755",
-                    )
-                elif os.path.exists(path):
-                    mount("/dev/null", path, None, MS_BIND)
-                    mount(None, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY)
-                hidden.append(path)
-            except OSError as e:
-                self.notes[f"hide {path}"] = e.strerror
-        p["hidden_paths"] = hidden
-
-    def _warm_up(self):
-        warm_up(self.notes)  # what every session finds imported
-        gc.collect()
-        gc.freeze()
-
-    def _probe_sessions(self):
-        """Which per-session protections work here? Tried once in a throw-away child."""
-        r, w = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            res = {}
-            try:
-                os.close(r)
-                for name, fn in (
-                    ("mountns", self._probe_mount),
-                    ("netns", self._probe_net),
-                    ("ipcns", self._probe_ipc),
-                    ("uid", self._probe_uid),
-                ):
-                    try:
-                        fn()
-                        res[name] = True
-                    except OSError as e:
-                        res[name] = e.strerror or str(e)
-                os.write(w, json.dumps(res).encode())
-            finally:
-                os._exit(0)
-        os.close(w)
-        data = b""
-        while True:
-            chunk = os.read(r, 65536)
-            if not chunk:
-                break
-            data += chunk
-        os.close(r)
-        os.waitpid(pid, 0)
-        try:
-            res = json.loads(data)
-        except ValueError:
-            res = {}
-        return res
-
-    def _probe_mount(self):
-        if os.geteuid() != 0 or not self.opts.get("namespaces", True):
-            raise OSError(errno.EPERM, "not root or disabled")
-        unshare(CLONE_NEWNS)
-        self._probe_tmp = private_tmp(1, self.keep)  # what a session gets (the uid probe follows)
-
-    def _probe_net(self):
-        if os.geteuid() != 0 or not self.opts.get("namespaces", True):
-            raise OSError(errno.EPERM, "not root or disabled")
-        unshare(CLONE_NEWNET)
-        set_loopback_up()
-
-    def _probe_ipc(self):
-        if os.geteuid() != 0 or not self.opts.get("namespaces", True):
-            raise OSError(errno.EPERM, "not root or disabled")
-        unshare(CLONE_NEWIPC)
-
-    def _probe_uid(self):
-        if self.uid_base is None:
-            raise OSError(errno.EPERM, self.notes.get("uid", "no uid block"))
-        u = self.uid_base + UID_BLOCK - 1
-        if getattr(self, "_probe_tmp", "/") != "/":
-            os.chown(self._probe_tmp, u, u)  # as _assign does for a session
-        os.setgroups([])
-        os.setresgid(u, u, u)
-        os.setresuid(u, u, u)
-        bad = [
-            p
-            for p in python_paths()
-            if not os.access(p, os.R_OK if os.path.isfile(p) else os.R_OK | os.X_OK)
-        ]
-        if bad:
-            raise OSError(
-                errno.EACCES, f"an unprivileged uid cannot read the Python installation ({bad[0]})"
-            )
 
     def serve(self):
         self._setup_pool()
@@ -431,16 +258,6 @@ class ForkServer:
                 raise
         return pid, parent_end
 
-    def _alloc_uid(self):
-        if not self.free_uids:
-            fd, base = lock_uid_block()  # all in use: take one more block of 256 uids
-            if base is None:
-                return None
-            self.uid_blocks.append(base)
-            self._kill_stale(base)
-            self.free_uids.extend(range(base + UID_BLOCK - 1, base - 1, -1))
-        return self.free_uids.pop()
-
     def _op_open(self, msg):
         uid = None
         if self.free_uids is not None:
@@ -605,56 +422,6 @@ class ForkServer:
             except OSError:
                 pass
         return bool(pids)
-
-    def _kill_stale(self, base):
-        """Without a pid namespace, processes of a crashed earlier pool may still run with the
-        uids of the block we just locked: kill them before any session gets those uids."""
-        if self.pool["pidns"]:
-            return  # the kernel killed them with that pool's namespace
-        for _ in range(20):
-            pids = []
-            if not alive_uids(range(base, base + UID_BLOCK), pids):
-                return
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except OSError:
-                    pass
-            time.sleep(0.01)
-
-    def _signal_uid(self, uid):
-        if self.pool["pidns"] and os.getpid() == 1:
-            # As init of the pid namespace nothing inside can signal us (we install no handlers),
-            # so switching the real/effective uid for a moment is safe and saves a fork.
-            os.setresuid(uid, uid, 0)
-            try:
-                os.kill(-1, signal.SIGKILL)
-            except OSError:
-                pass
-            finally:
-                os.setresuid(0, 0, 0)
-            return
-        pid = os.fork()
-        if pid == 0:
-            try:
-                os.setgroups([])
-                os.setresgid(uid, uid, uid)
-                os.setresuid(uid, uid, uid)
-                for _ in range(3):
-                    os.kill(-1, signal.SIGKILL)
-            finally:
-                os._exit(0)
-        while True:  # reap the helper and every orphan it leaves us
-            try:
-                wpid, status, ru = os.wait3(0)
-            except ChildProcessError:
-                break
-            except InterruptedError:
-                continue
-            if wpid == pid:
-                break
-            if wpid in self.by_pid:
-                self.exited[wpid] = (status, ru.ru_utime + ru.ru_stime)
 
     def _shutdown(self):
         for sid in list(self.sessions):

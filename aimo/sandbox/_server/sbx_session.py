@@ -3,7 +3,7 @@
 Forked by the fork server as a spare (namespaces and private /tmp made, as root), it waits for
 its assignment (uid, limits, seed), drops to its uid and rlimits, then runs the blocks the
 client sends over its stream socket, one at a time, in one namespace, output captured by a
-`CappedWriter`. Tracebacks leave out the frames of this file.
+`CappedWriter` (sbx_output.py). Tracebacks leave out the frames of this file and sbx_output.py.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import socket
 import sys
 import time
 
+import sbx_output
 from sbx_linux import (
     CLONE_NEWIPC,
     CLONE_NEWNET,
@@ -38,6 +39,7 @@ from sbx_linux import (
     set_oom_score_adj,
     unshare,
 )
+from sbx_output import CappedWriter, _CpuExceeded, _Interrupted, _OutputLimit
 from sbx_protocol import (
     ENV,
     ERROR,
@@ -56,200 +58,14 @@ from sbx_protocol import (
 SERVER_MODULES = (
     "sbx_fork_server",
     "sbx_linux",
+    "sbx_output",
     "sbx_protocol",
     "sbx_session",
+    "sbx_startup",
+    "sbx_uids",
+    "sbx_warm",
 )  # the folder's siblings
-WARM_MODULES = (
-    "math",
-    "cmath",
-    "itertools",
-    "functools",
-    "fractions",
-    "decimal",
-    "collections",
-    "heapq",
-    "bisect",
-    "random",
-    "re",
-    "string",
-    "statistics",
-    "operator",
-    "numbers",
-    "typing",
-    "dataclasses",
-    "json",
-    "time",
-    "datetime",
-    "copy",
-    "array",
-    "struct",
-    "numpy",
-    "numpy.random",
-    "numpy.linalg",
-    "numpy.polynomial",
-    "mpmath",
-    "sympy",
-    "sympy.ntheory",
-    "sympy.combinatorics",
-    "sympy.solvers.diophantine",
-)
-
-
-def warm_up(notes):
-    """Import WARM_MODULES and fill their lazy imports and caches (run by the fork server before
-    it forks, so that every session finds them ready, shared copy-on-write). What fails is
-    written to `notes`."""
-    import importlib
-
-    for name in WARM_MODULES:
-        try:
-            importlib.import_module(name)
-        except Exception as e:  # a missing optional module is not fatal
-            notes[f"import {name}"] = repr(e)
-    try:  # populate lazy imports and caches once
-        import sympy
-
-        x = sympy.Symbol("x")
-        sympy.divisors(360), sympy.factorint(2**20 - 1), sympy.isprime(97), sympy.nextprime(100)
-        sympy.solve(x**2 - 2, x), sympy.simplify(sympy.sin(x) ** 2 + sympy.cos(x) ** 2)
-        sympy.Rational(1, 3) + sympy.sqrt(2), sympy.binomial(10, 3), sympy.expand((x + 1) ** 3)
-        sympy.factor(x**2 - 1), sympy.summation(x, (x, 1, 10)), sympy.Matrix([[1, 2], [3, 4]]).det()
-        sympy.N(sympy.pi, 30), sympy.totient(36), sympy.gcd(12, 18), sympy.mod_inverse(3, 7)
-        import numpy
-
-        numpy.arange(10).sum(), numpy.linalg.det(numpy.eye(2))
-        import mpmath
-
-        mpmath.mpf(2).sqrt()
-    except Exception as e:
-        notes["warm-up"] = repr(e)
-    for name in ("ast", "linecache", "traceback", "resource", "types", "codecs", "io", "shutil"):
-        importlib.import_module(name)  # what the session worker itself uses
-
-
-class _Interrupted(BaseException):
-    """Raised in the block's main thread when the client asks it to stop (wall time)."""
-
-
-class _CpuExceeded(BaseException):
-    """Raised in the block's main thread on SIGXCPU (RLIMIT_CPU soft limit)."""
-
-
-class _OutputLimit(BaseException):
-    """Raised by the capped writer once a block has printed more than max_output_mb."""
-
-
-class CappedWriter:
-    """A text stream that keeps the head and the tail of what is written, and counts the rest."""
-
-    encoding = "utf-8"
-    errors = "strict"
-    newlines = None
-    closed = False
-    line_buffering = False
-
-    def __init__(self, keep_chars, max_chars):
-        self.head_cap = keep_chars // 2
-        self.tail_cap = keep_chars - self.head_cap
-        self.max_chars = max_chars
-        self.head = []
-        self.head_n = 0
-        self.tail = []
-        self.tail_n = 0
-        self.total = 0
-        self.exceeded = False
-        self.buffer = _ByteAdapter(self)
-
-    def write(self, s):
-        if not isinstance(s, str):
-            raise TypeError(f"write() argument must be str, not {type(s).__name__}")
-        n = len(s)
-        if not n:
-            return 0
-        self.total += n
-        start = 0  # slices only, never a copy of a huge string
-        room = self.head_cap - self.head_n
-        if room > 0:
-            part = s[:room]
-            self.head.append(part)
-            self.head_n += len(part)
-            start = len(part)
-        rest = n - start
-        if rest > 0 and self.tail_cap:
-            if rest >= self.tail_cap:
-                self.tail = [s[n - self.tail_cap :]]
-                self.tail_n = self.tail_cap
-            else:
-                self.tail.append(s[start:] if start else s)
-                self.tail_n += rest
-                if self.tail_n > 4 * self.tail_cap + 64:
-                    joined = "".join(self.tail)[-self.tail_cap :]
-                    self.tail, self.tail_n = [joined], len(joined)
-        if self.total > self.max_chars:
-            self.exceeded = True
-            raise _OutputLimit()
-        return n
-
-    def getvalue(self):
-        head = "".join(self.head)
-        tail = "".join(self.tail)
-        if self.total <= self.head_cap + self.tail_cap:
-            return head + tail
-        tail = tail[-self.tail_cap :] if self.tail_cap else ""
-        cut = self.total - len(head) - len(tail)
-        return f"{head}\n...[{cut} characters cut]...\n{tail}"
-
-    def writelines(self, lines):
-        for line in lines:
-            self.write(line)
-
-    def flush(self):
-        pass
-
-    def isatty(self):
-        return False
-
-    def readable(self):
-        return False
-
-    def writable(self):
-        return True
-
-    def seekable(self):
-        return False
-
-    def fileno(self):
-        import io
-
-        raise io.UnsupportedOperation("the sandbox's stdout has no file descriptor")
-
-    def close(self):
-        pass
-
-
-class _ByteAdapter:
-    """`sys.stdout.buffer`: bytes are decoded as UTF-8, invalid sequences replaced."""
-
-    closed = False
-
-    def __init__(self, writer):
-        import codecs
-
-        self._writer = writer
-        self._dec = codecs.getincrementaldecoder("utf-8")(errors="replace")
-
-    def write(self, b):
-        self._writer.write(self._dec.decode(bytes(b)))
-        return len(b)
-
-    def flush(self):
-        pass
-
-    def isatty(self):
-        return False
-
-    def writable(self):
-        return True
+OWN_FILES = (__file__, sbx_output.__file__)  # the frames tracebacks leave out
 
 
 class SessionWorker:
@@ -671,12 +487,14 @@ class SessionWorker:
 
     @staticmethod
     def _user_frames(tb, head=2, tail=4):
-        """(first `head` and last `tail` frames outside this file, number left out in between).
+        """(first `head` and last `tail` frames outside OWN_FILES, number left out in between).
 
         Walks the traceback without formatting it: a RecursionError can have a million frames."""
         import traceback
 
-        entries = [(f, n) for f, n in traceback.walk_tb(tb) if f.f_code.co_filename != __file__]
+        entries = [
+            (f, n) for f, n in traceback.walk_tb(tb) if f.f_code.co_filename not in OWN_FILES
+        ]
         omitted = 0
         if len(entries) > head + tail:
             omitted = len(entries) - head - tail
