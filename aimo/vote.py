@@ -178,7 +178,7 @@ class VoteSettings:
     Checked once, on creation (a ValueError names the bad key).
     """
 
-    strategy: str = "weighted"
+    strategy: str = "share_confidence"  # the vote benchmark's winner (README)
     weights: dict = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
     critique_weight: float = 1.0
     critique_replace: bool = False
