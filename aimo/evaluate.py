@@ -255,13 +255,10 @@ def _score(g, strategies, ks, n_subsets, seed, settings) -> dict:
     if n_known:
         some_right = np.array([(c or 0) > 0 for c in st["n_correct"]], dtype=bool) & known
         kh = {s: hit[s][known_idx] for s in strategies}
-        spread = est.bootstrap(
-            {**kh, "pass@k": some_right[known_idx]},
-            BASELINE if BASELINE in kh else strategies[0],
-            n=RESAMPLES,
-            seed=seed,
-        )
         base = BASELINE if BASELINE in hit else strategies[0]
+        spread = est.bootstrap(
+            {**kh, "pass@k": some_right[known_idx]}, base, n=RESAMPLES, seed=seed
+        )
         selection = {
             "oracle": float(some_right.sum() / n_known),
             "n_oracle": int(some_right.sum()),

@@ -401,7 +401,7 @@ class _Loop:
         """Fold the new tokens' top-k log-probabilities into the trace's entropies, noting
         where an answer marker starts (the tail entropy is of the tokens before it)."""
         n = len(ANSWER_MARK)
-        before = (live.trace.text[-n:] + live.new_text)[-n:]
+        before = (live.trace.text[-n:] + live.new_text[-n:])[-n:]  # not the whole round: hot path
         if ANSWER_MARK in before + comp.text and ANSWER_MARK not in before:
             live.trace.entropy.answer_starts()
         for position in top_logprobs(comp.logprobs):
