@@ -230,34 +230,34 @@ if on_slurm != ran_locally:
 print(f"{len(submitted)} jobs ran as Slurm jobs, all COMPLETED: {dict(sorted(on_slurm.items()))}")
 
 
-def rows(path, columns):
-    table = pq.read_table(path, columns=columns)
-    return sorted(zip(*(table.column(c).to_pylist() for c in columns)))
+# Outputs: every table of results/, in full, but the timings (aimo.schemas.TIMING) and file
+# metadata. The guarantee (README, "Reproducibility"): the deterministic schedule gives the
+# same batches in both runs, and vLLM on this CPU the same tokens for the same batches.
+from aimo.tables import comparable_rows
 
-
-# Outputs. The run is seeded; vLLM on this CPU gives the same tokens for the same seeds, so
-# texts compare exactly. Timings (exec_s, wall_s, benchmarks) and file metadata are left out.
-compared = {
-    "results/submission.csv": None,
-    "results/vote/votes.parquet": ["problem_id", "strategy", "answer", "score", "votes",
-                                   "runner_up", "margin"],
-    "results/evaluate/per_problem.parquet": None,
-}
-for stage in ("generate", "reflexion", "critique"):
-    compared[f"results/{stage}/shard-0.parquet"] = [
-        "trace_id", "seed", "parent_id", "prompt", "text", "prompt_tokens", "completion_tokens",
-        "finish_reason", "answer", "answer_int", "n_code_calls", "n_code_errors"]
-    compared[f"results/execute/{stage}/shard-0.parquet"] = [
-        "trace_id", "exec_status", "exec_output", "exec_error", "printed_int", "agrees",
-        "n_code_calls", "n_code_errors"]
-for rel, columns in compared.items():
+tables = sorted(
+    str(p.relative_to(local)) for p in (local / "results").rglob("*") if p.suffix in (".parquet", ".csv")
+)
+theirs = sorted(
+    str(p.relative_to(slurm)) for p in (slurm / "results").rglob("*") if p.suffix in (".parquet", ".csv")
+)
+if tables != theirs:
+    errors.append(f"tables: locally {tables}, on Slurm {theirs}")
+for rel in tables:
     a, b = local / rel, slurm / rel
+    if not b.exists():
+        continue
     if rel.endswith(".csv"):
         same = a.read_bytes() == b.read_bytes()
-    elif columns is None:
-        same = pq.read_table(a).equals(pq.read_table(b))
     else:
-        same = rows(a, columns) == rows(b, columns)
+        mine, other = comparable_rows(a), comparable_rows(b)
+        same = mine == other
+        if not same and len(mine) == len(other):
+            for x, y in zip(mine, other):
+                cols = [c for c in x if x[c] != y.get(c)]
+                if cols:
+                    print(f"    first differing row of {rel}: {x.get('trace_id', '')} {cols}")
+                    break
     print(f"  {'same' if same else 'DIFFERENT'}: {rel}")
     if not same:
         errors.append(f"{rel} differs between the local and the Slurm run")

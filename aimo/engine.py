@@ -76,13 +76,32 @@ def load(
     seed=0,
     gpu_memory_utilization=0.9,
     enforce_eager=None,
+    in_process=False,
 ):
-    """Start an offline `vllm.LLM` on `model_dir`, configured for a GPU or this CPU."""
+    """Start an offline `vllm.LLM` on `model_dir`, configured for a GPU or this CPU.
+
+    `in_process`: the engine core runs in this process, one `step()` one engine step, so the
+    requests added and aborted before a step are exactly those it runs (the deterministic
+    schedule needs that). By default the core runs in its own process and steps on while the
+    caller works, taking each request at whichever step it arrives by. Either way the model
+    runs in a worker process on the CPU (the `mp` executor: OpenMP is set up right only there)."""
     gpu = has_gpu()
     if not gpu:
         for key, value in cpu_environment().items():
             os.environ.setdefault(key, value)
+    # read when the engine is built: set for this engine, whatever the last one wanted
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0" if in_process else "1"
+    if in_process:
+        # request ids as given (ours are unique) and a fixed hash seed for the worker (spawned
+        # after this): the sets of request ids it iterates keep one order from run to run
+        os.environ["VLLM_DISABLE_REQUEST_ID_RANDOMIZATION"] = "1"
+        os.environ.setdefault("PYTHONHASHSEED", "0")
+    import vllm.envs
     from vllm import LLM
+
+    # an in-process engine core freezes vLLM's view of the environment (enable_envs_cache):
+    # thaw it, so that this engine reads the variables just set
+    vllm.envs.disable_envs_cache()
 
     kwargs = dict(
         model=str(model_dir),
@@ -93,6 +112,8 @@ def load(
         # does not use offset"); on a GPU it stays on.
         enable_chunked_prefill=gpu,
     )
+    if in_process and not gpu:  # vLLM picks `mp` on the CPU only for a core of its own
+        kwargs["distributed_executor_backend"] = "mp"
     if gpu:
         kwargs["gpu_memory_utilization"] = gpu_memory_utilization
     kwargs["enforce_eager"] = (not gpu) if enforce_eager is None else enforce_eager
@@ -107,6 +128,8 @@ def unblock(llm):
     from vllm.v1.engine.exceptions import EngineDeadError
 
     client = llm.llm_engine.engine_core
+    if not hasattr(client, "outputs_queue"):  # an in-process core: its step raises by itself
+        return
     client.resources.engine_dead = True
     client.outputs_queue.put_nowait(EngineDeadError())
 

@@ -114,7 +114,11 @@ class OnlineSolver:
     # -- the engine ------------------------------------------------------------------------
     def params(self) -> dict:
         keys = ("model", "engine", "sampling", "tir", "scheduler", "sandbox", "samples")
-        return {k: self.config[k] for k in keys}
+        params = {k: self.config[k] for k in keys}
+        # free-running: one problem's latency counts more than bit-for-bit reruns, and the
+        # engine-death watch can unblock a step only with the core in a process of its own
+        params["scheduler"] = dict(params["scheduler"], mode="free")
+        return params
 
     def start(self):
         """Start the engine and the sandbox (idempotent)."""

@@ -3,10 +3,21 @@
 Each trace is one engine request per round: it generates until the model closes a code block
 (the ```output fence it would otherwise invent) or ends; its code runs in the sandbox on a
 worker thread while the engine goes on with the other traces; its continuation (the exact
-token ids so far plus the output block's tokens) joins the running batch as soon as the code
-returns. One thread, the caller's, owns the engine. Per problem, `early_stop` cancels the
-unfinished traces once k valid answers agree and `deadline` cancels what is left at a clock
-time; cancelled traces are rows too, with their partial text and tokens.
+token ids so far plus the output block's tokens) then joins the running batch. One thread, the
+caller's, owns the engine. Per problem, `early_stop` cancels the unfinished traces once k valid
+answers agree and `deadline` cancels what is left at a clock time; cancelled traces are rows
+too, with their partial text and tokens.
+
+When a continuation joins is the schedule:
+- deterministic (the batch workflow's default): logical time. A block launched after engine
+  step s rejoins right before step s + `rejoin_steps`, and the loop waits for it if it is
+  late; the engine core runs in this process (`engine.load(in_process=True)`), so one step()
+  is one engine step and runs exactly the requests added before it. Which requests run in
+  which step then follows from the requests, their seeds and the tokens sampled, never from
+  how long a block took: vLLM's kernels are not batch-invariant, so that is what makes a
+  rerun give the same tokens (on this CPU: the same files; see the README).
+- free: a continuation joins as soon as its block returns; no waiting, but the batch of every
+  later step follows the sandbox's wall-clock timing.
 
 The engine is `llm.llm_engine` (vLLM's synchronous V1 engine): add_request with token ids,
 step, abort_request, has_unfinished_requests. See ../shared/notes/vllm-engine.md.
@@ -27,6 +38,7 @@ log = logging.getLogger("aimo.scheduler")
 
 # where a final answer starts: the tail entropy is of the tokens before the last one
 ANSWER_MARK = "\\boxed"
+SCHEDULES = ("deterministic", "free")
 # Traces in flight per KV-cache slot of a full-length trace: most traces end well short of
 # their budget, and vLLM preempts (recomputes) the newest requests if the cache does fill.
 OVERCOMMIT = 2
@@ -48,6 +60,8 @@ class _Live:
     first_output: bool = True  # the request in flight has not reported yet
     code: str | None = None  # the block running in the sandbox
     cancelled: bool = False
+    due: int = 0  # deterministic schedule: the engine step its continuation joins before
+    launched: int = 0  # order of the block's launch in the run (ties at the same due step)
 
 
 @dataclass
@@ -130,6 +144,8 @@ def run(
     clock=time.monotonic,
     threads: int = 2,
     check_tokens: bool = True,
+    schedule: str = "deterministic",
+    rejoin_steps: int = 4,
 ) -> list[dict]:
     """Produce one trace row (a dict of the TRACES columns) per request, in request order.
 
@@ -139,16 +155,30 @@ def run(
     cache); requests are admitted in order, continuations never wait. `early_stop`: cancel a
     problem's unfinished traces once this many valid answers agree. `deadline`: a `clock()`
     time, or a dict problem_id -> time, after which a problem's traces are cancelled.
+    `schedule`: deterministic (needs an in-process engine; a block rejoins before the engine
+    step `rejoin_steps` after its launch) or free (as soon as it returns); see above.
     `stats`, if given, accumulates where the time went: wall_s, step_s (inside the engine's
-    step), idle_s (nothing in the engine while code ran), steps and running_sum (requests in
-    the engine, summed over steps), continuations with their prompt and prefix-cache hit
-    tokens, cancelled_<reason>, tokens_rebuilt (the token invariant failed and the ids were
-    re-tokenised from the text; 0 expected) and in_flight_max.
+    step), idle_s (nothing in the engine while code ran), wait_s and late_blocks (the
+    deterministic schedule held the engine for blocks not back when due), steps and
+    running_sum (requests in the engine, summed over steps), continuations with their prompt
+    and prefix-cache hit tokens, cancelled_<reason>, tokens_rebuilt (the token invariant failed
+    and the ids were re-tokenised from the text; 0 expected) and in_flight_max.
     """
     stats = {} if stats is None else stats
+    if schedule not in SCHEDULES:
+        raise ValueError(f"scheduler schedule {schedule!r}: expected one of {SCHEDULES}")
+    if schedule == "deterministic":
+        if type(llm.llm_engine.engine_core).__name__ != "InprocClient":
+            raise ValueError(
+                "the deterministic schedule needs the engine core in this process: start the "
+                "engine with aimo.engine.load(..., in_process=True), or use schedule='free'"
+            )
+        # nothing cached from earlier runs: a rerun in this process prefills as the first did
+        llm.reset_prefix_cache()
     loop = _Loop(
         llm, sampling, max_rounds, max_model_len, sandbox, clock, threads, check_tokens, early_stop
     )
+    loop.rejoin_steps = rejoin_steps if schedule == "deterministic" else None
     cap = max_in_flight or default_max_in_flight(llm, sampling, max_model_len)
     lives = loop.start(requests, deadline)
     try:
@@ -188,6 +218,8 @@ class _Loop:
         self.top_k = sampling.get("top_logprobs", 0)
         self.pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix="aimo-tir")
         self.in_engine, self.in_sandbox, self.waiting = {}, {}, deque()
+        self.rejoin_steps = None  # None: the free schedule
+        self.step_no, self.launches = 0, 0  # engine steps taken; code blocks launched
         self.stats = Counter()
         _Loop.runs += 1
         self.run_no = _Loop.runs  # request ids stay unique when the same trace is asked again
@@ -317,6 +349,8 @@ class _Loop:
         live.code = code
         if live.session is None:
             live.session = self.sandbox.session(seed=sandbox_seed(t.request.seed))
+        live.due = self.step_no + (self.rejoin_steps or 0)
+        live.launched, self.launches = self.launches, self.launches + 1
         self.in_sandbox[self.pool.submit(live.session.run, code)] = live
 
     def executed(self, live: _Live, result):
@@ -360,25 +394,60 @@ class _Loop:
             for problem in self.problems.values():
                 if problem.deadline is not None and now >= problem.deadline and problem.open:
                     self.cancel(problem, "deadline")
+            if self.rejoin_steps is not None and not self.rejoin_due():
+                continue  # a due block is not back: no step until it is (or a deadline)
             if self.engine.has_unfinished_requests():
                 self.stats["steps"] += 1
                 self.stats["running_sum"] += len(self.in_engine)
                 tick = time.monotonic()
                 outputs = self.engine.step()
                 self.stats["step_s"] += time.monotonic() - tick
+                self.step_no += 1
                 for out in outputs:
                     self.take(out)
+            elif self.in_sandbox and self.rejoin_steps is not None:
+                # nothing to step: logical time moves on to the next block's due step
+                self.step_no = max(self.step_no, min(v.due for v in self.in_sandbox.values()))
             elif self.in_sandbox:
                 tick = time.monotonic()
                 wait(list(self.in_sandbox), timeout=self._wait_s(), return_when=FIRST_COMPLETED)
                 self.stats["idle_s"] += time.monotonic() - tick
-            for fut in [f for f in self.in_sandbox if f.done()]:
-                self.executed(self.in_sandbox.pop(fut), fut.result())
+            if self.rejoin_steps is None:
+                self.rejoin([f for f in self.in_sandbox if f.done()])
             if time.monotonic() - last_log > 30:
                 last_log = time.monotonic()
                 self._progress(lives, started)
         self.stats["wall_s"] += self.clock() - started
         self._progress(lives, started)
+
+    def rejoin_due(self) -> bool:
+        """Deterministic schedule: rejoin every block due by now, in (due step, launch) order,
+        waiting for those not back yet. False if one is still out (a deadline may be near)."""
+        due = sorted(
+            (live.due, live.launched, fut)
+            for fut, live in self.in_sandbox.items()
+            if live.due <= self.step_no
+        )
+        late = [fut for *_, fut in due if not fut.done()]
+        if late:
+            busy = self.engine.has_unfinished_requests()
+            tick = time.monotonic()
+            wait(late, timeout=self._wait_s())
+            self.stats["wait_s" if busy else "idle_s"] += time.monotonic() - tick
+            if not all(fut.done() for fut in late):
+                return False
+            self.stats["late_blocks"] += len(late) if busy else 0
+        self.rejoin([fut for *_, fut in due])
+        return True
+
+    def rejoin(self, futures):
+        """Send the continuations of these returned blocks, in this order. One may end its
+        trace at once (`length`) and cancel its problem, taking other blocks of the list out
+        of `in_sandbox`: those are skipped."""
+        for fut in futures:
+            live = self.in_sandbox.pop(fut, None)
+            if live is not None:
+                self.executed(live, fut.result())
 
     def take(self, out):
         live = self.in_engine.get(out.request_id)

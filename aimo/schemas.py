@@ -55,6 +55,10 @@ TRACES = pa.schema(
     ]
 )
 
+# Columns (and struct fields) that hold measured seconds: a rerun on the same inputs gives the
+# same tables except these (the reproducibility guarantee, checked by .ci/slurm.sh).
+TIMING = ("exec_s", "wall_s")
+
 # Why a trace ended. FINISHED: on its own (the model stopped, its budget or the context ran
 # out, its code blocks were used up, its prompt did not fit the context); CANCELLED: by a
 # per-problem policy of the scheduler (enough answers agreed; the problem's deadline passed).

@@ -68,12 +68,14 @@ class Solver:
 
     def __enter__(self):
         started, eng = time.time(), self.params["engine"]
+        sched = self.params.get("scheduler", {})
         self.llm = engine.load(
             self.model_dir,
             dtype=self.params["model"]["dtype"],
             max_model_len=eng["max_model_len"],
             seed=self.params["samples"]["seed"],
             gpu_memory_utilization=eng["gpu_memory_utilization"],
+            in_process=sched.get("mode", "deterministic") == "deterministic",
         )
         self.watch = engine.EngineWatch(on_death=self.on_engine_death)
         self.sandbox = Sandbox(Limits(**self.params["sandbox"]), workers=self.threads).__enter__()
@@ -102,6 +104,8 @@ class Solver:
                 max_in_flight=sched.get("max_in_flight"),
                 early_stop=sched.get("early_stop") if early_stop is None else early_stop,
                 deadline=deadline,
+                schedule=sched.get("mode", "deterministic"),
+                rejoin_steps=sched.get("rejoin_steps", 4),
             )
         except Exception:
             # vLLM may notice a dead engine core before the watch does: say which one died

@@ -12,6 +12,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from aimo.schemas import TIMING
+
 
 def _umask() -> int:
     """The process's umask, read without changing it where Linux shows it (setting it to read
@@ -109,3 +111,19 @@ def read_metadata(path):
     """The `aimo.*` key-value metadata of a Parquet file, decoded."""
     meta = pq.read_schema(path).metadata or {}
     return {k.decode()[5:]: json.loads(v) for k, v in meta.items() if k.startswith(b"aimo.")}
+
+
+def _untimed(value):
+    if isinstance(value, dict):
+        return {k: _untimed(v) for k, v in value.items() if k not in TIMING}
+    if isinstance(value, list):
+        return [_untimed(v) for v in value]
+    if isinstance(value, float) and value != value:
+        return "nan"  # NaN equals itself here
+    return value
+
+
+def comparable_rows(path) -> list[dict]:
+    """The rows of a Parquet file as they must agree between two runs on the same inputs:
+    every column but the timings (schemas.TIMING, nested fields too), no file metadata."""
+    return [_untimed(r) for r in pq.read_table(path).to_pylist()]

