@@ -1,14 +1,19 @@
-"""Lock-step rounds against the continuous-batching scheduler, on the same requests, in one process.
+"""Lock-step rounds against the continuous-batching scheduler's two schedules, on the same
+requests, in one process, on one engine (its core in this process, as the batch stages run it).
 
 The lock-step loop (the project's TIR loop before aimo/scheduler.py, kept here as the baseline)
 sends every active trace to the engine at once, as `prompt + text` strings, waits for the
 slowest, runs every code block, and starts the next round. The scheduler runs each trace on its
-own (aimo/scheduler.py). The raw engine generates the same first prompts with no stop at the
-output fence and no code: the rate the stage could reach. The scheduler runs twice, to measure
-how reproducible its traces are when batch composition follows sandbox timing.
+own (aimo/scheduler.py): `deterministic` (a block rejoins `rejoin_steps` engine steps after its
+launch, the loop waiting if it is late) or `free` (as soon as it returns). The raw engine
+generates the same first prompts with no stop at the output fence and no code: the rate the
+stage could reach. Each schedule named twice in --modes runs twice: how many traces the two
+runs share token for token.
 
-    .venv/bin/python bench/tir_scheduler.py                       # default model, data/problems.csv
-    .venv/bin/python bench/tir_scheduler.py --samples 2 --limit 3 # a quick look
+    .venv/bin/python bench/tir_scheduler.py                        # default model, data/problems.csv
+    .venv/bin/python bench/tir_scheduler.py --samples 2 --limit 3  # a quick look
+    .venv/bin/python bench/tir_scheduler.py --config config.yaml --samples 4 --limit 40 \
+        --problems ../shared/data/gsm8k_dev.jsonl                  # a user's run's shape
 
 Prints one row per mode and writes the traces (with their per-round token counts, which
 bench/tir_simulate.py replays) to --out.
@@ -148,6 +153,9 @@ def figures(name, rows, stats):
         ),
         "tokens_rebuilt": stats.get("tokens_rebuilt", 0),
         "in_flight_max": stats.get("in_flight_max", 0),
+        "wait_s": round(stats.get("wait_s", 0), 1),
+        "late_blocks": stats.get("late_blocks", 0),
+        "step_s": round(stats.get("step_s", 0), 1),
     }
 
 
@@ -177,7 +185,12 @@ def main():
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--max-tokens", type=int, default=1024)
     ap.add_argument("--limit", type=int, default=0, help="first N problems (0: all)")
-    ap.add_argument("--modes", default="lockstep,scheduler,scheduler,raw")
+    ap.add_argument("--modes", default="lockstep,deterministic,deterministic,free,free,raw")
+    ap.add_argument(
+        "--config",
+        help="take sampling, tir.max_rounds, engine.max_model_len and scheduler from this "
+        "config (with the schema's defaults) instead of --rounds and --max-tokens",
+    )
     ap.add_argument("--out", default=str(ROOT / "results/bench/tir_scheduler"))
     args = ap.parse_args()
 
@@ -197,14 +210,21 @@ def main():
     answers = {p["problem_id"]: p.get("answer") for p in problems}
     requests = shard_requests(problems, 0, args.samples, 2026)
     sampling = {"temperature": 0.7, "top_p": 0.95, "max_tokens": args.max_tokens}
-    max_len = 4096
+    rounds, max_len, sched = args.rounds, 4096, {}
+    if args.config:
+        from aimo import config
+
+        cfg = config.load([args.config])
+        sampling, rounds = cfg["sampling"], cfg["tir"]["max_rounds"]
+        max_len, sched = cfg["engine"]["max_model_len"], cfg["scheduler"]
     cpu = "avx512_bf16" if "avx512_bf16" in Path("/proc/cpuinfo").read_text() else "no avx512_bf16"
     print(
-        f"{len(problems)} problems x {args.samples} samples, {args.rounds} rounds, "
-        f"{args.max_tokens} tokens; CPU flags: {cpu}",
+        f"{len(problems)} problems x {args.samples} samples, {rounds} rounds, "
+        f"{sampling['max_tokens']} tokens, top_logprobs {sampling.get('top_logprobs', 0)}, "
+        f"rejoin_steps {sched.get('rejoin_steps', 4)}; CPU flags: {cpu}",
         flush=True,
     )
-    llm = engine.load(args.model, dtype="auto", max_model_len=max_len, seed=0)
+    llm = engine.load(args.model, dtype="auto", max_model_len=max_len, seed=0, in_process=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results, runs = [], {}
@@ -212,13 +232,26 @@ def main():
         for i, mode in enumerate(args.modes.split(",")):
             stats, rows = Counter(), []
             if mode == "lockstep":
-                rows = lockstep(llm, requests, sandbox, sampling, args.rounds, max_len, stats)
-            elif mode == "scheduler":
-                rows = scheduler.run(llm, requests, sandbox, sampling, args.rounds, max_len, stats)
+                rows = lockstep(llm, requests, sandbox, sampling, rounds, max_len, stats)
+            elif mode in scheduler.SCHEDULES:
+                rows = scheduler.run(
+                    llm,
+                    requests,
+                    sandbox,
+                    sampling,
+                    rounds,
+                    max_len,
+                    stats,
+                    max_in_flight=sched.get("max_in_flight"),
+                    schedule=mode,
+                    rejoin_steps=sched.get("rejoin_steps", 4),
+                )
             elif mode == "raw":
                 raw(llm, requests, sampling, stats)
             else:
-                raise SystemExit(f"--modes: unknown mode {mode!r} (lockstep, scheduler, raw)")
+                raise SystemExit(
+                    f"--modes: unknown mode {mode!r} (lockstep, deterministic, free, raw)"
+                )
             fig = figures(mode, rows, stats)
             if rows:
                 fig["right"] = f"{accuracy(rows, answers)}/{len(problems)}"
@@ -230,26 +263,31 @@ def main():
     rawr = next((r for r in results if r["mode"] == "raw"), None)
     print(
         "\n| mode | wall s | completion tokens | tokens/s | x lock-step | of raw | running/step "
-        "| idle share | cached/continuation (of prompt) | right |"
+        "| in engine step | idle share | waited for blocks (late) | cached/continuation "
+        "(of prompt) | right |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         ratio = f"{r['tokens_per_s'] / base['tokens_per_s']:.2f}" if base else "-"
         of_raw = f"{r['tokens_per_s'] / rawr['tokens_per_s']:.0%}" if rawr else "-"
         print(
             f"| {r['mode']} | {r['wall_s']} | {r['completion_tokens']} | {r['tokens_per_s']} | "
-            f"{ratio} | {of_raw} | {r['running_per_step']} | {r['idle_share']:.1%} | "
-            f"{r['cached_per_continuation']} ({r['prompt_per_continuation']}) | {r.get('right', '-')} |"
+            f"{ratio} | {of_raw} | {r['running_per_step']} | "
+            f"{r['step_s'] / max(r['wall_s'], 1e-9):.0%} | {r['idle_share']:.1%} | "
+            f"{r['wait_s']} s ({r['late_blocks']}) | "
+            f"{r['cached_per_continuation']} ({r['prompt_per_continuation']}) | "
+            f"{r.get('right', '-')} |"
         )
-    if len(runs.get("scheduler", [])) == 2:
-        a, b = runs["scheduler"]
-        same = sum(x["text"] == y["text"] for x, y in zip(a, b))
-        print(f"\nscheduler twice: {same}/{len(a)} traces identical token for token")
-    if base and runs.get("scheduler"):
+    for mode, pair in runs.items():
+        if len(pair) >= 2:
+            a, b = pair[:2]
+            same = sum(x["text"] == y["text"] for x, y in zip(a, b))
+            print(f"\n{mode} twice: {same}/{len(a)} traces identical token for token")
+    if base and runs.get("deterministic"):
         same = sum(
-            x["text"] == y["text"] for x, y in zip(runs["lockstep"][0], runs["scheduler"][0])
+            x["text"] == y["text"] for x, y in zip(runs["lockstep"][0], runs["deterministic"][0])
         )
-        print(f"lock-step vs scheduler: {same}/{len(requests)} traces identical")
+        print(f"lock-step vs deterministic: {same}/{len(requests)} traces identical")
 
 
 if __name__ == "__main__":

@@ -123,6 +123,8 @@ def test_shard_metadata_names_model_engine_and_sampling(tiny_run):
     assert meta["sample_seed"] == 7 and meta["scheduler"] == {
         "max_in_flight": None,
         "early_stop": None,
+        "mode": "deterministic",
+        "rejoin_steps": 4,
     }
     assert meta["steps"] > 0 and meta["wall_s"] > 0  # the scheduler's own figures
     rows = read_table(workdir / "results/generate/shard-0.parquet", TRACES).to_pylist()
