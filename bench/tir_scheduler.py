@@ -135,6 +135,20 @@ def raw(llm, requests, sampling, stats):
     stats["completion_tokens"] = tokens
 
 
+def count_preemptions(llm, stats):
+    """Count the engine's preemptions (a running request put back, its KV cache freed, its
+    tokens computed again later) in stats; needs the engine core in this process."""
+    core = llm.llm_engine.engine_core.engine_core.scheduler
+    preempt = core._preempt_request
+
+    def counted(request, *args, **kwargs):
+        stats["preemptions"] += 1
+        stats["tokens_recomputed"] += request.num_computed_tokens
+        return preempt(request, *args, **kwargs)
+
+    core._preempt_request = counted
+
+
 def figures(name, rows, stats):
     tokens = sum(r["completion_tokens"] for r in rows) if rows else stats["completion_tokens"]
     wall = stats["wall_s"]
@@ -155,6 +169,8 @@ def figures(name, rows, stats):
         "in_flight_max": stats.get("in_flight_max", 0),
         "wait_s": round(stats.get("wait_s", 0), 1),
         "late_blocks": stats.get("late_blocks", 0),
+        "preemptions": stats.get("preemptions", 0),
+        "tokens_recomputed": stats.get("tokens_recomputed", 0),
         "step_s": round(stats.get("step_s", 0), 1),
     }
 
@@ -227,10 +243,12 @@ def main():
     llm = engine.load(args.model, dtype="auto", max_model_len=max_len, seed=0, in_process=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    results, runs = [], {}
+    results, runs, stats = [], {}, Counter()
+    count_preemptions(llm, stats)
     with Sandbox(workers=2) as sandbox:
         for i, mode in enumerate(args.modes.split(",")):
-            stats, rows = Counter(), []
+            stats.clear()
+            rows = []
             if mode == "lockstep":
                 rows = lockstep(llm, requests, sandbox, sampling, rounds, max_len, stats)
             elif mode in scheduler.SCHEDULES:
@@ -264,9 +282,9 @@ def main():
     print(
         "\n| mode | wall s | completion tokens | tokens/s | x lock-step | of raw | running/step "
         "| in engine step | idle share | waited for blocks (late) | cached/continuation "
-        "(of prompt) | right |"
+        "(of prompt) | preemptions (tokens recomputed) | right |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         ratio = f"{r['tokens_per_s'] / base['tokens_per_s']:.2f}" if base else "-"
         of_raw = f"{r['tokens_per_s'] / rawr['tokens_per_s']:.0%}" if rawr else "-"
@@ -276,7 +294,7 @@ def main():
             f"{r['step_s'] / max(r['wall_s'], 1e-9):.0%} | {r['idle_share']:.1%} | "
             f"{r['wait_s']} s ({r['late_blocks']}) | "
             f"{r['cached_per_continuation']} ({r['prompt_per_continuation']}) | "
-            f"{r.get('right', '-')} |"
+            f"{r['preemptions']} ({r['tokens_recomputed']}) | {r.get('right', '-')} |"
         )
     for mode, pair in runs.items():
         if len(pair) >= 2:
