@@ -4,10 +4,12 @@
     python main.py --problems FILE [--out submission.csv] [--configfile config.yaml more.yaml]
     python main.py --evaluate runs/online          # re-vote and evaluate an online run's files
 
-Config: the workflow's own files, `--configfile A.yaml B.yaml` as in Snakemake (default
-config.yaml), or, with no command line (the gateway, a notebook), the same list from the
-environment variable AIMO_CONFIG, separated by spaces. Kaggle's `kaggle_evaluation` package
-(shipped with the competition data, not on PyPI) is imported only by `serve_kaggle`.
+Config: the workflow's own files, `--configfile A.yaml B.yaml` as in Snakemake, or, with no
+command line (the gateway, a notebook), the same list from the environment variable
+AIMO_CONFIG, separated by spaces, relative paths taken from main.py's folder; by default
+config.yaml, and on Kaggle config.yaml with config/kaggle.yaml. Kaggle's `kaggle_evaluation`
+package (shipped with the competition data, not on PyPI) is imported only by `serve_kaggle`.
+An error ends the command with one line on the terminal (the traceback goes to the log).
 """
 
 import argparse
@@ -19,31 +21,40 @@ import threading
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # the aimo package beside it, from any working directory
+from aimo.logs import OneLine  # noqa: E402
+
 log = logging.getLogger("aimo.main")
 _solver = None
 _start_lock = threading.Lock()
 
 
+def on_kaggle() -> bool:
+    """Running in a Kaggle notebook (interactive, a commit, or the competition's rerun)."""
+    return bool(os.getenv("KAGGLE_KERNEL_RUN_TYPE") or os.getenv("KAGGLE_IS_COMPETITION_RERUN"))
+
+
 def config_files(argv=None) -> list[str]:
+    """The config files: the command line's as given, else AIMO_CONFIG's or the default,
+    relative to main.py's folder."""
     if argv:
-        return argv
+        return list(argv)
     files = os.environ.get("AIMO_CONFIG", "").split()
-    return files or [
-        str(HERE / "config.yaml") if not Path("config.yaml").is_file() else "config.yaml"
-    ]
+    if not files:
+        files = ["config.yaml"] + (["config/kaggle.yaml"] if on_kaggle() else [])
+    return [str(HERE / f) for f in files]  # an absolute f stays as it is
 
 
 def solver(files=None):
-    """The warm solver, started on first use (the launcher starts it before serving)."""
+    """The process's online solver, made on first use; its engine starts on `warm()` (the
+    server's launcher calls it in the background) or on the first problem."""
     global _solver
     with _start_lock:
         if _solver is None:
             from aimo import config
             from aimo.online import OnlineSolver
 
-            s = OnlineSolver(config.load(config_files(files)))
-            s.start()
-            _solver = s
+            _solver = OnlineSolver(config.load(config_files(files)))
     return _solver
 
 
@@ -100,12 +111,13 @@ def predict(id_, problem, *rest):
 
 
 def serve_kaggle(test_csv=None):
-    """Start the solver, then Kaggle's inference server: serve() in the competition rerun,
-    else a local gateway run over `test_csv`."""
+    """Kaggle's inference server: serve() in the competition rerun, else a local gateway run
+    over `test_csv`. The server comes up at once (the gateway gives up after 900 s without
+    it); the engine loads beside it and the first `predict` waits for it."""
     import kaggle_evaluation.aimo_3_inference_server as kaggle  # only here: not on PyPI
 
     server = kaggle.AIMO3InferenceServer(predict)
-    solver()  # before serving: the gateway waits 900 s for the server
+    threading.Thread(target=solver().warm, name="aimo-warm", daemon=True).start()
     if os.getenv("KAGGLE_IS_COMPETITION_RERUN"):
         server.serve()
     else:
@@ -128,10 +140,14 @@ def solve_file(problems, out, files):
     from tqdm import tqdm
 
     s = solver(files)
+    s.start()  # a user's run: a model that cannot start is an error, not 0s for every problem
     lines = ["id,answer"]
-    for row in tqdm(rows, desc="problems", unit="problem", file=terminal):
-        frame = predict(row["problem_id"], row["problem"], row.get("answer"))
-        lines.append(f"{row['problem_id']},{int(_value(frame['answer']))}")
+    try:
+        for row in tqdm(rows, desc="problems", unit="problem", file=terminal):
+            frame = predict(row["problem_id"], row["problem"], row.get("answer"))
+            lines.append(f"{row['problem_id']},{int(_value(frame['answer']))}")
+    finally:
+        s.stop()
     write_text("\n".join(lines) + "\n", out)
     log.info(
         "wrote %s (%d problems); traces in %s; bank left %.0f s",
@@ -140,7 +156,6 @@ def solve_file(problems, out, files):
         run_dir,
         s.bank.left(),
     )
-    s.stop()
 
 
 def main(argv=None):
@@ -154,19 +169,30 @@ def main(argv=None):
     ap.add_argument("--evaluate", metavar="RUN_DIR", help="re-vote and evaluate an online run")
     ap.add_argument("--test-csv", help="the local gateway's problem file (Kaggle mode)")
     args = ap.parse_args(argv)
+    try:
+        run(args)
+    except Exception as exc:  # one line on the terminal; the traceback into the log
+        log.error("main.py: %s: %s", type(exc).__name__, exc, exc_info=True)
+        return 1
+    return 0
+
+
+def run(args):
+    if not logging.getLogger().handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(OneLine("%(asctime)s %(name)s %(levelname)s %(message)s"))
+        logging.basicConfig(level=logging.INFO, handlers=[handler])
     if args.evaluate:
         from aimo.config import load
         from aimo.online import evaluate_run
 
-        logging.basicConfig(level=logging.INFO)
         res = evaluate_run(args.evaluate, load(config_files(args.configfile)))
         print(res["report"])
     elif args.problems:
         solve_file(args.problems, args.out, args.configfile)
     else:
-        logging.basicConfig(level=logging.INFO, stream=sys.stderr)
         serve_kaggle(args.test_csv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

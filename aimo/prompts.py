@@ -32,6 +32,10 @@ CRITIQUE_INSTRUCTION = (
 )
 
 
+# In place of a code block's output once a trace's code blocks are used up (tir.max_rounds)
+NO_MORE_CODE = "No more code can run. Give the final answer now, as \\boxed{integer}."
+
+
 def user_prompt(problem: str) -> str:
     """The user turn that asks for a tool-integrated solution of `problem`."""
     return f"{problem.strip()}\n\n{TIR_INSTRUCTION}"

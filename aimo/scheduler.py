@@ -29,8 +29,8 @@ from collections import Counter, deque
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
-from aimo.answers import in_range
-from aimo.prompts import OUTPUT_FENCE, output_block
+from aimo.answers import extract_answer, in_range
+from aimo.prompts import NO_MORE_CODE, OUTPUT_FENCE, output_block
 from aimo.schemas import CANCELLED
 from aimo.tir import Entropy, Trace, derive_seed, last_code_block, row, sandbox_seed
 
@@ -60,8 +60,15 @@ class _Live:
     first_output: bool = True  # the request in flight has not reported yet
     code: str | None = None  # the block running in the sandbox
     cancelled: bool = False
+    told: bool = False  # told that no more code runs (answer_after_tools)
     due: int = 0  # deterministic schedule: the engine step its continuation joins before
     launched: int = 0  # order of the block's launch in the run (ties at the same due step)
+
+
+class _Told:
+    """The output a block gets when no more code runs (answer_after_tools)."""
+
+    output = NO_MORE_CODE
 
 
 @dataclass
@@ -146,6 +153,8 @@ def run(
     check_tokens: bool = True,
     schedule: str = "deterministic",
     rejoin_steps: int = 4,
+    stop_at_answer: bool = False,
+    answer_after_tools: bool = False,
 ) -> list[dict]:
     """Produce one trace row (a dict of the TRACES columns) per request, in request order.
 
@@ -157,6 +166,10 @@ def run(
     time, or a dict problem_id -> time, after which a problem's traces are cancelled.
     `schedule`: deterministic (needs an in-process engine; a block rejoins before the engine
     step `rejoin_steps` after its launch) or free (as soon as it returns); see above.
+    `stop_at_answer`: a trace ends (finish_reason stop) as soon as its text holds a final
+    answer (a closed \\boxed{}); `answer_after_tools`: a trace that writes code once its
+    `max_rounds` blocks are used up is told so (NO_MORE_CODE, in place of the block's output)
+    and goes on once, to answer, instead of ending at its code (max_rounds).
     `stats`, if given, accumulates where the time went: wall_s, step_s (inside the engine's
     step), idle_s (nothing in the engine while code ran), wait_s and late_blocks (the
     deterministic schedule held the engine for blocks not back when due), steps and
@@ -179,6 +192,7 @@ def run(
         llm, sampling, max_rounds, max_model_len, sandbox, clock, threads, check_tokens, early_stop
     )
     loop.rejoin_steps = rejoin_steps if schedule == "deterministic" else None
+    loop.stop_at_answer, loop.answer_after_tools = stop_at_answer, answer_after_tools
     cap = max_in_flight or default_max_in_flight(llm, sampling, max_model_len)
     lives = loop.start(requests, deadline)
     try:
@@ -219,6 +233,7 @@ class _Loop:
         self.pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix="aimo-tir")
         self.in_engine, self.in_sandbox, self.waiting = {}, {}, deque()
         self.rejoin_steps = None  # None: the free schedule
+        self.stop_at_answer = self.answer_after_tools = False
         self.step_no, self.launches = 0, 0  # engine steps taken; code blocks launched
         self.stats = Counter()
         _Loop.runs += 1
@@ -249,8 +264,9 @@ class _Loop:
         return lives
 
     def close(self):
-        # never wait for a cancelled block: its session closes when the block returns
-        self.pool.shutdown(wait=False)
+        # never wait for a cancelled block (its session closes when it returns); blocks
+        # still queued never run
+        self.pool.shutdown(wait=False, cancel_futures=True)
 
     def finish(self, live: _Live, reason: str):
         t = live.trace
@@ -290,7 +306,10 @@ class _Loop:
             if live.problem is problem:
                 del self.in_sandbox[fut]
                 live.cancelled = True
-                fut.add_done_callback(lambda _, s=live.session: _close_quietly(s))
+                if fut.cancel():  # still queued: it never runs
+                    _close_quietly(live.session)
+                else:
+                    fut.add_done_callback(lambda _, s=live.session: _close_quietly(s))
                 self.finish(live, reason)
         for live in [w for w in self.waiting if w.problem is problem]:
             self.waiting.remove(live)
@@ -330,7 +349,10 @@ class _Loop:
             t.logprob_sum += comp.cumulative_logprob
         at_fence = comp.finish_reason == "stop" and comp.stop_reason == OUTPUT_FENCE
         code = last_code_block(new_text) if at_fence else None
-        if code is None or len(t.blocks) >= self.max_rounds:
+        told = code is not None and len(t.blocks) >= self.max_rounds
+        if told and self.answer_after_tools and not live.told:
+            live.told = True  # the block does not run: its output says so, once
+        elif code is None or told:
             t.text += new_text
             live.ids += new_ids
             reason = "max_rounds" if code else ("stop" if at_fence else comp.finish_reason)
@@ -347,6 +369,8 @@ class _Loop:
         live.ids += new_ids[:keep]
         t.text += new_text + sep
         live.code = code
+        if live.told:
+            return self.executed(live, _Told())
         if live.session is None:
             live.session = self.sandbox.session(seed=sandbox_seed(t.request.seed))
         live.due = self.step_no + (self.rejoin_steps or 0)
@@ -356,14 +380,15 @@ class _Loop:
     def executed(self, live: _Live, result):
         """A code block returned: append its output and send the continuation."""
         t = live.trace
-        t.blocks.append(
-            {
-                "code": live.code,
-                "output": result.output,
-                "status": result.status,
-                "wall_s": result.wall_s,
-            }
-        )
+        if not isinstance(result, _Told):
+            t.blocks.append(
+                {
+                    "code": live.code,
+                    "output": result.output,
+                    "status": result.status,
+                    "wall_s": result.wall_s,
+                }
+            )
         covered = decode(self.tok, live.ids[live.prompt_len :])
         t.text += output_block(result.output)
         live.ids += self.tok.encode(t.text[len(covered) :], add_special_tokens=False)
@@ -465,6 +490,19 @@ class _Loop:
         if out.finished:
             del self.in_engine[out.request_id]
             self.generated(live, comp)
+        elif self.stop_at_answer and "}" in comp.text and self._answered(live):
+            self.engine.abort_request([out.request_id])
+            del self.in_engine[out.request_id]
+            if comp.cumulative_logprob is None:  # the round's so far (DELTA outputs too)
+                live.trace.logprobs_known = False
+            else:
+                live.trace.logprob_sum += comp.cumulative_logprob
+            self.finish(live, "stop")
+
+    def _answered(self, live: _Live) -> bool:
+        """The round in flight has written a final answer (a closed \\boxed{...})."""
+        text = live.new_text
+        return ANSWER_MARK in text and extract_answer(text[text.rfind(ANSWER_MARK) :]) is not None
 
     def entropies(self, live: _Live, comp):
         """Fold the new tokens' top-k log-probabilities into the trace's entropies, noting

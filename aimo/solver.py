@@ -77,8 +77,15 @@ class Solver:
             gpu_memory_utilization=eng["gpu_memory_utilization"],
             in_process=sched.get("mode", "deterministic") == "deterministic",
         )
-        self.watch = engine.EngineWatch(on_death=self.on_engine_death)
-        self.sandbox = Sandbox(Limits(**self.params["sandbox"]), workers=self.threads).__enter__()
+        try:
+            self.watch = engine.EngineWatch(on_death=self.on_engine_death)
+            self.sandbox = Sandbox(Limits(**self.params["sandbox"]), workers=self.threads)
+            self.sandbox.__enter__()
+        except BaseException:  # no half solver: what started stops
+            if getattr(self, "watch", None) is not None:
+                self.watch.stop()
+            engine.shutdown(self.llm)
+            raise
         self.stats["engine_start_s"] = time.time() - started
         return self
 
@@ -106,6 +113,8 @@ class Solver:
                 deadline=deadline,
                 schedule=sched.get("mode", "deterministic"),
                 rejoin_steps=sched.get("rejoin_steps", 4),
+                stop_at_answer=self.params["tir"].get("stop_at_answer", False),
+                answer_after_tools=self.params["tir"].get("answer_after_tools", False),
             )
         except Exception:
             # vLLM may notice a dead engine core before the watch does: say which one died

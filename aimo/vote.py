@@ -173,7 +173,8 @@ class VoteSettings:
     strategy: the strategy of the submission; weights: the weighted vote's {invalid, clean_code,
     other}; critique_weight: a critique row's weight relative to the others; critique_replace: a
     critique with a valid answer takes its parent's vote instead of adding one; count_cancelled:
-    traces the scheduler cancelled vote too; mix: share_confidence's {share, confidence,
+    traces the scheduler cancelled vote too, each with cancelled_weight (relative to a finished
+    trace's); mix: share_confidence's {share, confidence,
     consensus}; entropy_floor: the smallest entropy an entropy weight (1 / entropy) divides by.
     Checked once, on creation (a ValueError names the bad key).
     """
@@ -183,6 +184,7 @@ class VoteSettings:
     critique_weight: float = 1.0
     critique_replace: bool = False
     count_cancelled: bool = False
+    cancelled_weight: float = 1.0
     mix: dict = field(default_factory=lambda: dict(DEFAULT_MIX))
     entropy_floor: float = 1e-3
 
@@ -193,12 +195,17 @@ class VoteSettings:
         set_("mix", _numbers("share_confidence weight(s)", self.mix, DEFAULT_MIX))
         scalars = _numbers(
             "setting",
-            {"critique_weight": self.critique_weight, "entropy_floor": self.entropy_floor},
-            {"critique_weight": 1.0, "entropy_floor": 1e-3},
+            {
+                "critique_weight": self.critique_weight,
+                "cancelled_weight": self.cancelled_weight,
+                "entropy_floor": self.entropy_floor,
+            },
+            {"critique_weight": 1.0, "cancelled_weight": 1.0, "entropy_floor": 1e-3},
         )
         if scalars["entropy_floor"] <= 0:
             raise ValueError(f"entropy_floor={self.entropy_floor!r} must be > 0")
         set_("critique_weight", scalars["critique_weight"])
+        set_("cancelled_weight", scalars["cancelled_weight"])
         set_("entropy_floor", scalars["entropy_floor"])
         for name in ("critique_replace", "count_cancelled"):
             if not isinstance(getattr(self, name), bool):
@@ -223,6 +230,7 @@ class VoteSettings:
         return {
             **self.weights,
             "critique_weight": self.critique_weight,
+            "cancelled_weight": self.cancelled_weight,
             **{f"mix_{k}": v for k, v in self.mix.items()},
             "entropy_floor": self.entropy_floor,
         }

@@ -297,3 +297,64 @@ def test_a_trace_ending_at_launch_may_cancel_blocks_due_beside_it(llm, sandbox, 
     if schedule == "deterministic":  # all four were due at the same step
         assert reasons == ["early_stop"] * 3 + ["length"], reasons
         assert stats["cancelled_early_stop"] == 3
+
+
+def test_stop_at_answer_ends_a_trace_at_its_first_box(llm, sandbox):
+    greedy = dict(SAMPLING, temperature=0.0)
+    q = "What is 12 times 13? Use Python."
+    reqs = [tir.Request("b:0", "b", 0, 1, shots(box_first=True) + [{"role": "user", "content": q}])]
+    full, _ = run(llm, sandbox, reqs, max_rounds=1, sampling=greedy)
+    assert full[0]["n_code_calls"] == 1 and full[0]["answer_int"] is not None, full[0]["text"]
+    cut, _ = run(llm, sandbox, reqs, max_rounds=1, sampling=greedy, stop_at_answer=True)
+    r = cut[0]
+    assert r["finish_reason"] == "stop" and r["n_code_calls"] == 0, r["text"]
+    assert r["answer_int"] is not None and r["completion_tokens"] < full[0]["completion_tokens"]
+    assert full[0]["text"].startswith(r["text"])  # the same tokens, up to the box
+    assert sum(r["round_tokens"]) == r["completion_tokens"] and r["mean_logprob"] is not None
+
+
+def test_answer_after_tools_tells_the_model_and_goes_on(llm, sandbox):
+    greedy = dict(SAMPLING, temperature=0.0)
+    reqs = [r for r in requests(samples=1) if r.problem_id == "mul"]
+    ended, _ = run(llm, sandbox, reqs, max_rounds=0, sampling=greedy)
+    assert ended[0]["finish_reason"] == "max_rounds", ended[0]["text"]
+    told, _ = run(llm, sandbox, reqs, max_rounds=0, sampling=greedy, answer_after_tools=True)
+    r = told[0]
+    assert prompts.output_block(prompts.NO_MORE_CODE) in r["text"], r["text"]
+    assert r["n_code_calls"] == 0 and len(r["round_tokens"]) >= 2  # no block ran; it went on
+    assert r["completion_tokens"] > ended[0]["completion_tokens"]
+
+
+class CountingSandbox(DelayedSandbox):
+    """Blocks that take `block_s` each; `started` counts the blocks that began running."""
+
+    def __init__(self, sandbox, block_s):
+        super().__init__(sandbox, 0, max_s=0.0)
+        self.block_s, self.started = block_s, 0
+
+    def session(self, **kw):
+        inner, outer = self.sandbox.session(**kw), self
+
+        class Session:
+            def run(self, code):
+                with outer.lock:
+                    outer.started += 1
+                time.sleep(outer.block_s)
+                return inner.run(code)
+
+            def close(self):
+                inner.close()
+
+        return Session()
+
+
+def test_blocks_queued_at_a_deadline_never_run(llm, sandbox):
+    counting = CountingSandbox(sandbox, block_s=2.5)
+    rows, _ = run(
+        llm, counting, requests(), schedule="free", threads=1, deadline=time.monotonic() + 8
+    )
+    at_return = counting.started
+    time.sleep(6)  # a queued block would have started by now
+    assert counting.started == at_return <= 3
+    written = [r for r in rows if "```python" in r["text"]]
+    assert len(written) > at_return  # more blocks were written than ever ran

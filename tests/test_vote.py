@@ -477,3 +477,16 @@ def test_huge_answers_are_null_and_weigh_nothing(shards):
     p, t, e = shards([big, trace("a", 1, 12)])
     got = rows(vote_table(p, t, e))
     assert all(r["answer"] == 12 and r["votes"] == 1 for r in got.values())
+
+
+def test_cancelled_traces_vote_only_when_counted_and_with_their_weight(shards):
+    cut = [dict(trace("p", i, 7), finish_reason="deadline") for i in range(3)]
+    done = [dict(trace("p", 3, 5), finish_reason="stop")]
+    p, t, e = shards(cut + done)
+    batch = rows(vote_table(p, t, e, ["majority"], {"strategy": "majority"}))["p"]
+    assert batch["answer"] == 5 and batch["votes"] == 1  # the default: cancelled rows do not vote
+    online = {"strategy": "majority", "count_cancelled": True, "cancelled_weight": 0.5}
+    counted = rows(vote_table(p, t, e, ["majority"], online))["p"]
+    assert counted["answer"] == 7 and counted["score"] == pytest.approx(1.5)
+    low = dict(online, cancelled_weight=0.3)  # 3 x 0.3 < 1: the finished trace wins
+    assert rows(vote_table(p, t, e, ["majority"], low))["p"]["answer"] == 5

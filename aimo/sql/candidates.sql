@@ -18,12 +18,15 @@
 -- Parameters (DuckDB prepared parameters):
 --   $invalid, $clean_code, $other  the weighted strategy's weights
 --   $critique_weight               the weight of a critique row relative to generate/reflexion
+--   $cancelled_weight              the weight of a cancelled row (counted only with
+--                                  vote.count_cancelled) relative to a finished one
 --   $entropy_floor                 the smallest entropy an entropy weight divides by
 --   $answer_min, $answer_max       the answer range (aimo/answers.py)
 -- Adds to every column of traces:
 --   valid          answer_int is an integer in [$answer_min, $answer_max] (false when NULL)
 --   source_weight  1 for generate and reflexion, $critique_weight for critique; any other
---                  source stops the query with an error (vote.py names the file)
+--                  source stops the query with an error (vote.py names the file); times
+--                  $cancelled_weight for a cancelled row (early_stop, deadline)
 --   w_majority     source_weight when valid, else 0
 --   w_weighted     0 when answer_int is NULL; ($clean_code if clean else $other) * source_weight
 --                  when valid; $invalid * source_weight for an integer outside [0, 99999]
@@ -71,7 +74,8 @@ FROM (
             WHEN 'reflexion' THEN 1.0
             WHEN 'critique' THEN CAST($critique_weight AS DOUBLE)
             ELSE error('aimo: unknown source ' || coalesce(t.source, 'NULL'))
-        END AS source_weight
+        END * CASE WHEN t.finish_reason IN ('early_stop', 'deadline')
+                   THEN CAST($cancelled_weight AS DOUBLE) ELSE 1.0 END AS source_weight
     FROM traces AS t
     CROSS JOIN (
         SELECT
