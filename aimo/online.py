@@ -171,7 +171,12 @@ class OnlineSolver:
         started = time.monotonic()
         self.stop()
         try:
-            solver = Solver(model_dir(self.config), self.params(), on_engine_death=self._died)
+            solver = Solver(
+                model_dir(self.config),
+                self.params(),
+                on_engine_death=self._died,
+                step_timeout_s=self.online["step_timeout_s"],
+            )
             solver.__enter__()
             self.solver, self.dead = solver, False
             log.info("engine and sandbox ready in %.0f s", time.monotonic() - started)

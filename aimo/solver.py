@@ -5,6 +5,7 @@ a stage's problems.
 
 import json
 import logging
+import threading
 import time
 from pathlib import Path
 
@@ -55,10 +56,14 @@ class Solver:
     sandbox, samples, scheduler).
     """
 
-    def __init__(self, model_dir, params: dict, threads: int = 2, on_engine_death=None):
+    def __init__(
+        self, model_dir, params: dict, threads: int = 2, on_engine_death=None, step_timeout_s=None
+    ):
         self.model_dir, self.params, self.threads = model_dir, params, threads
         self.on_engine_death = on_engine_death  # None: a dead engine ends the process
+        self.step_timeout_s = step_timeout_s  # with on_engine_death: a longer step is a death
         self.engine_dead = False
+        self.stepping = None  # monotonic time the engine step in progress began
         self.stats = {
             "engine_start_s": 0.0,
             "loop_s": 0.0,
@@ -86,8 +91,35 @@ class Solver:
                 self.watch.stop()
             engine.shutdown(self.llm)
             raise
+        if self.on_engine_death is not None and self.step_timeout_s:
+            self._watch_steps()
         self.stats["engine_start_s"] = time.time() - started
         return self
+
+    def _watch_steps(self):
+        """A step that does not return within step_timeout_s (a hung core) is reported as the
+        engine's death: on_engine_death unblocks it (engine.unblock) and the next problem
+        restarts the engine."""
+        eng, step = self.llm.llm_engine, self.llm.llm_engine.step
+
+        def timed_step():
+            self.stepping = time.monotonic()
+            try:
+                return step()
+            finally:
+                self.stepping = None
+
+        eng.step = timed_step
+
+        def watch():
+            while not self.watch.stopped.wait(0.5):
+                began = self.stepping
+                if began is not None and time.monotonic() - began > self.step_timeout_s:
+                    log.error("an engine step has not returned in %.0f s", self.step_timeout_s)
+                    self.watch.stopped.set()
+                    self.on_engine_death("a hung engine step", 0)
+
+        threading.Thread(target=watch, name="engine-step-watch", daemon=True).start()
 
     def __exit__(self, *exc):
         self.watch.stop()
