@@ -19,13 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aimo import engine, model, prompts, tir
-from aimo.answers import in_range
+from aimo.answers import answer_int64, extract_answer, in_range
 from aimo.execute import executions_from_blocks
 from aimo.schemas import CANCELLED, EXECUTIONS, PROBLEMS, TRACES
 from aimo.solver import Solver
 from aimo.tables import read_table, write_table
 
 log = logging.getLogger("aimo.online")
+FORCE_TOKENS = 16  # a forced answer's continuation: the rest of a box
 
 
 class TimeBank:
@@ -86,9 +87,11 @@ class Answer:
     # | error
     stopped: str = "finished"
     fallback: bool = False
+    forced: int = 0  # traces that answered only when asked at the deadline
 
     def line(self) -> str:
         how = " (fallback)" if self.fallback else ""
+        how += f", {self.forced} forced answers" if self.forced else ""
         return (
             f"{self.problem_id}: answer {self.answer}{how}, {self.votes} votes, "
             f"{self.finished} samples finished, {self.cancelled} cancelled ({self.stopped}), "
@@ -263,10 +266,13 @@ class OnlineSolver:
             )
             for s in range(o["samples"])
         ]
+        force_s = min(o["force_s"], result.budget_s / 4) if o["force_traces"] else 0.0
         try:
             rows = self.solver.run(
-                requests, early_stop=o["early_stop"], deadline=started + result.budget_s
+                requests, early_stop=o["early_stop"], deadline=started + result.budget_s - force_s
             )
+            if force_s and not any(in_range(r["answer_int"]) for r in rows):
+                result.forced = self._force(rows)
         except Exception:
             if not (self.dead or self.solver.engine_dead):
                 raise
@@ -281,6 +287,40 @@ class OnlineSolver:
         voted = self._vote(pid, problem, answer, rows, result, started)
         result.answer, result.fallback = final_answer(voted["answer"], result.answer)
         result.votes = int(voted["votes"] or 0) if not result.fallback else 0
+
+    def _force(self, rows) -> int:
+        """Budget forcing: the `online.force_traces` traces that wrote the most, asked for
+        their answer in one short greedy continuation each (FORCE_ANSWER); their rows get the
+        continuation and its answer (they stay cancelled). Returns how many now answer."""
+        from vllm import SamplingParams, TokensPrompt
+
+        llm, tok = self.solver.llm, self.solver.llm.get_tokenizer()
+        picked = sorted(rows, key=lambda r: -r["completion_tokens"])[: self.online["force_traces"]]
+        picked = [r for r in picked if r["finish_reason"] != "prompt_too_long"]
+        asks = [prompts.force_answer(r["text"]) for r in picked]
+        ids = [
+            tok.encode(r["prompt"] + r["text"] + ask, add_special_tokens=False)
+            for r, ask in zip(picked, asks)
+        ]
+        limit = self.config["engine"]["max_model_len"] - FORCE_TOKENS
+        keep = [i for i, x in enumerate(ids) if len(x) <= limit]
+        if not keep:
+            return 0
+        params = SamplingParams(temperature=0.0, max_tokens=FORCE_TOKENS, stop=["}"])
+        outs = llm.generate(
+            [TokensPrompt(prompt_token_ids=ids[i]) for i in keep], params, use_tqdm=False
+        )
+        answered = 0
+        for i, out in zip(keep, outs):
+            r, comp = picked[i], out.outputs[0]
+            r["text"] += asks[i] + comp.text + "}"
+            r["completion_tokens"] += len(comp.token_ids)
+            r["round_tokens"] = [*r["round_tokens"], len(comp.token_ids)]
+            r["answer"] = extract_answer(r["text"])
+            r["answer_int"] = answer_int64(r["answer"])
+            answered += in_range(r["answer_int"])
+        log.info("forced answers from %d traces: %d in range", len(keep), answered)
+        return answered
 
     def _run_id(self, problem_id: str) -> str:
         """The id of this ask in the run folder: the problem id, with ~2, ~3 ... when the same

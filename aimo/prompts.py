@@ -36,6 +36,17 @@ CRITIQUE_INSTRUCTION = (
 NO_MORE_CODE = "No more code can run. Give the final answer now, as \\boxed{integer}."
 
 
+# After a cancelled trace's text, when none of a problem's traces answered in time (s1's budget
+# forcing); the model writes the rest of the box
+FORCE_ANSWER = "\n\nTime is up. The final answer is \\boxed{"
+
+
+def force_answer(text: str) -> str:
+    """What follows a cut trace's `text` to ask for its answer: its open code block closed."""
+    close = "\n" + FENCE_END if text.count(FENCE_END) % 2 else ""
+    return close + FORCE_ANSWER
+
+
 def user_prompt(problem: str) -> str:
     """The user turn that asks for a tool-integrated solution of `problem`."""
     return f"{problem.strip()}\n\n{TIR_INSTRUCTION}"

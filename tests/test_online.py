@@ -21,6 +21,7 @@ from conftest import ROOT, SHARED
 sys.path.insert(0, str(ROOT))  # main.py, the Kaggle entry point, sits at the top
 import main  # noqa: E402
 from aimo import config as aimo_config
+from aimo import prompts
 from aimo import solver as aimo_solver
 from aimo.online import OnlineSolver, TimeBank, final_answer
 from aimo.schemas import PROBLEMS, TRACES
@@ -239,6 +240,21 @@ def test_a_hung_step_is_bounded_and_the_next_problem_restarts(solver, monkeypatc
     assert time.monotonic() - started < 30
     after = solver.solve("after-hang", "What is 6 times 7?")
     assert after.stopped != "engine died" and after.finished + after.cancelled == 4
+
+
+def test_no_answer_by_the_deadline_asks_the_longest_traces_for_one(solver, monkeypatch):
+    monkeypatch.setattr(solver.bank, "max_s", 1.0)  # the deadline comes before any box
+    monkeypatch.setitem(solver.online, "force_s", 0.5)
+    result = solver.solve("forced", "Write out every prime below 500, then their sum. " * 3)
+    rows = read_table(solver.run_dir / "traces" / "forced.parquet", TRACES).to_pylist()
+    asked = [r for r in rows if prompts.FORCE_ANSWER in r["text"]]
+    assert len(asked) == 4
+    for r in asked:  # the continuation is on the row: text, tokens, a round of its own
+        assert r["finish_reason"] == "deadline" and r["text"].endswith("}")
+        assert sum(r["round_tokens"]) == r["completion_tokens"]
+    assert result.forced == sum(
+        r["answer_int"] is not None and 0 <= r["answer_int"] <= 99999 for r in asked
+    )
 
 
 def test_main_solves_a_file_and_evaluates_its_run(tmp_path):
