@@ -246,10 +246,14 @@ class OnlineSolver:
                         ran = True
                         self._solve(pid, problem, answer, self.clock(), result)
             except Exception as exc:
-                log.error(
-                    "%s: %s: %s; answering the fallback %d", pid, type(exc).__name__, exc, fallback
+                log.error(  # one line on the terminal, the traceback in the log file
+                    "%s: %s: %s; answering the fallback %d",
+                    pid,
+                    type(exc).__name__,
+                    exc,
+                    fallback,
+                    exc_info=True,
                 )
-                log.debug("%s failed", pid, exc_info=True)
                 result.stopped = "error"
             finally:
                 result.seconds = self.clock() - started
