@@ -35,8 +35,8 @@ class TimeBank:
     problem still to come and `tail_s` (its vote and writes), at most `max_s`. The hold is what
     a problem needs on this engine: the median of the seconds the problems so far used, at
     least `min_s` and `reserve_s`, or an even share of what is left when that is less (so the
-    end is not starved when the bank runs short). A spent bank gives 0: no deadline passes the
-    end."""
+    end is not starved when the bank runs short); but a problem gets at least `min_s`, the least
+    it can use, while the bank holds that. A spent bank gives 0: no deadline passes the end."""
 
     def __init__(
         self, total_s, problems, min_s, max_s, reserve_s, tail_s=0.0, clock=time.monotonic
@@ -62,7 +62,12 @@ class TimeBank:
         """Seconds for the next problem, `spent` seconds from now (0 once the bank is spent)."""
         left, later = self.left() - spent, self.later()
         hold = min(self.need() + self.tail_s, left / (later + 1))
-        return max(0.0, min(self.max_s, left - hold * later - self.tail_s))
+        share = left - hold * later - self.tail_s
+        # never less than min_s while the bank holds it: less answers nothing (on this CPU 8
+        # samples at 50-80 s each finished none), so a short bank ends on problems given
+        # nothing rather than on every problem given too little
+        share = max(share, min(self.min_s, left - self.tail_s))
+        return max(0.0, min(self.max_s, share))
 
     def record(self, seconds: float | None):
         """A problem is done; `seconds` it used (None: it ran nothing, e.g. an empty one)."""
@@ -215,13 +220,19 @@ class OnlineSolver:
             return None
         if self.start_s and self.bank.budget(spent=self.start_s) < self.online["min_s"]:
             return "no engine"  # a restart would eat the time of the problems still to come
-        if self.start_s:
-            log.warning(
-                "the engine is not running; starting it again (%.0f s last time, bank left %.0f s)",
-                self.start_s,
-                self.bank.left(),
-            )
-        self.start()
+        if not self.start_s:
+            self.start()  # the first start: a failure is the caller's to report
+            return None
+        log.warning(
+            "the engine is not running; starting it again (%.0f s last time, bank left %.0f s)",
+            self.start_s,
+            self.bank.left(),
+        )
+        try:
+            self.start()
+        except Exception as exc:  # e.g. it died again while starting: the next problem retries
+            log.error("starting the engine again failed: %s: %s", type(exc).__name__, exc)
+            return "no engine"
         return None
 
     # -- one problem -----------------------------------------------------------------------

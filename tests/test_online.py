@@ -3,14 +3,17 @@ gateway calls it: from a worker thread, rows shuffled, one-row polars Series per
 harness is the project's own, written from ../shared/notes/aimo3-interface.md (Kaggle's code is
 not on PyPI and is never copied here)."""
 
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 import types
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 
 import pandas as pd
 import polars as pl
@@ -145,10 +148,10 @@ def run_bank(bank, clock, needs, vote_s=1.0):
         budget = bank.budget()
         budgets.append(budget)
         deadline = clock.now + budget
-        assert deadline <= bank.end - bank.tail_s + 1e-9
+        assert not budget or deadline <= bank.end - bank.tail_s + 1e-6
         clock.now += min(need, budget)
         clock.now += vote_s if budget else 0.0
-        assert clock.now <= bank.end + 1e-9
+        assert clock.now <= bank.end + 1e-6
         bank.record(clock.now - (deadline - budget) if budget else None)
     return budgets
 
@@ -170,6 +173,16 @@ def test_the_bank_gives_what_easy_problems_leave_to_hard_ones():
     assert budgets[0] == 900
     assert budgets[25] == 900  # the easy half left time for the hard half
     assert min(budgets[25:]) > 300  # and none of the hard ones starves
+    assert clock.now <= bank.end
+
+
+def test_a_short_bank_gives_its_minimum_first_not_too_little_to_all():
+    clock = FakeClock()  # this CPU's shape: 40 problems that each need more than the bank holds
+    bank = TimeBank(2578, 40, 150, 240, 150, tail_s=5, clock=clock)
+    budgets = run_bank(bank, clock, [400] * 40)
+    given = [b for b in budgets if b > 0]
+    assert len(given) == 18 and min(given[:-1]) >= 150  # the last gets what is left
+    assert budgets[len(given) :] == [0.0] * (40 - len(given))
     assert clock.now <= bank.end
 
 
@@ -198,20 +211,21 @@ def test_a_spent_bank_answers_the_fallback_at_once(tmp_path):
     assert first.fallback and second.answer == 0
 
 
-def test_a_dead_engine_falls_back_and_the_next_problem_restarts_it(solver, caplog):
-    def kill_core():  # once the problem's traces are in the engine
-        deadline = time.monotonic() + 60
-        while (
-            not solver.solver.llm.llm_engine.has_unfinished_requests()
-            and time.monotonic() < deadline
-        ):
-            time.sleep(0.05)
-        time.sleep(0.3)
-        for p in psutil.Process().children(recursive=True):
-            if p.name().startswith("VLLM::EngineCore"):
-                os.kill(p.pid, signal.SIGKILL)
+def kill_core_mid_problem(solver):
+    """SIGKILL the engine core once a problem's traces are in the engine."""
+    deadline = time.monotonic() + 60
+    while (
+        not solver.solver.llm.llm_engine.has_unfinished_requests() and time.monotonic() < deadline
+    ):
+        time.sleep(0.05)
+    time.sleep(0.3)
+    for p in psutil.Process().children(recursive=True):
+        if p.name().startswith("VLLM::EngineCore"):
+            os.kill(p.pid, signal.SIGKILL)
 
-    killer = threading.Thread(target=kill_core)
+
+def test_a_dead_engine_falls_back_and_the_next_problem_restarts_it(solver, caplog):
+    killer = threading.Thread(target=kill_core_mid_problem, args=(solver,))
     killer.start()
     long = "Write out, step by step, every prime below 500, then their sum. " * 3
     first = solver.solve("dies", long)
@@ -390,3 +404,105 @@ def test_main_says_what_is_wrong_in_one_line(tmp_path):
     assert "main.py: FileNotFoundError: model.path" in out and "no-model" in out, out
     assert "Traceback" not in out  # that is in the log
     assert "Traceback" in (tmp_path / "run/main.log").read_text()
+
+
+def test_the_engine_dying_again_while_it_restarts_costs_one_problem(solver, caplog):
+    """The engine dies mid-problem, then its new core dies while starting: that problem gets
+    the fallback ("no engine"), nothing escapes, and the next problem starts it for good."""
+
+    def kill_new_core(stop, old):  # as soon as a new core exists
+        while not stop.is_set():
+            for p in psutil.Process().children(recursive=True):
+                try:
+                    if p.name().startswith("VLLM::EngineCore") and p.pid not in old:
+                        os.kill(p.pid, signal.SIGKILL)
+                        return
+                except psutil.Error:
+                    continue
+            time.sleep(0.02)
+
+    killer = threading.Thread(target=kill_core_mid_problem, args=(solver,))
+    killer.start()
+    first = solver.solve("dies-1", "Write out every prime below 500, then their sum. " * 3)
+    killer.join()
+    assert first.stopped == "engine died" and first.fallback
+    stop = threading.Event()
+    killer = threading.Thread(target=kill_new_core, args=(stop, engine_pids()))
+    killer.start()
+    second = solver.solve("dies-2", "What is 6 times 7?")
+    stop.set()
+    killer.join()
+    assert second.stopped == "no engine" and second.fallback and second.answer == 0
+    assert "starting the engine again failed" in caplog.text and solver.solver is None
+    third = solver.solve("after-2", "What is 6 times 7?")
+    assert third.stopped not in ("no engine", "engine died", "error")
+    assert third.finished + third.cancelled == 4
+
+
+def test_every_trace_cut_with_a_box_in_it_still_answers(solver, monkeypatch):
+    """Every trace cancelled at the deadline, each with an answer in its text: they vote
+    (online.count_cancelled), the answer is theirs, not the fallback."""
+    solver.solve("cut-src", "What is 6 times 7?")
+    rows = read_table(solver.run_dir / "traces" / "cut-src.parquet", TRACES).to_pylist()
+    for r, answer in zip(rows, [41, 41, 41, 7]):
+        r.update(finish_reason="deadline", text=f"Counting: so far \\boxed{{{answer}}}, and ")
+        r.update(answer=str(answer), answer_int=answer)
+    monkeypatch.setattr(solver.solver, "run", lambda requests, **kw: [dict(r) for r in rows])
+    result = solver.solve("cut", "What is 6 times 7?")
+    assert result.cancelled == 4 and result.finished == 0 and result.stopped == "deadline"
+    assert result.answer == 41 and not result.fallback and result.forced == 0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_the_rerun_shape_serve_in_one_process_and_the_gateway_in_another(tmp_path):
+    """As the competition runs it: main.py under KAGGLE_IS_COMPETITION_RERUN blocks in serve()
+    while a gateway in another process, with a startup limit shorter than the engine's start,
+    connects, sends every problem and gets valid answers (the project's harness, not Kaggle's
+    code: tests/harness)."""
+    _, overlay = load_config(tmp_path)
+    harness = ROOT / "tests/harness"
+    env = dict(
+        os.environ,
+        KAGGLE_IS_COMPETITION_RERUN="1",
+        AIMO_CONFIG=f"config.yaml tests/tiny/config.yaml {overlay}",
+        AIMO_HARNESS_PORT=str(free_port()),
+        PYTHONPATH=str(harness),
+    )
+    log = tmp_path / "server.log"
+    with open(log, "w") as out:
+        server = subprocess.Popen(
+            [sys.executable, str(ROOT / "main.py")],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+            start_new_session=True,  # its engine's processes go with it
+        )
+    try:
+        limit = 5  # seconds: the engine takes longer to start than this
+        gw = subprocess.run(
+            [sys.executable, str(harness / "gateway.py"), str(SHARED / "aimo3_test.csv")]
+            + [str(tmp_path), "--startup-limit", str(limit)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        result = json.loads((tmp_path / "result.json").read_text())
+        text = log.read_text()
+        assert gw.returncode == 0 and result["Succeeded"], (result, text[-3000:])
+        sub = pl.read_parquet(tmp_path / "submission.parquet")
+        ids = pl.read_csv(SHARED / "aimo3_test.csv", schema_overrides={"id": pl.String})["id"]
+        assert sorted(sub["id"].to_list()) == sorted(ids.to_list())
+        ready = next(line for line in text.splitlines() if "engine and sandbox ready" in line)
+        ready_at = datetime.strptime(ready[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+        assert result["connect_time"] < ready_at  # served before the engine was up
+        assert server.poll() is None  # still blocked in serve(): nothing after it ran
+    finally:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
