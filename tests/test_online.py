@@ -446,7 +446,8 @@ def test_every_trace_cut_with_a_box_in_it_still_answers(solver, monkeypatch):
     rows = read_table(solver.run_dir / "traces" / "cut-src.parquet", TRACES).to_pylist()
     for r, answer in zip(rows, [41, 41, 41, 7]):
         r.update(finish_reason="deadline", text=f"Counting: so far \\boxed{{{answer}}}, and ")
-        r.update(answer=str(answer), answer_int=answer)
+        r.update(answer=str(answer), answer_int=answer, problem_id="cut")
+        r.update(trace_id=r["trace_id"].replace("cut-src", "cut"))
     monkeypatch.setattr(solver.solver, "run", lambda requests, **kw: [dict(r) for r in rows])
     result = solver.solve("cut", "What is 6 times 7?")
     assert result.cancelled == 4 and result.finished == 0 and result.stopped == "deadline"
@@ -480,7 +481,7 @@ def test_the_rerun_shape_serve_in_one_process_and_the_gateway_in_another(tmp_pat
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
-            cwd=tmp_path,
+            cwd=ROOT,  # the model's folder, resources/models/, is the working directory's
             start_new_session=True,  # its engine's processes go with it
         )
     try:
