@@ -162,8 +162,10 @@ class OnlineSolver:
         params = {k: self.config[k] for k in keys}
         # free-running: one problem's latency counts more than bit-for-bit reruns, and the
         # engine-death watch can unblock a step only with the core in a process of its own
-        params["scheduler"] = dict(params["scheduler"], mode="free")
         o = self.online
+        # the online solver's own waves and pruning (if set) over the batch workflow's
+        policy = {k: o[k] for k in ("waves", "prune") if o.get(k) is not None}
+        params["scheduler"] = dict(params["scheduler"], mode="free", **policy)
         params["tir"] = dict(
             params["tir"],
             stop_at_answer=o["stop_at_answer"],

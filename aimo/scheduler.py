@@ -5,8 +5,10 @@ Each trace is one engine request per round: it generates until the model closes 
 worker thread while the engine goes on with the other traces; its continuation (the exact
 token ids so far plus the output block's tokens) then joins the running batch. One thread, the
 caller's, owns the engine. Per problem, `early_stop` cancels the unfinished traces once k valid
-answers agree and `deadline` cancels what is left at a clock time; cancelled traces are rows
-too, with their partial text and tokens.
+answers agree, `deadline` cancels what is left at a clock time, and a `policies.Policy` starts
+samples in waves until a stopping rule is met and prunes traces whose confidence falls below
+the problem's threshold; cancelled, pruned and never-started traces are rows too, with their
+partial text and tokens (none for a sample never started).
 
 When a continuation joins is the schedule:
 - deterministic (the batch workflow's default): logical time. A block launched after engine
@@ -29,10 +31,11 @@ from collections import Counter, deque
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
+from aimo import policies
 from aimo.answers import extract_answer, in_range
 from aimo.prompts import NO_MORE_CODE, OUTPUT_FENCE, output_block
 from aimo.schemas import CANCELLED
-from aimo.tir import Entropy, Trace, derive_seed, last_code_block, row, sandbox_seed
+from aimo.tir import Confidence, Entropy, Trace, derive_seed, last_code_block, row, sandbox_seed
 
 log = logging.getLogger("aimo.scheduler")
 
@@ -60,6 +63,7 @@ class _Live:
     first_output: bool = True  # the request in flight has not reported yet
     code: str | None = None  # the block running in the sandbox
     cancelled: bool = False
+    started: bool = False  # its first round was sent (it counts against its problem's wave)
     told: bool = False  # told that no more code runs (answer_after_tools)
     due: int = 0  # deterministic schedule: the engine step its continuation joins before
     launched: int = 0  # order of the block's launch in the run (ties at the same due step)
@@ -75,7 +79,11 @@ class _Told:
 class _Problem:
     deadline: float | None
     open: int = 0  # traces not finished
+    running: int = 0  # started and not finished
     answers: Counter = field(default_factory=Counter)
+    order: list = field(default_factory=list)  # finished traces' valid answers (or None), in order
+    warmup: list = field(default_factory=list)  # finished traces' lowest window confidences
+    threshold: float | None = None  # pruning: below this window confidence a trace ends
 
 
 def default_max_in_flight(llm, sampling: dict, max_model_len: int) -> int:
@@ -155,6 +163,7 @@ def run(
     rejoin_steps: int = 4,
     stop_at_answer: bool = False,
     answer_after_tools: bool = False,
+    policy: policies.Policy | None = None,
 ) -> list[dict]:
     """Produce one trace row (a dict of the TRACES columns) per request, in request order.
 
@@ -169,7 +178,8 @@ def run(
     `stop_at_answer`: a trace ends (finish_reason stop) as soon as its text holds a final
     answer (a closed \\boxed{}); `answer_after_tools`: a trace that writes code once its
     `max_rounds` blocks are used up is told so (NO_MORE_CODE, in place of the block's output)
-    and goes on once, to answer, instead of ending at its code (max_rounds).
+    and goes on once, to answer, instead of ending at its code (max_rounds). `policy`: waves,
+    stopping rule and pruning per problem (aimo.policies; default: none of them).
     `stats`, if given, accumulates where the time went: wall_s, step_s (inside the engine's
     step), idle_s (nothing in the engine while code ran), wait_s and late_blocks (the
     deterministic schedule held the engine for blocks not back when due), steps and
@@ -193,6 +203,7 @@ def run(
     )
     loop.rejoin_steps = rejoin_steps if schedule == "deterministic" else None
     loop.stop_at_answer, loop.answer_after_tools = stop_at_answer, answer_after_tools
+    loop.policy = policy or policies.Policy()
     cap = max_in_flight or default_max_in_flight(llm, sampling, max_model_len)
     lives = loop.start(requests, deadline)
     try:
@@ -234,6 +245,7 @@ class _Loop:
         self.in_engine, self.in_sandbox, self.waiting = {}, {}, deque()
         self.rejoin_steps = None  # None: the free schedule
         self.stop_at_answer = self.answer_after_tools = False
+        self.policy = policies.Policy()
         self.step_no, self.launches = 0, 0  # engine steps taken; code blocks launched
         self.stats = Counter()
         _Loop.runs += 1
@@ -249,13 +261,21 @@ class _Loop:
             # the chat template writes any BOS itself; vLLM adds none to token-id prompts
             ids = self.tok.encode(prompt, add_special_tokens=False)
             limit = deadline.get(req.problem_id) if isinstance(deadline, dict) else deadline
-            problem = problems.setdefault(req.problem_id, _Problem(limit))
+            problem = problems.setdefault(
+                req.problem_id, _Problem(limit, threshold=self.policy.threshold)
+            )
             problem.open += 1
+            tail = self.sampling.get("tail_tokens", 256)
             trace = Trace(
                 req,
                 prompt,
                 prompt_tokens=len(ids),
-                entropy=Entropy(tail=self.sampling.get("tail_tokens", 256)),
+                entropy=Entropy(tail=tail),
+                confidence=Confidence(
+                    window=self.sampling.get("conf_window", 64),
+                    stride=self.sampling.get("conf_stride", 8),
+                    tail=tail,
+                ),
             )
             live = _Live(trace, ids, len(ids), problem)
             lives.append(live)
@@ -279,22 +299,26 @@ class _Loop:
             t.round_tokens.append(len(live.new_ids))
             live.new_ids, live.new_text = [], ""
         live.problem.open -= 1
+        live.problem.running -= live.started
         if live.session is not None and not live.cancelled:
             live.session.close()
             live.session = None
         if reason in CANCELLED:
             self.stats["cancelled_" + reason] += 1
-        elif self.early_stop:
-            self.agree(live)
-
-    def agree(self, live: _Live):
-        """Early stop: once `early_stop` valid answers of a problem agree, cancel the rest."""
-        answer = row(live.trace)["answer_int"]
-        if answer is None or not in_range(answer):
             return
-        live.problem.answers[answer] += 1
-        if live.problem.answers[answer] >= self.early_stop:
-            self.cancel(live.problem, "early_stop")
+        problem, policy = live.problem, self.policy
+        answer = row(t)["answer_int"] if self.early_stop or policy.rule != "none" else None
+        answer = answer if answer is not None and in_range(answer) else None
+        if policy.prune and problem.threshold is None:
+            problem.warmup.append(t.confidence.summary()["min_conf"])
+            problem.threshold = policies.warmup_threshold(policy, problem.warmup)
+        problem.order.append(answer)
+        if self.early_stop and answer is not None:
+            problem.answers[answer] += 1
+            if problem.answers[answer] >= self.early_stop:
+                return self.cancel(problem, "early_stop")
+        if policies.settled(policy, problem.order):
+            self.cancel(problem, "early_stop")
 
     def cancel(self, problem: _Problem, reason: str):
         rids = [rid for rid, live in self.in_engine.items() if live.problem is problem]
@@ -313,7 +337,7 @@ class _Loop:
                 self.finish(live, reason)
         for live in [w for w in self.waiting if w.problem is problem]:
             self.waiting.remove(live)
-            self.finish(live, reason)
+            self.finish(live, "not_started")
         problem.deadline = None
 
     # -- one round of one trace ------------------------------------------------------------
@@ -412,7 +436,10 @@ class _Loop:
         last_log = started
         while self.waiting or self.in_engine or self.in_sandbox:
             while self.waiting and len(self.in_engine) + len(self.in_sandbox) < cap:
-                self.launch(self.waiting.popleft())
+                live = self.admit()
+                if live is None:
+                    break
+                self.launch(live)
             in_flight = len(self.in_engine) + len(self.in_sandbox)
             self.stats["in_flight_max"] = max(self.stats["in_flight_max"], in_flight)
             now = self.clock()
@@ -444,6 +471,17 @@ class _Loop:
                 self._progress(lives, started)
         self.stats["wall_s"] += self.clock() - started
         self._progress(lives, started)
+
+    def admit(self) -> _Live | None:
+        """The first waiting trace whose problem has room in its wave, taken out of waiting."""
+        wave = self.policy.wave
+        for i, live in enumerate(self.waiting):
+            if wave is None or live.problem.running < wave:
+                del self.waiting[i]
+                live.started = True
+                live.problem.running += 1
+                return live
+        return None
 
     def rejoin_due(self) -> bool:
         """Deterministic schedule: rejoin every block due by now, in (due step, launch) order,
@@ -483,36 +521,53 @@ class _Loop:
             live.first_output = False
             if live.round:
                 self.stats["cached_tokens"] += out.num_cached_tokens or 0
-        if self.top_k and comp.token_ids:
-            self.entropies(live, comp)
+        recorded = self.top_k and comp.token_ids and self.fold(live, comp)
         live.new_ids += comp.token_ids
         live.new_text += comp.text
         if out.finished:
             del self.in_engine[out.request_id]
             self.generated(live, comp)
         elif self.stop_at_answer and "}" in comp.text and self._answered(live):
-            self.engine.abort_request([out.request_id])
-            del self.in_engine[out.request_id]
-            if comp.cumulative_logprob is None:  # the round's so far (DELTA outputs too)
-                live.trace.logprobs_known = False
-            else:
-                live.trace.logprob_sum += comp.cumulative_logprob
-            self.finish(live, "stop")
+            self.cut(live, out.request_id, comp, "stop")
+        elif recorded and self._low(live):
+            self.cut(live, out.request_id, comp, "pruned")
+
+    def cut(self, live: _Live, rid: str, comp, reason: str):
+        """End the round in flight now, keeping what it wrote."""
+        self.engine.abort_request([rid])
+        del self.in_engine[rid]
+        if comp.cumulative_logprob is None:  # the round's so far (DELTA outputs too)
+            live.trace.logprobs_known = False
+        else:
+            live.trace.logprob_sum += comp.cumulative_logprob
+        self.finish(live, reason)
+
+    def _low(self, live: _Live) -> bool:
+        """Pruning: the window just recorded is below the problem's threshold, and the
+        problem keeps a trace (one finished, or another still open)."""
+        problem = live.problem
+        if problem.threshold is None or live.trace.confidence.means[-1] >= problem.threshold:
+            return False
+        return bool(problem.order) or problem.open > 1
 
     def _answered(self, live: _Live) -> bool:
         """The round in flight has written a final answer (a closed \\boxed{...})."""
         text = live.new_text
         return ANSWER_MARK in text and extract_answer(text[text.rfind(ANSWER_MARK) :]) is not None
 
-    def entropies(self, live: _Live, comp):
-        """Fold the new tokens' top-k log-probabilities into the trace's entropies, noting
-        where an answer marker starts (the tail entropy is of the tokens before it)."""
-        n = len(ANSWER_MARK)
-        before = (live.trace.text[-n:] + live.new_text[-n:])[-n:]  # not the whole round: hot path
+    def fold(self, live: _Live, comp) -> bool:
+        """Fold the new tokens' top-k log-probabilities into the trace's entropies and
+        confidences, noting where an answer marker starts (the tail entropy is of the tokens
+        before it). True if a window confidence was recorded."""
+        t, n = live.trace, len(ANSWER_MARK)
+        before = (t.text[-n:] + live.new_text[-n:])[-n:]  # not the whole round: hot path
         if ANSWER_MARK in before + comp.text and ANSWER_MARK not in before:
-            live.trace.entropy.answer_starts()
+            t.entropy.answer_starts()
+        recorded = False
         for position in top_logprobs(comp.logprobs):
-            live.trace.entropy.add(position)
+            t.entropy.add(position)
+            recorded = t.confidence.add(position) or recorded
+        return recorded
 
     def _wait_s(self):
         deadlines = [

@@ -52,6 +52,14 @@ TRACES = pa.schema(
         pa.field("tail_entropy", pa.float64()),
         pa.field("changed", pa.bool_()),  # critique: did the answer change
         pa.field("round_tokens", pa.list_(pa.int32())),  # completion tokens of each engine round
+        # token confidence (DeepConf: minus the mean top-k log-probability; aimo.tir.Confidence):
+        # the lowest window mean, the mean of the lowest 10% of windows, the mean over the last
+        # `sampling.tail_tokens`, and the window means themselves (one every
+        # `sampling.conf_stride` tokens from `sampling.conf_window` on); null when not asked for
+        pa.field("min_conf", pa.float64()),
+        pa.field("bottom_conf", pa.float64()),
+        pa.field("tail_conf", pa.float64()),
+        pa.field("window_conf", pa.list_(pa.float32())),
     ]
 )
 
@@ -61,9 +69,11 @@ TIMING = ("exec_s", "wall_s")
 
 # Why a trace ended. FINISHED: on its own (the model stopped, its budget or the context ran
 # out, its code blocks were used up, its prompt did not fit the context); CANCELLED: by a
-# per-problem policy of the scheduler (enough answers agreed; the problem's deadline passed).
+# per-problem policy of the scheduler (enough answers agreed; the problem's deadline passed; its
+# window confidence fell below the problem's threshold; a stopping rule was met before it
+# started, so it has no tokens).
 FINISHED = ("stop", "length", "max_rounds", "prompt_too_long")
-CANCELLED = ("early_stop", "deadline")
+CANCELLED = ("early_stop", "deadline", "pruned", "not_started")
 
 EXECUTIONS = pa.schema(
     [

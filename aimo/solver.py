@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from aimo import engine, scheduler
+from aimo import engine, policies, scheduler
 from aimo.sandbox import Limits, Sandbox
 from aimo.schemas import EXECUTIONS, TRACES
 from aimo.tables import read_table
@@ -147,6 +147,7 @@ class Solver:
                 rejoin_steps=sched.get("rejoin_steps", 4),
                 stop_at_answer=self.params["tir"].get("stop_at_answer", False),
                 answer_after_tools=self.params["tir"].get("answer_after_tools", False),
+                policy=policies.Policy.from_config(sched),
             )
         except Exception:
             # vLLM may notice a dead engine core before the watch does: say which one died

@@ -93,6 +93,63 @@ class Entropy:
         return (mean if math.isfinite(mean) else None), (tail if math.isfinite(tail) else None)
 
 
+# A top-k log-probability below this (or not finite) counts as this: the confidence stays finite
+LOGPROB_FLOOR = -20.0
+
+
+@dataclass
+class Confidence:
+    """A trace's token confidence as it arrives (DeepConf): at each sampled token, minus the
+    mean of its top-k log-probabilities (high: the distribution is peaked). Every `stride`
+    tokens once `window` tokens are in, the mean over the last `window` is recorded (the
+    window means, `window_conf`); a trace shorter than its window gets one mean, over all of
+    it, at its end. The lowest window, the mean of the lowest 10% of windows and the mean over
+    the last `tail` tokens are the trace's summaries; pruning (aimo.policies) reads the
+    latest window as it is recorded, so a replay of the stored means decides as the run did."""
+
+    window: int = 64
+    stride: int = 8
+    tail: int = 256
+    n: int = 0
+    recent: deque = field(default_factory=deque)
+    means: list = field(default_factory=list)
+
+    def add(self, logprobs) -> bool:
+        """One sampled position: its top-k log-probabilities. True when a window mean was
+        recorded at this token."""
+        if not logprobs:
+            return False
+        c = -sum(lp if lp >= LOGPROB_FLOOR else LOGPROB_FLOOR for lp in logprobs) / len(logprobs)
+        self.n += 1
+        self.recent.append(c)
+        if len(self.recent) > max(self.window, self.tail):
+            self.recent.popleft()
+        if self.n >= self.window and (self.n - self.window) % self.stride == 0:
+            self.means.append(self.latest())
+            return True
+        return False
+
+    def latest(self) -> float:
+        """The mean over the last `window` tokens (all of them when fewer)."""
+        w = min(self.window, len(self.recent))
+        return sum(self.recent[i] for i in range(len(self.recent) - w, len(self.recent))) / w
+
+    def summary(self) -> dict:
+        """The TRACES confidence columns; null where no position was seen."""
+        if not self.n:
+            return {"min_conf": None, "bottom_conf": None, "tail_conf": None, "window_conf": None}
+        means = self.means or [self.latest()]
+        low = sorted(means)[: max(1, len(means) // 10)]
+        t = min(self.tail, len(self.recent))
+        tail = sum(self.recent[i] for i in range(len(self.recent) - t, len(self.recent))) / t
+        return {
+            "min_conf": low[0],
+            "bottom_conf": sum(low) / len(low),
+            "tail_conf": tail,
+            "window_conf": means,
+        }
+
+
 @dataclass
 class Trace:
     """A trace while it is made: its text so far, and what the row reports of it."""
@@ -108,6 +165,7 @@ class Trace:
     round_tokens: list = field(default_factory=list)  # completion tokens of each engine round
     finish_reason: str | None = None
     entropy: Entropy = field(default_factory=Entropy)
+    confidence: Confidence = field(default_factory=Confidence)
 
 
 def row(t: Trace) -> dict:
@@ -142,4 +200,5 @@ def row(t: Trace) -> dict:
         "tail_entropy": tail_entropy,
         "changed": None,
         "round_tokens": list(t.round_tokens),
+        **t.confidence.summary(),
     }

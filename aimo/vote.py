@@ -122,6 +122,8 @@ _COUNTED_SQL = (
 _FINISHED_SQL = "coalesce(t.finish_reason NOT IN ({}), true)".format(
     ", ".join(f"'{r}'" for r in CANCELLED)
 )
+# false for a trace pruned for low confidence: it never votes, even where cancelled ones do
+_UNPRUNED_SQL = "coalesce(t.finish_reason <> 'pruned', true)"
 _DUCK_TYPES = {"string": "VARCHAR", "integer": "BIGINT", "floating": "DOUBLE", "boolean": "BOOLEAN"}
 
 
@@ -380,7 +382,7 @@ class Candidates:
             for name in ("clean", "verified")
         }
         counted = [_COUNTED_SQL] if settings.critique_replace else []
-        counted += [] if settings.count_cancelled else [_FINISHED_SQL]
+        counted += [_UNPRUNED_SQL] if settings.count_cancelled else [_FINISHED_SQL]
         counted = " AND ".join(counted) or "true"
         self.con.execute(
             f"CREATE TEMP VIEW traces AS SELECT t.*, {flags['clean']} AS clean, "

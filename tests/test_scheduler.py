@@ -10,8 +10,9 @@ import time
 
 import pytest
 
-from aimo import engine, model, prompts, scheduler, tir
+from aimo import engine, model, policies, prompts, scheduler, tir
 from aimo.sandbox import Sandbox
+from aimo.schemas import CANCELLED
 from aimo.tables import comparable
 
 pytestmark = pytest.mark.slow
@@ -174,6 +175,7 @@ def test_entropies_are_those_of_the_engines_top_k(llm, sandbox):
     from vllm import SamplingParams, TokensPrompt
 
     sampling = dict(SAMPLING, max_tokens=40, top_logprobs=5, tail_tokens=8)
+    sampling.update(conf_window=8, conf_stride=4)
     req = tir.Request("plain:0", "plain", 0, 11, prompts.tir_messages("What is 2 + 2?"))
     rows, _ = run(llm, sandbox, [req], max_rounds=0, sampling=sampling)
     r = rows[0]
@@ -198,9 +200,18 @@ def test_entropies_are_those_of_the_engines_top_k(llm, sandbox):
     assert r["mean_entropy"] == pytest.approx(sum(per_token) / len(per_token), rel=1e-6)
     if "\\boxed" not in r["text"]:  # no answer: the tail is the trace's last 8 tokens
         assert r["tail_entropy"] == pytest.approx(sum(per_token[-8:]) / 8, rel=1e-6)
-    # asked for no top-k: no entropy
+    # token confidence (DeepConf): minus the mean top-5 log-probability, its window means
+    conf = [-sum(lp.logprob for lp in pos.values() if lp.rank <= 5) / 5 for pos in out.logprobs]
+    ends = policies.positions(8, 4, len(conf))
+    assert len(ends) >= 2 and len(r["window_conf"]) == len(ends)
+    for got, end in zip(r["window_conf"], ends):
+        assert got == pytest.approx(sum(conf[end - 8 : end]) / 8, rel=1e-5)
+    assert r["min_conf"] == pytest.approx(min(r["window_conf"]), rel=1e-6)
+    assert r["tail_conf"] == pytest.approx(sum(conf[-8:]) / 8, rel=1e-6)
+    # asked for no top-k: no entropy, no confidence
     rows, _ = run(llm, sandbox, [req], max_rounds=0, sampling=dict(sampling, top_logprobs=0))
     assert rows[0]["mean_entropy"] is None and rows[0]["tail_entropy"] is None
+    assert rows[0]["min_conf"] is None and rows[0]["window_conf"] is None
     assert rows[0]["mean_logprob"] is not None
 
 
@@ -360,3 +371,47 @@ def test_blocks_queued_at_a_deadline_never_run(llm, sandbox):
     assert counting.started == at_return <= 3
     written = [r for r in rows if "```python" in r["text"]]
     assert len(written) > at_return  # more blocks were written than ever ran
+
+
+def test_waves_start_no_more_samples_once_the_rule_is_met(llm, sandbox):
+    """Two samples of a problem in flight; a rule met by the first valid answer cancels the
+    running one and the rest never start: rows with no tokens, their own finish reason."""
+    policy = policies.Policy(wave=2, rule="beta", confidence=0.5)
+    rows, stats = run(llm, sandbox, requests(samples=6), policy=policy)
+    assert len(rows) == 12
+    for pid in QUESTIONS:
+        mine = [r for r in rows if r["problem_id"] == pid]
+        reasons = [r["finish_reason"] for r in mine]
+        answered = [r for r in mine if r["finish_reason"] not in CANCELLED and r["answer_int"]]
+        if answered:  # the tiny model answered: at most 1 + 2 ran past the first answer
+            assert reasons.count("not_started") >= 3, reasons
+        for r in mine:
+            if r["finish_reason"] == "not_started":
+                assert r["completion_tokens"] == 0 and r["text"] == "" and not r["round_tokens"]
+    assert stats["cancelled_not_started"] == sum(r["finish_reason"] == "not_started" for r in rows)
+    assert stats["cancelled_not_started"] >= 3  # some problem was answered and stopped
+
+
+def test_pruning_ends_low_confidence_traces_and_keeps_one(llm, sandbox):
+    """A threshold above every window prunes each trace at its first recorded window, except
+    a problem's last one while none of its traces finished; a replay of the stored window
+    means finds the same token counts."""
+    sampling = dict(SAMPLING, top_logprobs=5, conf_window=16, conf_stride=4)
+    policy = policies.Policy(prune=True, threshold=1e9)
+    rows, stats = run(llm, sandbox, requests(), sampling=sampling, policy=policy)
+    pruned = [r for r in rows if r["finish_reason"] == "pruned"]
+    assert stats["cancelled_pruned"] == len(pruned) >= 4
+    for r in pruned:
+        assert r["completion_tokens"] == 16 and len(r["window_conf"]) == 1
+        assert sum(r["round_tokens"]) == r["completion_tokens"]
+    for pid in QUESTIONS:
+        kept = [r for r in rows if r["problem_id"] == pid and r["finish_reason"] != "pruned"]
+        assert kept, f"{pid}: every trace was pruned"
+        for r in kept:  # it ran on: one window mean every 4 tokens from 16 on
+            assert len(r["window_conf"]) == len(policies.positions(16, 4, r["completion_tokens"]))
+    # a warmup threshold: the first 2 finished traces of a problem are never pruned
+    policy = policies.Policy(prune=True, warmup=2, keep=0.5)
+    rows, _ = run(llm, sandbox, requests(), sampling=sampling, policy=policy)
+    for pid in QUESTIONS:
+        mine = [r for r in rows if r["problem_id"] == pid]
+        assert sum(r["finish_reason"] != "pruned" for r in mine) >= 2

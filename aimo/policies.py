@@ -1,0 +1,112 @@
+"""Where a problem's samples go: stopping rules (start no more samples once the answer is
+settled) and confidence pruning (end a trace whose token confidence falls below the problem's
+threshold). Pure functions of answers and confidences: the scheduler applies them live and
+bench/replay.py replays them over a stored pool, so a replay decides as a run would.
+
+- waves: at most `wave` samples of a problem in flight; after each finished sample the rule is
+  asked, and once it is met the problem's running samples are cancelled (early_stop) and the
+  rest never start (not_started). Rules (../shared/notes/adaptive-compute.md):
+  beta (Adaptive-Consistency): the top answer's share beats the runner-up's with posterior
+  probability >= `confidence` under a uniform prior (Beta(v1 + 1, v2 + 1) > 1/2);
+  esc (Early-stopping self-consistency): a window of `window` finished samples, counted in
+  finish order, all give the same valid answer.
+- prune (DeepConf online): the threshold is the (1 - keep) quantile of the lowest window
+  confidence of the problem's first `warmup` finished traces (or `threshold`, from a
+  calibration); a trace whose window mean then falls below it ends (pruned). A trace without
+  confidences is never pruned, and a problem's last trace is not pruned while none of its
+  traces finished.
+"""
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+
+RULES = ("none", "beta", "esc")
+
+
+@dataclass(frozen=True)
+class Policy:
+    wave: int | None = None  # samples of a problem in flight at once; None: all
+    rule: str = "none"
+    confidence: float = 0.95  # beta
+    window: int = 4  # esc
+    prune: bool = False
+    warmup: int = 4
+    keep: float = 0.9
+    threshold: float | None = None
+
+    def __post_init__(self):
+        if self.rule not in RULES:
+            raise ValueError(f"scheduler waves rule {self.rule!r}: expected one of {RULES}")
+        if self.wave is not None and self.wave < 1:
+            raise ValueError(f"scheduler waves size {self.wave!r}: expected null or >= 1")
+        if not 0 < self.keep <= 1:
+            raise ValueError(f"scheduler prune keep {self.keep!r}: expected a share in (0, 1]")
+
+    @classmethod
+    def from_config(cls, sched: dict) -> "Policy":
+        """From the config's scheduler section (its `waves` and `prune` objects)."""
+        waves, prune = sched.get("waves") or {}, sched.get("prune") or {}
+        return cls(
+            wave=waves.get("size"),
+            rule=waves.get("rule", "none"),
+            confidence=waves.get("confidence", 0.95),
+            window=waves.get("window", 4),
+            prune=bool(prune.get("enabled", False)),
+            warmup=prune.get("warmup", 4),
+            keep=prune.get("keep", 0.9),
+            threshold=prune.get("threshold"),
+        )
+
+
+def beta_settled(counts: Counter, confidence: float) -> bool:
+    """P(top share > runner-up share) >= confidence, with p ~ Beta(v1 + 1, v2 + 1); for
+    integer counts that is P(Binomial(v1 + v2 + 1, 1/2) <= v1)."""
+    top = counts.most_common(2)
+    if not top:
+        return False
+    v1, v2 = top[0][1], (top[1][1] if len(top) > 1 else 0)
+    n = v1 + v2 + 1
+    return sum(math.comb(n, i) for i in range(v1 + 1)) / 2**n >= confidence
+
+
+def esc_settled(answers: list, window: int) -> bool:
+    """The last full window of finished answers (None: no valid answer) is unanimous."""
+    if not answers or len(answers) % window:
+        return False
+    last = answers[-window:]
+    return last[0] is not None and all(a == last[0] for a in last)
+
+
+def settled(policy: Policy, answers: list) -> bool:
+    """Is the problem's answer settled, given its finished samples' answers in finish order
+    (an int in range, or None)?"""
+    if policy.rule == "beta":
+        return beta_settled(Counter(a for a in answers if a is not None), policy.confidence)
+    if policy.rule == "esc":
+        return esc_settled(answers, policy.window)
+    return False
+
+
+def quantile(values: list, q: float) -> float:
+    """The q quantile of `values`, linearly interpolated (numpy's default)."""
+    xs = sorted(values)
+    pos = q * (len(xs) - 1)
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def warmup_threshold(policy: Policy, min_confs: list) -> float | None:
+    """The pruning threshold from the warmup traces' lowest window confidences (the unknown
+    ones left out); None while there are fewer than `warmup` known, or none."""
+    known = [c for c in min_confs if c is not None and math.isfinite(c)]
+    if len(known) < policy.warmup or not known:
+        return None
+    return quantile(known, 1 - policy.keep)
+
+
+def positions(window: int, stride: int, n: int) -> list:
+    """The token counts at which `Confidence` records the window means of an n-token trace
+    (a trace shorter than its window: none, its one mean is at its end)."""
+    return list(range(window, n + 1, stride)) if n >= window else []

@@ -1,0 +1,66 @@
+"""The sampling policies' pure parts: stopping rules, the pruning threshold, and the token
+confidence they read (aimo.policies, aimo.tir.Confidence)."""
+
+import math
+from collections import Counter
+
+import pytest
+
+from aimo import policies, tir
+
+
+def test_the_beta_rule_is_adaptive_consistencys():
+    # P(Binomial(v1 + v2 + 1, 1/2) <= v1): 4 agreeing of 4 -> 31/32; 3 of 3 -> 15/16
+    assert policies.beta_settled(Counter({7: 4}), 0.95)
+    assert not policies.beta_settled(Counter({7: 3}), 0.95)
+    assert not policies.beta_settled(Counter({7: 5, 8: 1}), 0.95)  # 1 - 8/128 = 0.9375
+    assert policies.beta_settled(Counter({7: 6, 8: 1}), 0.95)  # 1 - 9/256
+    assert not policies.beta_settled(Counter(), 0.5)
+    assert policies.beta_settled(Counter({7: 1}), 0.75)
+
+
+def test_esc_needs_a_full_unanimous_window():
+    p = policies.Policy(rule="esc", window=2)
+    assert not policies.settled(p, [5])
+    assert policies.settled(p, [5, 5])
+    assert not policies.settled(p, [5, 6, 6])  # windows [5, 6] and [6 ...]: not full
+    assert policies.settled(p, [5, 6, 6, 6])
+    assert not policies.settled(p, [None, None])  # no valid answer settles nothing
+
+
+def test_the_warmup_threshold_is_a_quantile_of_known_confidences():
+    p = policies.Policy(prune=True, warmup=3, keep=0.5)
+    assert policies.warmup_threshold(p, [1.0, None, 3.0]) is None  # two known of three
+    assert policies.warmup_threshold(p, [1.0, 2.0, 3.0, float("nan")]) == 2.0
+    assert policies.quantile([1.0, 2.0, 3.0, 4.0], 0.1) == pytest.approx(1.3)
+
+
+def test_a_bad_policy_names_the_key():
+    with pytest.raises(ValueError, match="rule 'vote'"):
+        policies.Policy(rule="vote")
+    with pytest.raises(ValueError, match="keep 0"):
+        policies.Policy(keep=0)
+    assert policies.Policy.from_config({}) == policies.Policy()
+
+
+def test_confidence_windows_and_summaries():
+    c = tir.Confidence(window=4, stride=2, tail=3)
+    values = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]
+    recorded = [c.add([-v, -v]) for v in values]  # minus the mean log-probability: v
+    assert recorded == [False, False, False, True, False, True, False]
+    assert c.means == [2.5, 4.5] and policies.positions(4, 2, 7) == [4, 6]
+    s = c.summary()
+    assert s["min_conf"] == 2.5 and s["bottom_conf"] == 2.5 and s["tail_conf"] == 6.0
+    # -inf or NaN log-probabilities count as the floor: the confidence stays finite
+    c.add([-math.inf, float("nan")])
+    assert c.recent[-1] == -tir.LOGPROB_FLOOR
+
+
+def test_a_window_longer_than_the_trace_uses_the_whole_trace():
+    c = tir.Confidence(window=64, stride=8, tail=256)
+    for v in (1.0, 3.0):
+        c.add([-v])
+    s = c.summary()
+    assert s["window_conf"] == [2.0] and s["min_conf"] == 2.0 and s["tail_conf"] == 2.0
+    assert policies.positions(64, 8, 2) == []  # never prunable: no window filled
+    assert tir.Confidence().summary()["min_conf"] is None
