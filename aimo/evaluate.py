@@ -228,7 +228,7 @@ def _score(g, strategies, ks, n_subsets, seed, settings) -> dict:
             code_answer,
             correct_int[kid],
             grid,
-            strategies,
+            [s for s in strategies if s in est.SUBSET_STRATEGIES],
             n_subsets=n_subsets,
             seed=seed,
             mix=settings.mix,

@@ -79,7 +79,7 @@ def plots(
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     if n_known and len(grid):
-        for s in strategies:
+        for s in [s for s in strategies if s in curves]:
             (line,) = ax.plot(tok_k, curves[s], label=f"{s}@k (generate samples)")
             ax.scatter(
                 [full_tokens],
@@ -199,7 +199,7 @@ def report(
             "random k-subsets per problem; pass@k unbiased)",
             "",
         ]
-        cols = list(strategies) + ["pass@k"]
+        cols = [s for s in strategies if s in curves] + ["pass@k"]
         at = {int(k): i for i, k in enumerate(grid)}
         table_ks = sorted({1, N} | {k for k in ks if 1 <= k <= N}) if N else []
         lines.append(

@@ -51,6 +51,8 @@ STRATEGIES = (
     "entropy",
     "tail_entropy",
     "share_confidence",
+    "filter_min_conf",
+    "filter_tail_conf",
 )
 DEFAULT_WEIGHTS = {"invalid": 0.0, "clean_code": 2.0, "other": 1.0}
 # share_confidence: vote share, confidence and consensus mixed (candidates.sql); the defaults
@@ -67,6 +69,8 @@ NEEDS = {
     "entropy": set(),
     "tail_entropy": set(),
     "share_confidence": {"verified"},
+    "filter_min_conf": set(),
+    "filter_tail_conf": set(),
 }
 
 
@@ -101,6 +105,8 @@ TRACE_COLUMNS = _families(
         "finish_reason",
         "mean_entropy",
         "tail_entropy",
+        "min_conf",
+        "tail_conf",
     ),
 )
 EXECUTION_COLUMNS = _families(EXECUTIONS, ("trace_id", "exec_status", "agrees"))
@@ -177,7 +183,8 @@ class VoteSettings:
     critique with a valid answer takes its parent's vote instead of adding one; count_cancelled:
     traces the scheduler cancelled vote too, each with cancelled_weight (relative to a finished
     trace's); mix: share_confidence's {share, confidence,
-    consensus}; entropy_floor: the smallest entropy an entropy weight (1 / entropy) divides by.
+    consensus}; entropy_floor: the smallest entropy an entropy weight (1 / entropy) divides by;
+    filter_keep: the share of a problem's traces the filter strategies keep (DeepConf offline).
     Checked once, on creation (a ValueError names the bad key).
     """
 
@@ -189,6 +196,7 @@ class VoteSettings:
     cancelled_weight: float = 1.0
     mix: dict = field(default_factory=lambda: dict(DEFAULT_MIX))
     entropy_floor: float = 1e-3
+    filter_keep: float = 0.5
 
     def __post_init__(self):
         set_ = object.__setattr__.__get__(self)  # frozen: normalise the fields once, here
@@ -204,6 +212,8 @@ class VoteSettings:
             },
             {"critique_weight": 1.0, "cancelled_weight": 1.0, "entropy_floor": 1e-3},
         )
+        if not isinstance(self.filter_keep, (int, float)) or not 0 < self.filter_keep <= 1:
+            raise ValueError(f"filter_keep={self.filter_keep!r} must be a share in (0, 1]")
         if scalars["entropy_floor"] <= 0:
             raise ValueError(f"entropy_floor={self.entropy_floor!r} must be > 0")
         set_("critique_weight", scalars["critique_weight"])
@@ -235,6 +245,7 @@ class VoteSettings:
             "cancelled_weight": self.cancelled_weight,
             **{f"mix_{k}": v for k, v in self.mix.items()},
             "entropy_floor": self.entropy_floor,
+            "filter_keep": float(self.filter_keep),
         }
 
     def as_dict(self) -> dict:
@@ -397,7 +408,8 @@ class Candidates:
             self._run(
                 lambda: self.con.execute(
                     "CREATE TEMP TABLE candidates AS SELECT * EXCLUDE (trace_id, parent_id, "
-                    f"mean_logprob, mean_entropy, tail_entropy, clean, source_weight) FROM (\n{sql}\n)",
+                    "mean_logprob, mean_entropy, tail_entropy, min_conf, tail_conf, clean, "
+                    f"source_weight) FROM (\n{sql}\n)",
                     self._params(sql),
                 )
             )

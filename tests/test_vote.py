@@ -490,3 +490,30 @@ def test_cancelled_traces_vote_only_when_counted_and_with_their_weight(shards):
     assert counted["answer"] == 7 and counted["score"] == pytest.approx(1.5)
     low = dict(online, cancelled_weight=0.3)  # 3 x 0.3 < 1: the finished trace wins
     assert rows(vote_table(p, t, e, ["majority"], low))["p"]["answer"] == 5
+
+
+def test_pruned_traces_never_vote(shards):
+    pruned = [dict(trace("p", i, 7), finish_reason="pruned") for i in range(3)]
+    done = [dict(trace("p", 3, 5), finish_reason="stop")]
+    p, t, e = shards(pruned + done)
+    online = {"strategy": "majority", "count_cancelled": True}
+    assert rows(vote_table(p, t, e, ["majority"], online))["p"]["answer"] == 5
+
+
+@pytest.mark.parametrize(
+    "strategy, column", [("filter_min_conf", "min_conf"), ("filter_tail_conf", "tail_conf")]
+)
+def test_the_confidence_filter_keeps_the_most_confident_share(shards, strategy, column):
+    """Three unsure traces say 1, one sure trace says 2, one without a confidence says 3:
+    kept all, 1 wins by weight; kept the top quarter of those known, the sure one and the
+    unknown one (at the median weight) are left, and 2 wins."""
+    ts = [dict(trace("p", i, 1), **{column: 1.0}) for i in range(3)]
+    ts += [dict(trace("p", 3, 2), **{column: 2.5}), trace("p", 4, 3)]
+    p, t, e = shards(ts)
+    every = rows(vote_table(p, t, e, [strategy], {"strategy": strategy, "filter_keep": 1.0}))
+    assert every["p"]["answer"] == 1 and every["p"]["score"] == pytest.approx(3.0)
+    top = rows(vote_table(p, t, e, [strategy], {"strategy": strategy, "filter_keep": 0.25}))
+    assert top["p"]["answer"] == 2 and top["p"]["votes"] == 1
+    assert top["p"]["runner_up"] == 3 and top["p"]["runner_up_score"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="filter_keep=0"):
+        VoteSettings.of({"filter_keep": 0})

@@ -2,7 +2,7 @@
 --
 -- Reads the view `traces` that aimo/vote.py creates from the Parquet shards:
 --   traces(trace_id, problem_id, source, answer_int, mean_logprob, parent_id, finish_reason,
---          mean_entropy, tail_entropy, [sample, completion_tokens], clean, verified, counted)
+--          mean_entropy, tail_entropy, min_conf, tail_conf, [sample, completion_tokens], clean, verified, counted)
 -- where vote.py computes the two flags from the execution shards:
 --   clean     some execution of the trace has exec_status = 'ok' (every code block ran cleanly)
 --   verified  some execution of the trace printed the boxed answer (executions.agrees)
@@ -37,9 +37,13 @@
 --   w_tail_entropy the same with tail_entropy (the tokens before the final answer)
 --   w_conf         source_weight * exp(-tail_entropy) when valid, else 0: share_confidence's
 --                  confidence, 1 for a certain trace, towards 0 for an unsure one
+--   c_min, c_tail  the token confidence (DeepConf) of the lowest window and of the tail
+--                  (min_conf, tail_conf); known_min, known_tail: whether the trace had one
+--   w_min_conf, w_tail_conf  source_weight * c_min (c_tail) when valid, else 0
 -- A trace whose entropy is unknown (NULL: no log-probabilities; NaN, infinite or negative) takes
 -- the neutral value: the median of the known ones over all traces of the vote (1 nat when no
--- trace has one, so every weight is then equal), never the best or the worst.
+-- trace has one, so every weight is then equal), never the best or the worst; an unknown
+-- confidence likewise (1 when none is known).
 SELECT
     c.*,
     CASE WHEN c.valid THEN c.source_weight ELSE 0.0 END AS w_majority,
@@ -60,7 +64,9 @@ SELECT
     CASE WHEN c.valid
         THEN c.source_weight / greatest(c.e_tail, CAST($entropy_floor AS DOUBLE)) ELSE 0.0
     END AS w_tail_entropy,
-    CASE WHEN c.valid THEN c.source_weight * exp(-c.e_tail) ELSE 0.0 END AS w_conf
+    CASE WHEN c.valid THEN c.source_weight * exp(-c.e_tail) ELSE 0.0 END AS w_conf,
+    CASE WHEN c.valid THEN c.source_weight * c.c_min ELSE 0.0 END AS w_min_conf,
+    CASE WHEN c.valid THEN c.source_weight * c.c_tail ELSE 0.0 END AS w_tail_conf
 FROM (
     SELECT
         t.*,
@@ -68,6 +74,10 @@ FROM (
                       THEN t.mean_entropy END, n.mean_entropy, 1.0) AS e_mean,
         coalesce(CASE WHEN isfinite(t.tail_entropy) AND t.tail_entropy >= 0
                       THEN t.tail_entropy END, n.tail_entropy, 1.0) AS e_tail,
+        coalesce(isfinite(t.min_conf), false) AS known_min,
+        coalesce(isfinite(t.tail_conf), false) AS known_tail,
+        coalesce(CASE WHEN isfinite(t.min_conf) THEN t.min_conf END, n.min_conf, 1.0) AS c_min,
+        coalesce(CASE WHEN isfinite(t.tail_conf) THEN t.tail_conf END, n.tail_conf, 1.0) AS c_tail,
         coalesce(t.answer_int BETWEEN $answer_min AND $answer_max, false) AS valid,
         CASE t.source
             WHEN 'generate' THEN 1.0
@@ -82,7 +92,9 @@ FROM (
             median(mean_entropy) FILTER (WHERE isfinite(mean_entropy) AND mean_entropy >= 0)
                 AS mean_entropy,
             median(tail_entropy) FILTER (WHERE isfinite(tail_entropy) AND tail_entropy >= 0)
-                AS tail_entropy
+                AS tail_entropy,
+            median(min_conf) FILTER (WHERE isfinite(min_conf)) AS min_conf,
+            median(tail_conf) FILTER (WHERE isfinite(tail_conf)) AS tail_conf
         FROM traces
     ) AS n
 ) AS c
