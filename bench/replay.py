@@ -29,6 +29,9 @@ from aimo.policies import Policy  # noqa: E402
 POLICIES = {  # name -> (Policy, early_stop k, offline filter)
     "all": (Policy(), None, None),
     "early_stop4": (Policy(), 4, None),
+    "beta95_all": (Policy(rule="beta", confidence=0.95), None, None),
+    "beta90_all": (Policy(rule="beta", confidence=0.90), None, None),
+    "beta95_wave8": (Policy(wave=8, rule="beta", confidence=0.95), None, None),
     "beta95_wave4": (Policy(wave=4, rule="beta", confidence=0.95), None, None),
     "beta95_wave2": (Policy(wave=2, rule="beta", confidence=0.95), None, None),
     "beta90_wave4": (Policy(wave=4, rule="beta", confidence=0.90), None, None),
@@ -117,7 +120,9 @@ def table(pool, base_default, n, args, cfg):
     from aimo.replay import confidence_vote, majority, replay, wall_s
 
     sampling = cfg["sampling"]
-    window, stride = sampling["conf_window"], sampling["conf_stride"]
+    # scaled traces: their window means stand for windows scaled alike
+    window = max(1, round(sampling["conf_window"] * args.scale))
+    stride = max(1, round(sampling["conf_stride"] * args.scale))
     rng = random.Random(args.seed)
     orders = {
         p: [rng.sample(range(len(ts)), len(ts))[:n] for _ in range(args.replays)]
