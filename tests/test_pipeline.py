@@ -118,6 +118,8 @@ def test_shard_metadata_names_model_engine_and_sampling(tiny_run):
         "max_tokens": 160,
         "top_logprobs": 5,
         "tail_tokens": 256,
+        "conf_window": 64,
+        "conf_stride": 8,
     }
     assert meta["shard"] == 0 and meta["samples"] == [0, 2]
     assert meta["sample_seed"] == 7 and meta["scheduler"] == {
