@@ -33,16 +33,6 @@ _CELL_BUDGET = 1 << 22  # (answers x k-points) and (problems x samples) cells pe
 # strategies whose weight is a real number per sample (candidates.sql), not one of a few classes;
 # their votes count the samples with a positive weight: w_logprob's own, else the valid ones
 # (an entropy weight is positive exactly when the majority weight is)
-# the strategies the subset kernel computes (the filter strategies: the full vote only)
-SUBSET_STRATEGIES = (
-    "weighted",
-    "majority",
-    "logprob",
-    "verified",
-    "entropy",
-    "tail_entropy",
-    "share_confidence",
-)
 ROW_WEIGHTS = {
     "logprob": "w_logprob",
     "entropy": "w_entropy",

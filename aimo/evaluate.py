@@ -29,7 +29,7 @@ from aimo import curves as est
 from aimo.report import plots, report
 from aimo.schemas import METRICS, per_problem_schema
 from aimo.tables import write_table, write_text
-from aimo.vote import STRATEGIES, Candidates, VoteSettings, check_strategies, load_sql
+from aimo.vote import FULL_ONLY, STRATEGIES, Candidates, VoteSettings, check_strategies, load_sql
 
 __all__ = ["evaluate", "OUTPUTS", "PER_PROBLEM"]
 
@@ -228,7 +228,7 @@ def _score(g, strategies, ks, n_subsets, seed, settings) -> dict:
             code_answer,
             correct_int[kid],
             grid,
-            [s for s in strategies if s in est.SUBSET_STRATEGIES],
+            [s for s in strategies if s not in FULL_ONLY],
             n_subsets=n_subsets,
             seed=seed,
             mix=settings.mix,

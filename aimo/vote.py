@@ -54,6 +54,8 @@ STRATEGIES = (
     "filter_min_conf",
     "filter_tail_conf",
 )
+# strategies with no at-k subset curve yet (aimo/curves.py): the full vote only
+FULL_ONLY = ("filter_min_conf", "filter_tail_conf")
 DEFAULT_WEIGHTS = {"invalid": 0.0, "clean_code": 2.0, "other": 1.0}
 # share_confidence: vote share, confidence and consensus mixed (candidates.sql); the defaults
 # are the AIMO3 2nd place's write-up (2.0 / 0.3 / 0.5)
