@@ -25,6 +25,25 @@ def test_seeds_are_stable_distinct_and_independent_of_n():
     assert first[0].trace_id == "a:2" and first[0].messages == prompts.tir_messages("p")
 
 
+def test_request_seeds_are_pinned():
+    """The seeds of rows already stored (runs/vote_bench, made with the global seed 2026) and
+    of a shard past the first, computed before the request builder was shared: a change to
+    how requests are built must leave them as they are."""
+    problems = [
+        {"problem_id": "gsm8k-0000", "problem": "p"},
+        {"problem_id": "gsm8k-0001", "problem": "q"},
+    ]
+    stored = {r.trace_id: r.seed for r in shard_requests(problems, 0, 2, seed=2026)}
+    assert stored["gsm8k-0000:0"] == 4080868028617218185
+    assert stored["gsm8k-0000:1"] == 4001360861417021217
+    assert stored["gsm8k-0001:1"] == 7374828174477301484
+    later = shard_requests([{"problem_id": "abc", "problem": "y"}], 1, 2, seed=2026)
+    assert [(r.trace_id, r.sample, r.seed) for r in later] == [
+        ("abc:2", 2, 8098247159525788709),
+        ("abc:3", 3, 3620534266215750141),
+    ]
+
+
 def test_output_block_is_fenced():
     assert prompts.output_block("42\n") == "```output\n42\n```\n"
 
