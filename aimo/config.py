@@ -7,6 +7,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "schemas" / "config.schema.yaml"
+# The config sections an engine stage reads (generate, reflexion, critique, the online run):
+# what aimo.solver.Solver is given, and what a generate job's params depend on.
+ENGINE_KEYS = ("model", "engine", "sampling", "tir", "scheduler", "sandbox", "samples")
 
 
 def merge(base: dict, over: dict) -> dict:
@@ -19,6 +22,11 @@ def merge(base: dict, over: dict) -> dict:
             else value
         )
     return out
+
+
+def engine_params(config: dict) -> dict:
+    """The ENGINE_KEYS sections of `config`: an engine stage's params."""
+    return {k: config[k] for k in ENGINE_KEYS}
 
 
 def load(paths) -> dict:

@@ -10,7 +10,7 @@ import logging
 
 import pyarrow.parquet as pq
 
-from aimo import prompts, tir
+from aimo import tir
 from aimo.schemas import TRACES
 from aimo.solver import Solver
 from aimo.tables import write_table
@@ -18,29 +18,12 @@ from aimo.tables import write_table
 log = logging.getLogger("aimo.generate")
 
 
-def shard_requests(problems, shard: int, shard_size: int, seed: int):
-    """The generate requests of `shard`: every problem x the shard's sample indices."""
-    requests = []
-    for row in problems:
-        for sample in range(shard * shard_size, (shard + 1) * shard_size):
-            pid = row["problem_id"]
-            requests.append(
-                tir.Request(
-                    trace_id=f"{pid}:{sample}",
-                    problem_id=pid,
-                    sample=sample,
-                    seed=tir.derive_seed(seed, pid, sample),
-                    messages=prompts.tir_messages(row["problem"]),
-                )
-            )
-    return requests
-
-
 def generate_shard(problems_path, model_dir, out, shard: int, params: dict, threads: int = 2):
     """Write shard `shard` of the generate stage to `out`."""
     problems = pq.read_table(problems_path).to_pylist()
     size = params["samples"]["shard_size"]
-    requests = shard_requests(problems, shard, size, params["samples"]["seed"])
+    samples = range(shard * size, (shard + 1) * size)
+    requests = tir.requests(problems, samples, params["samples"]["seed"])
     log.info(
         "shard %d: %d problems x samples %d..%d = %d traces",
         shard,

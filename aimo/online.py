@@ -20,7 +20,7 @@ from pathlib import Path
 
 from aimo import engine, model, prompts, tir
 from aimo.answers import answer_int64, extract_answer, in_range
-from aimo.execute import executions_from_blocks
+from aimo.executions import executions_from_blocks
 from aimo.schemas import CANCELLED, EXECUTIONS, PROBLEMS, TRACES
 from aimo.solver import Solver
 from aimo.tables import read_table, write_table

@@ -9,7 +9,7 @@ import logging
 
 from aimo import prompts, tir
 from aimo.answers import in_range
-from aimo.execute import executions_from_blocks
+from aimo.executions import executions_from_blocks
 from aimo.prompts import clean_error
 from aimo.schemas import OK, SANDBOX_STATUSES, TRACES
 from aimo.solver import Solver, stage_inputs

@@ -52,8 +52,8 @@ class Solver:
     """An engine and a sandbox, started once, that turn TIR requests into trace rows.
 
     Use as a context manager; the engine starts on entry, so a stage with nothing to do
-    should not enter one. `params` is the stage's config (model, engine, sampling, tir,
-    sandbox, samples, scheduler).
+    should not enter one. `params` is the stage's config: its aimo.config.ENGINE_KEYS
+    sections (aimo.config.engine_params).
     """
 
     def __init__(

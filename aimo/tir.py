@@ -9,6 +9,7 @@ import re
 from collections import deque
 from dataclasses import dataclass, field
 
+from aimo import prompts
 from aimo.answers import answer_int64, extract_answer
 from aimo.prompts import CODE_FENCE, FENCE_END
 from aimo.schemas import NOT_RUN, OK, TIMEOUT
@@ -48,6 +49,24 @@ class Request:
     source: str = "generate"
     parent_id: str | None = None
     attempt: int = 0
+
+
+def requests(problems, samples, seed: int) -> list[Request]:
+    """The TIR requests of every problem (rows with problem_id and problem) x every sample
+    index in `samples`, problem by problem: the one builder of the batch stages and the online
+    run. A request's seed comes from (global `seed`, problem id, sample index) alone, so a
+    sample is the same whichever shard, chunk or run asks for it."""
+    return [
+        Request(
+            trace_id=f"{row['problem_id']}:{sample}",
+            problem_id=row["problem_id"],
+            sample=sample,
+            seed=derive_seed(seed, row["problem_id"], sample),
+            messages=prompts.tir_messages(row["problem"]),
+        )
+        for row in problems
+        for sample in samples
+    ]
 
 
 @dataclass

@@ -47,20 +47,19 @@ def main():
 
     logging.basicConfig(level=logging.WARNING)
     from aimo import config as aimo_config
-    from aimo.generate import shard_requests
+    from aimo.config import engine_params
     from aimo.online import model_dir
     from aimo.problems import load
     from aimo.schemas import TRACES
     from aimo.solver import Solver
     from aimo.tables import write_table
+    from aimo.tir import requests as tir_requests
 
     cfg = aimo_config.load(args.config)
     problems = load(args.problems)[: args.limit]
     answers = {p["problem_id"]: p["answer"] for p in problems}
-    requests = shard_requests(problems, 0, args.samples, cfg["samples"]["seed"])
-    params = {
-        k: cfg[k] for k in ("model", "engine", "sampling", "tir", "scheduler", "sandbox", "samples")
-    }
+    requests = tir_requests(problems, range(args.samples), cfg["samples"]["seed"])
+    params = engine_params(cfg)
     cpu = "avx512_bf16" if "avx512_bf16" in Path("/proc/cpuinfo").read_text() else "no avx512_bf16"
     print(
         f"{len(problems)} problems x {args.samples} samples, k={args.k}; model {cfg['model']['name']}, "

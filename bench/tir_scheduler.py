@@ -215,16 +215,16 @@ def main():
 
     logging.basicConfig(level=logging.WARNING)
     from aimo import engine, scheduler
-    from aimo.generate import shard_requests
     from aimo.problems import load as read_problems
     from aimo.sandbox import Sandbox
     from aimo.schemas import TRACES
     from aimo.tables import write_table
+    from aimo.tir import requests as tir_requests
 
     problems = read_problems(args.problems)
     problems = problems[: args.limit] if args.limit else problems
     answers = {p["problem_id"]: p.get("answer") for p in problems}
-    requests = shard_requests(problems, 0, args.samples, 2026)
+    requests = tir_requests(problems, range(args.samples), 2026)
     sampling = {"temperature": 0.7, "top_p": 0.95, "max_tokens": args.max_tokens}
     rounds, max_len, sched = args.rounds, 4096, {}
     if args.config:

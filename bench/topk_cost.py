@@ -31,18 +31,17 @@ def main():
     logging.basicConfig(level=logging.WARNING)
     from aimo import config as aimo_config
     from aimo import scheduler
-    from aimo.generate import shard_requests
+    from aimo.config import engine_params
     from aimo.online import model_dir
     from aimo.problems import load
     from aimo.solver import Solver
+    from aimo.tir import requests as tir_requests
     from bench.vote_bench import cpu_flags
 
     cfg = aimo_config.load(args.config)
     problems = load(args.problems)[: args.limit]
-    requests = shard_requests(problems, 0, args.samples, cfg["samples"]["seed"])
-    params = {
-        k: cfg[k] for k in ("model", "engine", "sampling", "tir", "scheduler", "sandbox", "samples")
-    }
+    requests = tir_requests(problems, range(args.samples), cfg["samples"]["seed"])
+    params = engine_params(cfg)
     print(
         f"{len(requests)} traces, {args.max_tokens} tokens each at most, decoding only; model "
         f"{cfg['model']['name']}; CPU flags: {cpu_flags()}",

@@ -28,16 +28,15 @@ def cpu_flags() -> str:
 
 
 def generate(args, cfg, problems, out: Path):
-    from aimo.execute import executions_from_blocks
-    from aimo.generate import shard_requests
+    from aimo.config import engine_params
+    from aimo.executions import executions_from_blocks
     from aimo.online import model_dir
     from aimo.schemas import EXECUTIONS, TRACES
     from aimo.solver import Solver
     from aimo.tables import write_table
+    from aimo.tir import requests as tir_requests
 
-    params = {
-        k: cfg[k] for k in ("model", "engine", "sampling", "tir", "scheduler", "sandbox", "samples")
-    }
+    params = engine_params(cfg)
     chunks = [problems[i : i + args.chunk] for i in range(0, len(problems), args.chunk)]
     todo = [
         (i, c) for i, c in enumerate(chunks) if not (out / "traces" / f"{i:03d}.parquet").is_file()
@@ -49,7 +48,7 @@ def generate(args, cfg, problems, out: Path):
         for i, chunk in todo:
             before = dict(solver.stats)
             rows = solver.run(
-                shard_requests(chunk, 0, args.samples, cfg["samples"]["seed"]), early_stop=None
+                tir_requests(chunk, range(args.samples), cfg["samples"]["seed"]), early_stop=None
             )
             wall = solver.stats["loop_s"] - before["loop_s"]
             tokens = sum(r["completion_tokens"] for r in rows)

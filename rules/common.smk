@@ -2,6 +2,7 @@
 # The resource functions are in resources.smk.
 import os
 
+from aimo.config import engine_params
 from aimo.model import slug
 
 
@@ -40,8 +41,7 @@ def generate_params():
     """What a generate, reflexion or critique job depends on. samples.n is left out on
     purpose: raising N adds shards without invalidating the existing ones."""
     samples = {k: v for k, v in config["samples"].items() if k != "n"}
-    keys = ("model", "engine", "sampling", "tir", "scheduler", "sandbox")
-    return {k: config[k] for k in keys} | {"samples": samples}
+    return engine_params(config) | {"samples": samples}
 
 
 def model_dir():

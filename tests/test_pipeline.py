@@ -254,7 +254,7 @@ def test_a_dead_engine_process_ends_the_job_instead_of_hanging(tiny_run):
 def test_execute_and_reflexion_report_the_first_failing_block():
     """One failure policy: a trace's first failing block, the root cause (later blocks fail
     because it did). Execute reports it, and reflexion repairs a repair attempt with it."""
-    from aimo.execute import executions_from_blocks
+    from aimo.executions import executions_from_blocks
     from aimo.reflexion import failure
 
     def block(status, output):
@@ -284,7 +284,7 @@ def test_execute_and_reflexion_report_the_first_failing_block():
 
 
 def test_status_words_are_the_sandbox_s_plus_no_code():
-    from aimo.execute import executions_from_blocks
+    from aimo.executions import executions_from_blocks
     from aimo.reflexion import FAILED
 
     assert EXEC_STATUSES == SANDBOX_STATUSES + (NO_CODE,) and OK in SANDBOX_STATUSES

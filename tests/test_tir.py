@@ -3,7 +3,6 @@ import math
 import pytest
 
 from aimo import prompts, tir
-from aimo.generate import shard_requests
 
 
 def test_last_code_block():
@@ -16,12 +15,12 @@ def test_last_code_block():
 
 def test_seeds_are_stable_distinct_and_independent_of_n():
     problems = [{"problem_id": "a", "problem": "p"}, {"problem_id": "b", "problem": "q"}]
-    first = shard_requests(problems, 1, 2, seed=5)
+    first = tir.requests(problems, range(2, 4), seed=5)
     assert [r.sample for r in first] == [2, 3, 2, 3]
     assert len({r.seed for r in first}) == 4
-    again = shard_requests(problems, 1, 2, seed=5)
+    again = tir.requests(problems, range(2, 4), seed=5)
     assert [r.seed for r in first] == [r.seed for r in again]
-    assert [r.seed for r in shard_requests(problems, 1, 2, seed=6)] != [r.seed for r in first]
+    assert [r.seed for r in tir.requests(problems, range(2, 4), seed=6)] != [r.seed for r in first]
     assert first[0].trace_id == "a:2" and first[0].messages == prompts.tir_messages("p")
 
 
@@ -33,11 +32,11 @@ def test_request_seeds_are_pinned():
         {"problem_id": "gsm8k-0000", "problem": "p"},
         {"problem_id": "gsm8k-0001", "problem": "q"},
     ]
-    stored = {r.trace_id: r.seed for r in shard_requests(problems, 0, 2, seed=2026)}
+    stored = {r.trace_id: r.seed for r in tir.requests(problems, range(2), seed=2026)}
     assert stored["gsm8k-0000:0"] == 4080868028617218185
     assert stored["gsm8k-0000:1"] == 4001360861417021217
     assert stored["gsm8k-0001:1"] == 7374828174477301484
-    later = shard_requests([{"problem_id": "abc", "problem": "y"}], 1, 2, seed=2026)
+    later = tir.requests([{"problem_id": "abc", "problem": "y"}], range(2, 4), seed=2026)
     assert [(r.trace_id, r.sample, r.seed) for r in later] == [
         ("abc:2", 2, 8098247159525788709),
         ("abc:3", 3, 3620534266215750141),
