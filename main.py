@@ -25,7 +25,7 @@ sys.path.insert(0, str(HERE))  # the aimo package beside it, from any working di
 from aimo.logs import OneLine  # noqa: E402
 
 log = logging.getLogger("aimo.main")
-_solver = None
+_online_run = None
 _start_lock = threading.Lock()
 
 
@@ -45,17 +45,17 @@ def config_files(argv=None) -> list[str]:
     return [str(HERE / f) for f in files]  # an absolute f stays as it is
 
 
-def solver(files=None):
-    """The process's online solver, made on first use; its engine starts on `warm()` (the
+def online_run(files=None):
+    """The process's online run, made on first use; its engine starts on `warm()` (the
     server's launcher calls it in the background) or on the first problem."""
-    global _solver
+    global _online_run
     with _start_lock:
-        if _solver is None:
+        if _online_run is None:
             from aimo import config
-            from aimo.online import OnlineSolver
+            from aimo.online import OnlineRun
 
-            _solver = OnlineSolver(config.load(config_files(files)))
-    return _solver
+            _online_run = OnlineRun(config.load(config_files(files)))
+    return _online_run
 
 
 def _value(x):
@@ -91,7 +91,7 @@ def _never_raises(fn):
             log.exception("predict(%s) failed; answering the fallback", id_str)
             fallback = 0
             try:
-                fallback = int(_solver.config["submission"]["fallback"]) if _solver else 0
+                fallback = int(_online_run.config["submission"]["fallback"]) if _online_run else 0
             except Exception:
                 pass
             return _frame(id_str, fallback)
@@ -106,7 +106,7 @@ def predict(id_, problem, *rest):
     Called by Kaggle's gateway with one-row polars Series (id, problem[, answer]); plain values
     work too. Never raises: a failure answers `submission.fallback`."""
     answer = _value(rest[0]) if rest else None  # reference files carry it; only recorded
-    result = solver().solve(id_, _value(problem), answer=answer)
+    result = online_run().solve(id_, _value(problem), answer=answer)
     return _frame(id_, result.answer)
 
 
@@ -117,7 +117,7 @@ def serve_kaggle(test_csv=None):
     import kaggle_evaluation.aimo_3_inference_server as kaggle  # only here: not on PyPI
 
     server = kaggle.AIMO3InferenceServer(predict)
-    threading.Thread(target=solver().warm, name="aimo-warm", daemon=True).start()
+    threading.Thread(target=online_run().warm, name="aimo-warm", daemon=True).start()
     if os.getenv("KAGGLE_IS_COMPETITION_RERUN"):
         server.serve()
     else:
@@ -139,22 +139,22 @@ def solve_file(problems, out, files):
     terminal = logs.setup(str(run_dir / "main.log"))
     from tqdm import tqdm
 
-    s = solver(files)
-    s.start()  # a user's run: a model that cannot start is an error, not 0s for every problem
+    online = online_run(files)
+    online.start()  # a user's run: a model that cannot start is an error, not 0s for every problem
     lines = ["id,answer"]
     try:
         for row in tqdm(rows, desc="problems", unit="problem", file=terminal):
             frame = predict(row["problem_id"], row["problem"], row.get("answer"))
             lines.append(f"{row['problem_id']},{int(_value(frame['answer']))}")
     finally:
-        s.stop()
+        online.stop()
     write_text("\n".join(lines) + "\n", out)
     log.info(
         "wrote %s (%d problems); traces in %s; bank left %.0f s",
         out,
         len(rows),
         run_dir,
-        s.bank.left(),
+        online.bank.left(),
     )
 
 

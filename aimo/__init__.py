@@ -1,9 +1,10 @@
 """aimo: a test-time-compute math-olympiad solver as a Snakemake workflow.
 
 Layers (imports go downward only): answers, prompts, sandbox, schemas, tables, problems,
-curves at the bottom; engine, tir, report, model above them; scheduler and solver (what the
+curves, config at the bottom; engine, tir, executions (the execution rows), report, model
+above them; scheduler and solver (what the
 engine stages share) next; the stage modules (generate, execute, reflexion, critique, vote,
-submission, evaluate, sft_data, sft) and the online solver on top, called by scripts/ and
+submission, evaluate, sft_data, sft) and the online run on top, called by scripts/ and
 main.py.
 """
 

@@ -151,7 +151,7 @@ class EngineWatch:
     nothing half-made is left. `stop()` before shutting the engine down on purpose.
 
     `on_death(name, pid)`, if given, is called instead of ending the process (the online
-    solver, for which one lost problem must not end the submission).
+    run, for which one lost problem must not end the submission).
     """
 
     def __init__(self, interval_s=2.0, on_death=None):

@@ -50,7 +50,7 @@ class BlockResult:
 
 def executions_from_blocks(traces) -> list[dict]:
     """EXECUTIONS rows from the blocks the TIR run already ran (no re-run): what the online
-    solver votes with, where there is no time for the execute stage."""
+    run votes with, where there is no time for the execute stage."""
     rows = []
     for t in traces:
         res = [

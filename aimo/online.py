@@ -9,6 +9,7 @@ solved, atomically, in the workflow's schemas, so an interrupted run keeps what 
 Kaggle's `predict()` API.
 """
 
+import contextlib
 import logging
 import shutil
 import statistics
@@ -18,6 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from aimo import config as aimo_config
 from aimo import engine, model, prompts, tir
 from aimo.answers import answer_int64, extract_answer, in_range
 from aimo.executions import executions_from_blocks
@@ -105,7 +107,7 @@ class Answer:
 
 
 def model_dir(config) -> Path:
-    """The model the online solver runs: a local directory as it is (a FileNotFoundError
+    """The model the online run runs: a local directory as it is (a FileNotFoundError
     naming it when it holds no model), else the workflow's own model folder, provided (from
     PyPI or the hub) when missing."""
     m = config["model"]
@@ -129,11 +131,12 @@ def final_answer(value, fallback: int) -> tuple[int, bool]:
     return int(value), False
 
 
-class OnlineSolver:
-    """Engine and sandbox kept warm; `solve(problem_id, problem)` answers one problem.
+class OnlineRun:
+    """The online run: a Solver (engine and sandbox) kept warm, the time bank and the run
+    folder; `solve(problem_id, problem)` answers one problem.
 
     `config` is the workflow's config, validated (aimo.config.load). Thread-safe: one problem
-    at a time, from any thread. `warm()` starts the engine (from a background thread while
+    at a time, from any thread. `warm()` starts the solver (from a background thread while
     the server comes up); a `solve` meanwhile waits for it, and its budget counts the wait.
     """
 
@@ -142,7 +145,7 @@ class OnlineSolver:
         o = self.online
         self.bank = TimeBank(
             o["budget_s"],
-            o["problems"],
+            o["expected_problems"],
             o["min_s"],
             o["max_s"],
             o["reserve_s"],
@@ -152,20 +155,18 @@ class OnlineSolver:
         self.clock = clock
         self.run_dir = Path(o["run_dir"])
         self.solver, self.dead, self.start_s = None, False, 0.0
+        self.stack = contextlib.ExitStack()  # what start() entered, closed by stop()
         self.lock = threading.Lock()
         self.asked = {}  # problem_id -> times asked
         self.problems = self._read_problems()
 
     # -- the engine ------------------------------------------------------------------------
     def params(self) -> dict:
-        keys = ("model", "engine", "sampling", "tir", "scheduler", "sandbox", "samples")
-        params = {k: self.config[k] for k in keys}
+        params = aimo_config.engine_params(self.config)
         # free-running: one problem's latency counts more than bit-for-bit reruns, and the
         # engine-death watch can unblock a step only with the core in a process of its own
         o = self.online
-        # the online solver's own waves and pruning (if set) over the batch workflow's
-        policy = {k: o[k] for k in ("waves", "prune") if o.get(k) is not None}
-        params["scheduler"] = dict(params["scheduler"], mode="free", **policy)
+        params["scheduler"] = dict(aimo_config.online_scheduler(self.config), mode="free")
         params["tir"] = dict(
             params["tir"],
             stop_at_answer=o["stop_at_answer"],
@@ -187,8 +188,7 @@ class OnlineSolver:
                 on_engine_death=self._died,
                 step_timeout_s=self.online["step_timeout_s"],
             )
-            solver.__enter__()
-            self.solver, self.dead = solver, False
+            self.solver, self.dead = self.stack.enter_context(solver), False
             log.info("engine and sandbox ready in %.0f s", time.monotonic() - started)
         finally:
             self.start_s = time.monotonic() - started
@@ -208,12 +208,9 @@ class OnlineSolver:
             engine.unblock(self.solver.llm)
 
     def stop(self):
-        solver, self.solver = self.solver, None
-        if solver is not None:
-            try:
-                solver.__exit__(None, None, None)
-            finally:
-                engine.shutdown(solver.llm)
+        """Stop the solver (its sandbox, then its engine); idempotent."""
+        self.solver = None
+        self.stack.close()
 
     def _ready(self) -> str | None:
         """None when the engine can take a problem, else why not. A (re)start is tried only
@@ -276,18 +273,16 @@ class OnlineSolver:
             return result
 
     def _solve(self, pid, problem, answer, started, result):
-        o, seed = self.online, self.config["samples"]["seed"]
-        requests = [
-            tir.Request(
-                f"{pid}:{s}", pid, s, tir.derive_seed(seed, pid, s), prompts.tir_messages(problem)
-            )
-            for s in range(o["samples"])
-        ]
+        o = self.online
+        requests = tir.requests(
+            [{"problem_id": pid, "problem": problem}],
+            range(o["samples"]["n"]),
+            self.config["samples"]["seed"],
+        )
         force_s = min(o["force_s"], result.budget_s / 4) if o["force_traces"] else 0.0
         try:
-            rows = self.solver.run(
-                requests, early_stop=o["early_stop"], deadline=started + result.budget_s - force_s
-            )
+            # early_stop: the online scheduler's (params)
+            rows = self.solver.run(requests, deadline=started + result.budget_s - force_s)
             if force_s and not any(in_range(r["answer_int"]) for r in rows):
                 result.forced = self._force(rows)
         except Exception:

@@ -3,6 +3,7 @@ started once, that turn TIR requests into trace rows through the scheduler, and 
 a stage's problems.
 """
 
+import contextlib
 import json
 import logging
 import threading
@@ -51,8 +52,8 @@ def stage_inputs(problems_path, trace_paths, execution_paths):
 class Solver:
     """An engine and a sandbox, started once, that turn TIR requests into trace rows.
 
-    Use as a context manager; the engine starts on entry, so a stage with nothing to do
-    should not enter one. `params` is the stage's config: its aimo.config.ENGINE_KEYS
+    Use as a context manager; the engine starts on entry and is shut down on exit, so a stage
+    with nothing to do should not enter one. `params` is the stage's config: its aimo.config.ENGINE_KEYS
     sections (aimo.config.engine_params).
     """
 
@@ -74,23 +75,25 @@ class Solver:
     def __enter__(self):
         started, eng = time.time(), self.params["engine"]
         sched = self.params.get("scheduler", {})
-        self.llm = engine.load(
-            self.model_dir,
-            dtype=self.params["model"]["dtype"],
-            max_model_len=eng["max_model_len"],
-            seed=self.params["samples"]["seed"],
-            gpu_memory_utilization=eng["gpu_memory_utilization"],
-            in_process=sched.get("mode", "deterministic") == "deterministic",
-        )
-        try:
+        # what starts is stopped in reverse on exit, or at once if a later part fails to start
+        # (no half solver): the sandbox, the watch (before the engine's shutdown, which it
+        # would take for a death), the engine
+        with contextlib.ExitStack() as stack:
+            self.llm = engine.load(
+                self.model_dir,
+                dtype=self.params["model"]["dtype"],
+                max_model_len=eng["max_model_len"],
+                seed=self.params["samples"]["seed"],
+                gpu_memory_utilization=eng["gpu_memory_utilization"],
+                in_process=sched.get("mode", "deterministic") == "deterministic",
+            )
+            stack.callback(engine.shutdown, self.llm)
             self.watch = engine.EngineWatch(on_death=self.on_engine_death)
-            self.sandbox = Sandbox(Limits(**self.params["sandbox"]), workers=self.threads)
-            self.sandbox.__enter__()
-        except BaseException:  # no half solver: what started stops
-            if getattr(self, "watch", None) is not None:
-                self.watch.stop()
-            engine.shutdown(self.llm)
-            raise
+            stack.callback(self.watch.stop)
+            self.sandbox = stack.enter_context(
+                Sandbox(Limits(**self.params["sandbox"]), workers=self.threads)
+            )
+            self.started = stack.pop_all()
         if self.on_engine_death is not None and self.step_timeout_s:
             self._watch_steps()
         self.stats["engine_start_s"] = time.time() - started
@@ -122,8 +125,7 @@ class Solver:
         threading.Thread(target=watch, name="engine-step-watch", daemon=True).start()
 
     def __exit__(self, *exc):
-        self.watch.stop()
-        self.sandbox.__exit__(*exc)
+        return self.started.__exit__(*exc)
 
     def run(self, requests, early_stop=None, deadline=None) -> list[dict]:
         """Trace rows for `requests`, in order. `early_stop` and `deadline` default to the

@@ -1,4 +1,4 @@
-"""The online solver and main.py's `predict` on the tiny model, called the way Kaggle's AIMO3
+"""The online run and main.py's `predict` on the tiny model, called the way Kaggle's AIMO3
 gateway calls it: from a worker thread, rows shuffled, one-row polars Series per column. The
 harness is the project's own, written from ../shared/notes/aimo3-interface.md (Kaggle's code is
 not on PyPI and is never copied here)."""
@@ -26,7 +26,7 @@ import main  # noqa: E402
 from aimo import config as aimo_config
 from aimo import prompts
 from aimo import solver as aimo_solver
-from aimo.online import OnlineSolver, TimeBank, final_answer
+from aimo.online import OnlineRun, TimeBank, final_answer
 from aimo.schemas import PROBLEMS, TRACES
 from aimo.tables import read_metadata, read_table
 
@@ -34,8 +34,9 @@ pytestmark = pytest.mark.slow
 
 OVERLAY = """
 sampling: {{max_tokens: 96}}
-online: {{samples: 4, early_stop: 2, budget_s: {budget}, problems: 40, min_s: {min_s}, max_s: 60,
-          reserve_s: 1, tail_s: 2, run_dir: {run_dir}}}
+online: {{samples: {{n: 4}}, scheduler: {{early_stop: 2}}, budget_s: {budget},
+          expected_problems: 40, min_s: {min_s}, max_s: 60, reserve_s: 1, tail_s: 2,
+          run_dir: {run_dir}}}
 """
 
 
@@ -65,16 +66,16 @@ def gateway(predict, csv_path, seed=0):
 
 
 @pytest.fixture(scope="module")
-def solver(tmp_path_factory):
+def online(tmp_path_factory):
     config, _ = load_config(tmp_path_factory.mktemp("online"))
-    s = OnlineSolver(config)
+    s = OnlineRun(config)
     # started from a worker thread, as a notebook's own launcher would on the first call
     t = threading.Thread(target=s.start)
     t.start()
     t.join()
-    main._solver = s
+    main._online_run = s
     yield s
-    main._solver = None
+    main._online_run = None
     s.stop()
 
 
@@ -82,7 +83,7 @@ def test_predict_is_a_plain_function_named_predict():
     assert isinstance(main.predict, types.FunctionType) and main.predict.__name__ == "predict"
 
 
-def test_the_gateway_harness_on_the_test_file(solver):
+def test_the_gateway_harness_on_the_test_file(online):
     sub = gateway(main.predict, SHARED / "aimo3_test.csv")
     assert sorted(sub["id"].to_list()) == sorted(
         pl.read_csv(SHARED / "aimo3_test.csv")["id"].to_list()
@@ -90,10 +91,10 @@ def test_the_gateway_harness_on_the_test_file(solver):
     assert sub["answer"].dtype == pl.Int64
 
 
-def test_the_gateway_harness_on_the_reference_file(solver):
+def test_the_gateway_harness_on_the_reference_file(online):
     sub = gateway(main.predict, SHARED / "aimo3_reference.csv", seed=1)
     assert len(sub) == 10
-    run = solver.run_dir
+    run = online.run_dir
     for pid in sub["id"].to_list():
         rows = read_table(run / "traces" / f"{pid}.parquet", TRACES)
         assert rows.num_rows == 4
@@ -104,12 +105,12 @@ def test_the_gateway_harness_on_the_reference_file(solver):
     assert all(p["answer"] is not None for p in problems if p["problem_id"] in sub["id"].to_list())
 
 
-def test_bad_problems_get_the_fallback_and_nothing_escapes(solver):
+def test_bad_problems_get_the_fallback_and_nothing_escapes(online):
     empty = main.predict(pl.Series("id", ["e1"]), pl.Series("problem", [""]))
     assert empty["answer"].item(0) == 0
     long = main.predict(pl.Series("id", ["l1"]), pl.Series("problem", ["word " * 1200]))
     assert long["answer"].item(0) == 0
-    rows = read_table(solver.run_dir / "traces" / "l1.parquet", TRACES).to_pylist()
+    rows = read_table(online.run_dir / "traces" / "l1.parquet", TRACES).to_pylist()
     assert {r["finish_reason"] for r in rows} == {"prompt_too_long"}
     numeric = main.predict(pl.Series("id", [12345]), pl.Series("problem", ["What is 2 + 3?"]))
     assert numeric["id"].item(0) == "12345" and type(numeric["answer"].item(0)) is int
@@ -117,12 +118,12 @@ def test_bad_problems_get_the_fallback_and_nothing_escapes(solver):
     assert broken["answer"].item(0) == 0
 
 
-def test_the_same_problem_twice_is_answered_twice(solver):
+def test_the_same_problem_twice_is_answered_twice(online):
     for _ in range(2):
         out = main.predict(pl.Series("id", ["twice"]), pl.Series("problem", ["What is 6 times 7?"]))
         assert type(out["answer"].item(0)) is int
-    assert (solver.run_dir / "traces" / "twice.parquet").is_file()
-    assert (solver.run_dir / "traces" / "twice~2.parquet").is_file()
+    assert (online.run_dir / "traces" / "twice.parquet").is_file()
+    assert (online.run_dir / "traces" / "twice~2.parquet").is_file()
 
 
 def test_voted_answers_outside_the_range_fall_back():
@@ -201,7 +202,7 @@ def test_a_spent_bank_gives_nothing_and_the_need_follows_the_run():
 
 def test_a_spent_bank_answers_the_fallback_at_once(tmp_path):
     config, _ = load_config(tmp_path, budget=1, min_s=3)
-    s = OnlineSolver(config)
+    s = OnlineRun(config)
     time.sleep(1.1)
     started = time.monotonic()
     first = s.solve("p1", "What is 2 + 2?")
@@ -211,11 +212,11 @@ def test_a_spent_bank_answers_the_fallback_at_once(tmp_path):
     assert first.fallback and second.answer == 0
 
 
-def kill_core_mid_problem(solver):
+def kill_core_mid_problem(online):
     """SIGKILL the engine core once a problem's traces are in the engine."""
     deadline = time.monotonic() + 60
     while (
-        not solver.solver.llm.llm_engine.has_unfinished_requests() and time.monotonic() < deadline
+        not online.solver.llm.llm_engine.has_unfinished_requests() and time.monotonic() < deadline
     ):
         time.sleep(0.05)
     time.sleep(0.3)
@@ -224,20 +225,20 @@ def kill_core_mid_problem(solver):
             os.kill(p.pid, signal.SIGKILL)
 
 
-def test_a_dead_engine_falls_back_and_the_next_problem_restarts_it(solver, caplog):
-    killer = threading.Thread(target=kill_core_mid_problem, args=(solver,))
+def test_a_dead_engine_falls_back_and_the_next_problem_restarts_it(online, caplog):
+    killer = threading.Thread(target=kill_core_mid_problem, args=(online,))
     killer.start()
     long = "Write out, step by step, every prime below 500, then their sum. " * 3
-    first = solver.solve("dies", long)
+    first = online.solve("dies", long)
     killer.join()
     assert first.stopped == "engine died" and first.fallback and first.answer == 0
-    after = solver.solve("after", "What is 6 times 7?")
+    after = online.solve("after", "What is 6 times 7?")
     assert after.stopped != "engine died" and after.finished + after.cancelled == 4
     assert "starting it again" in caplog.text
 
 
-def test_a_hung_step_is_bounded_and_the_next_problem_restarts(solver, monkeypatch):
-    client = solver.solver.llm.llm_engine.engine_core
+def test_a_hung_step_is_bounded_and_the_next_problem_restarts(online, monkeypatch):
+    client = online.solver.llm.llm_engine.engine_core
     get_output, calls = client.get_output, []
 
     def hangs():  # the third step waits for outputs that never come, until unblocked
@@ -247,20 +248,20 @@ def test_a_hung_step_is_bounded_and_the_next_problem_restarts(solver, monkeypatc
         return get_output()
 
     monkeypatch.setattr(client, "get_output", hangs)
-    monkeypatch.setattr(solver.solver, "step_timeout_s", 2)
+    monkeypatch.setattr(online.solver, "step_timeout_s", 2)
     started = time.monotonic()
-    hung = solver.solve("hangs", "Write out every prime below 500, then their sum. " * 3)
+    hung = online.solve("hangs", "Write out every prime below 500, then their sum. " * 3)
     assert hung.stopped == "engine died" and hung.fallback
     assert time.monotonic() - started < 30
-    after = solver.solve("after-hang", "What is 6 times 7?")
+    after = online.solve("after-hang", "What is 6 times 7?")
     assert after.stopped != "engine died" and after.finished + after.cancelled == 4
 
 
-def test_no_answer_by_the_deadline_asks_the_longest_traces_for_one(solver, monkeypatch):
-    monkeypatch.setattr(solver.bank, "max_s", 1.0)  # the deadline comes before any box
-    monkeypatch.setitem(solver.online, "force_s", 0.5)
-    result = solver.solve("forced", "Write out every prime below 500, then their sum. " * 3)
-    rows = read_table(solver.run_dir / "traces" / "forced.parquet", TRACES).to_pylist()
+def test_no_answer_by_the_deadline_asks_the_longest_traces_for_one(online, monkeypatch):
+    monkeypatch.setattr(online.bank, "max_s", 1.0)  # the deadline comes before any box
+    monkeypatch.setitem(online.online, "force_s", 0.5)
+    result = online.solve("forced", "Write out every prime below 500, then their sum. " * 3)
+    rows = read_table(online.run_dir / "traces" / "forced.parquet", TRACES).to_pylist()
     asked = [r for r in rows if prompts.FORCE_ANSWER in r["text"]]
     assert len(asked) == 4
     for r in asked:  # the continuation is on the row: text, tokens, a round of its own
@@ -331,8 +332,8 @@ def test_a_failed_start_leaves_nothing_running_and_the_next_problem_retries(
         return enter(self)
 
     monkeypatch.setattr(aimo_solver.Sandbox, "__enter__", fails_once)
-    before = engine_pids()  # the module's solver may be running
-    s = OnlineSolver(config)
+    before = engine_pids()  # the module's online run may be running
+    s = OnlineRun(config)
     warm = threading.Thread(target=s.warm)  # as main.serve_kaggle does, beside the server
     warm.start()
     first = s.solve("p1", "What is 2 + 3?")  # waits for the warm-up, which fails
@@ -349,18 +350,18 @@ def test_a_failed_start_leaves_nothing_running_and_the_next_problem_retries(
     assert engine_pids() <= before
 
 
-def test_an_unwritable_run_folder_loses_the_record_not_the_answer(solver, caplog):
-    traces = solver.run_dir / "traces"
-    traces.rename(solver.run_dir / "traces.kept")
+def test_an_unwritable_run_folder_loses_the_record_not_the_answer(online, caplog):
+    traces = online.run_dir / "traces"
+    traces.rename(online.run_dir / "traces.kept")
     traces.write_text("not a folder")  # writes into it fail, also as root
     try:
-        result = solver.solve("nowrite", "What is 6 times 7?")
+        result = online.solve("nowrite", "What is 6 times 7?")
     finally:
         traces.unlink()
-        (solver.run_dir / "traces.kept").rename(traces)
+        (online.run_dir / "traces.kept").rename(traces)
     assert result.stopped not in ("error",) and result.finished + result.cancelled == 4
     assert "the run folder" in caplog.text
-    after = solver.solve("written", "What is 2 + 3?")
+    after = online.solve("written", "What is 2 + 3?")
     assert (traces / "written.parquet").is_file() and after.stopped != "error"
 
 
@@ -406,7 +407,7 @@ def test_main_says_what_is_wrong_in_one_line(tmp_path):
     assert "Traceback" in (tmp_path / "run/main.log").read_text()
 
 
-def test_the_engine_dying_again_while_it_restarts_costs_one_problem(solver, caplog):
+def test_the_engine_dying_again_while_it_restarts_costs_one_problem(online, caplog):
     """The engine dies mid-problem, then its new core dies while starting: that problem gets
     the fallback ("no engine"), nothing escapes, and the next problem starts it for good."""
 
@@ -421,35 +422,35 @@ def test_the_engine_dying_again_while_it_restarts_costs_one_problem(solver, capl
                     continue
             time.sleep(0.02)
 
-    killer = threading.Thread(target=kill_core_mid_problem, args=(solver,))
+    killer = threading.Thread(target=kill_core_mid_problem, args=(online,))
     killer.start()
-    first = solver.solve("dies-1", "Write out every prime below 500, then their sum. " * 3)
+    first = online.solve("dies-1", "Write out every prime below 500, then their sum. " * 3)
     killer.join()
     assert first.stopped == "engine died" and first.fallback
     stop = threading.Event()
     killer = threading.Thread(target=kill_new_core, args=(stop, engine_pids()))
     killer.start()
-    second = solver.solve("dies-2", "What is 6 times 7?")
+    second = online.solve("dies-2", "What is 6 times 7?")
     stop.set()
     killer.join()
     assert second.stopped == "no engine" and second.fallback and second.answer == 0
-    assert "starting the engine again failed" in caplog.text and solver.solver is None
-    third = solver.solve("after-2", "What is 6 times 7?")
+    assert "starting the engine again failed" in caplog.text and online.solver is None
+    third = online.solve("after-2", "What is 6 times 7?")
     assert third.stopped not in ("no engine", "engine died", "error")
     assert third.finished + third.cancelled == 4
 
 
-def test_every_trace_cut_with_a_box_in_it_still_answers(solver, monkeypatch):
+def test_every_trace_cut_with_a_box_in_it_still_answers(online, monkeypatch):
     """Every trace cancelled at the deadline, each with an answer in its text: they vote
     (online.count_cancelled), the answer is theirs, not the fallback."""
-    solver.solve("cut-src", "What is 6 times 7?")
-    rows = read_table(solver.run_dir / "traces" / "cut-src.parquet", TRACES).to_pylist()
+    online.solve("cut-src", "What is 6 times 7?")
+    rows = read_table(online.run_dir / "traces" / "cut-src.parquet", TRACES).to_pylist()
     for r, answer in zip(rows, [41, 41, 41, 7]):
         r.update(finish_reason="deadline", text=f"Counting: so far \\boxed{{{answer}}}, and ")
         r.update(answer=str(answer), answer_int=answer, problem_id="cut")
         r.update(trace_id=r["trace_id"].replace("cut-src", "cut"))
-    monkeypatch.setattr(solver.solver, "run", lambda requests, **kw: [dict(r) for r in rows])
-    result = solver.solve("cut", "What is 6 times 7?")
+    monkeypatch.setattr(online.solver, "run", lambda requests, **kw: [dict(r) for r in rows])
+    result = online.solve("cut", "What is 6 times 7?")
     assert result.cancelled == 4 and result.finished == 0 and result.stopped == "deadline"
     assert result.answer == 41 and not result.fallback and result.forced == 0
 

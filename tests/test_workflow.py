@@ -74,8 +74,9 @@ def test_kaggle_config_validates_and_plans(workflow_copy):
     from aimo import config
 
     cfg = config.load([workflow_copy / "config.yaml", workflow_copy / "config/kaggle.yaml"])
-    assert cfg["online"]["budget_s"] == 17400 and cfg["online"]["problems"] == 50
-    assert cfg["online"]["samples"] == 8 and cfg["online"]["early_stop"] == 4
+    o = cfg["online"]
+    assert o["budget_s"] == 17400 and o["expected_problems"] == 50
+    assert o["samples"]["n"] == 8 and o["scheduler"]["early_stop"] == 4
     jobs = planned_jobs(workflow_copy, "--configfile", "config.yaml", "config/kaggle.yaml")
     assert jobs["generate"] == 1 and jobs["model"] == 1
 
@@ -86,7 +87,7 @@ def test_a_bad_online_config_names_the_key(workflow_copy):
     from aimo import config
 
     bad = workflow_copy / "bad.yaml"
-    bad.write_text("online: {samples: 0}\n")
+    bad.write_text("online: {samples: {n: 0}}\n")
     with pytest.raises(ValueError, match="samples"):
         config.load([workflow_copy / "config.yaml", bad])
     bad.write_text("online: {budget: 5}\n")
