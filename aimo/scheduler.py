@@ -22,7 +22,7 @@ When a continuation joins is the schedule:
   later step follows the sandbox's wall-clock timing.
 
 The engine is `llm.llm_engine` (vLLM's synchronous V1 engine): add_request with token ids,
-step, abort_request, has_unfinished_requests. See ../shared/notes/vllm-engine.md.
+step, abort_request, has_unfinished_requests. See docs/engine.md.
 """
 
 import logging
@@ -144,42 +144,52 @@ def _close_quietly(session):
         pass
 
 
-def run(
-    llm,
-    requests,
-    sandbox,
-    sampling: dict,
-    max_rounds: int,
-    max_model_len: int,
-    stats=None,
-    *,
-    max_in_flight: int | None = None,
-    early_stop: int | None = None,
-    deadline=None,
-    clock=time.monotonic,
-    threads: int = 2,
-    check_tokens: bool = True,
-    schedule: str = "deterministic",
-    rejoin_steps: int = 4,
-    stop_at_answer: bool = False,
-    answer_after_tools: bool = False,
-    policy: policies.Policy | None = None,
-) -> list[dict]:
-    """Produce one trace row (a dict of the TRACES columns) per request, in request order.
+@dataclass(frozen=True)
+class RunOptions:
+    """How `run` makes traces: everything but the requests, their deadlines and the clock.
 
     `sampling` holds temperature, top_p and max_tokens (the completion budget of a whole
     trace, code outputs excluded); `max_rounds` bounds the code blocks run per trace.
-    `max_in_flight` bounds the traces started and not finished (default: sized from the KV
+    `max_in_flight` bounds the traces started and not finished (None: sized from the KV
     cache); requests are admitted in order, continuations never wait. `early_stop`: cancel a
-    problem's unfinished traces once this many valid answers agree. `deadline`: a `clock()`
-    time, or a dict problem_id -> time, after which a problem's traces are cancelled.
-    `schedule`: deterministic (needs an in-process engine; a block rejoins before the engine
-    step `rejoin_steps` after its launch) or free (as soon as it returns); see above.
-    `stop_at_answer`: a trace ends (finish_reason stop) as soon as its text holds a final
-    answer (a closed \\boxed{}); `answer_after_tools`: a trace that writes code once its
-    `max_rounds` blocks are used up is told so (NO_MORE_CODE, in place of the block's output)
-    and goes on once, to answer, instead of ending at its code (max_rounds). `policy`: waves,
-    stopping rule and pruning per problem (aimo.policies; default: none of them).
+    problem's unfinished traces once this many valid answers agree. `threads`: the sandbox
+    worker threads. `schedule`: deterministic (needs an in-process engine; a block rejoins
+    before the engine step `rejoin_steps` after its launch) or free (as soon as it returns);
+    see the module docstring. `stop_at_answer`: a trace ends (finish_reason stop) as soon as
+    its text holds a final answer (a closed \\boxed{}); `answer_after_tools`: a trace that
+    writes code once its `max_rounds` blocks are used up is told so (NO_MORE_CODE, in place of
+    the block's output) and goes on once, to answer, instead of ending at its code
+    (max_rounds). `policy`: waves, stopping rule and pruning per problem (aimo.policies;
+    default: none of them). `check_tokens`: check after every round that the token ids
+    decode to the text (and rebuild them when not).
+    """
+
+    sampling: dict
+    max_rounds: int
+    max_model_len: int
+    max_in_flight: int | None = None
+    early_stop: int | None = None
+    threads: int = 2
+    schedule: str = "deterministic"
+    rejoin_steps: int = 4
+    stop_at_answer: bool = False
+    answer_after_tools: bool = False
+    policy: policies.Policy = policies.Policy()
+    check_tokens: bool = True
+
+    def __post_init__(self):
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"scheduler schedule {self.schedule!r}: expected one of {SCHEDULES}")
+
+
+def run(
+    llm, requests, sandbox, options: RunOptions, stats=None, deadline=None, clock=time.monotonic
+) -> list[dict]:
+    """Produce one trace row (a dict of the TRACES columns) per request, in request order,
+    as `options` (RunOptions) say.
+
+    `deadline`: a `clock()` time, or a dict problem_id -> time, after which a problem's
+    traces are cancelled.
     `stats`, if given, accumulates where the time went: wall_s, step_s (inside the engine's
     step), idle_s (nothing in the engine while code ran), wait_s and late_blocks (the
     deterministic schedule held the engine for blocks not back when due), steps and
@@ -188,9 +198,7 @@ def run(
     and the ids were re-tokenised from the text; 0 expected) and in_flight_max.
     """
     stats = {} if stats is None else stats
-    if schedule not in SCHEDULES:
-        raise ValueError(f"scheduler schedule {schedule!r}: expected one of {SCHEDULES}")
-    if schedule == "deterministic":
+    if options.schedule == "deterministic":
         if type(llm.llm_engine.engine_core).__name__ != "InprocClient":
             raise ValueError(
                 "the deterministic schedule needs the engine core in this process: start the "
@@ -198,13 +206,10 @@ def run(
             )
         # nothing cached from earlier runs: a rerun in this process prefills as the first did
         llm.reset_prefix_cache()
-    loop = _Loop(
-        llm, sampling, max_rounds, max_model_len, sandbox, clock, threads, check_tokens, early_stop
+    loop = _Loop(llm, sandbox, options, clock)
+    cap = options.max_in_flight or default_max_in_flight(
+        llm, options.sampling, options.max_model_len
     )
-    loop.rejoin_steps = rejoin_steps if schedule == "deterministic" else None
-    loop.stop_at_answer, loop.answer_after_tools = stop_at_answer, answer_after_tools
-    loop.policy = policy or policies.Policy()
-    cap = max_in_flight or default_max_in_flight(llm, sampling, max_model_len)
     lives = loop.start(requests, deadline)
     try:
         loop.drive(lives, cap)
@@ -220,32 +225,20 @@ def run(
 class _Loop:
     runs = 0
 
-    def __init__(
-        self,
-        llm,
-        sampling,
-        max_rounds,
-        max_model_len,
-        sandbox,
-        clock,
-        threads,
-        check_tokens,
-        early_stop,
-    ):
+    def __init__(self, llm, sandbox, options: RunOptions, clock):
         self.engine, self.tok = llm.llm_engine, llm.get_tokenizer()
-        self.sampling, self.max_rounds, self.max_model_len = sampling, max_rounds, max_model_len
-        self.sandbox, self.clock, self.check, self.early_stop = (
-            sandbox,
-            clock,
-            check_tokens,
-            early_stop,
+        self.sandbox, self.clock, o = sandbox, clock, options
+        self.sampling, self.max_rounds, self.max_model_len = (
+            o.sampling,
+            o.max_rounds,
+            o.max_model_len,
         )
-        self.top_k = sampling.get("top_logprobs", 0)
-        self.pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix="aimo-tir")
+        self.check, self.early_stop, self.policy = o.check_tokens, o.early_stop, o.policy
+        self.stop_at_answer, self.answer_after_tools = o.stop_at_answer, o.answer_after_tools
+        self.rejoin_steps = o.rejoin_steps if o.schedule == "deterministic" else None  # None: free
+        self.top_k = o.sampling.get("top_logprobs", 0)
+        self.pool = ThreadPoolExecutor(max(1, o.threads), thread_name_prefix="aimo-tir")
         self.in_engine, self.in_sandbox, self.waiting = {}, {}, deque()
-        self.rejoin_steps = None  # None: the free schedule
-        self.stop_at_answer = self.answer_after_tools = False
-        self.policy = policies.Policy()
         self.step_no, self.launches = 0, 0  # engine steps taken; code blocks launched
         self.stats = Counter()
         _Loop.runs += 1

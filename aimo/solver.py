@@ -133,23 +133,21 @@ class Solver:
         started = time.time()
         sched = self.params.get("scheduler", {})
         try:
-            rows = scheduler.run(
-                self.llm,
-                requests,
-                self.sandbox,
+            options = scheduler.RunOptions(
                 self.params["sampling"],
                 self.params["tir"]["max_rounds"],
                 self.params["engine"]["max_model_len"],
-                self.stats,
-                threads=self.threads,
                 max_in_flight=sched.get("max_in_flight"),
                 early_stop=sched.get("early_stop") if early_stop is None else early_stop,
-                deadline=deadline,
+                threads=self.threads,
                 schedule=sched.get("mode", "deterministic"),
                 rejoin_steps=sched.get("rejoin_steps", 4),
                 stop_at_answer=self.params["tir"].get("stop_at_answer", False),
                 answer_after_tools=self.params["tir"].get("answer_after_tools", False),
                 policy=policies.Policy.from_config(sched),
+            )
+            rows = scheduler.run(
+                self.llm, requests, self.sandbox, options, self.stats, deadline=deadline
             )
         except Exception:
             # vLLM may notice a dead engine core before the watch does: say which one died

@@ -252,18 +252,15 @@ def main():
             if mode == "lockstep":
                 rows = lockstep(llm, requests, sandbox, sampling, rounds, max_len, stats)
             elif mode in scheduler.SCHEDULES:
-                rows = scheduler.run(
-                    llm,
-                    requests,
-                    sandbox,
+                options = scheduler.RunOptions(
                     sampling,
                     rounds,
                     max_len,
-                    stats,
                     max_in_flight=sched.get("max_in_flight"),
                     schedule=mode,
                     rejoin_steps=sched.get("rejoin_steps", 4),
                 )
+                rows = scheduler.run(llm, requests, sandbox, options, stats)
             elif mode == "raw":
                 raw(llm, requests, sampling, stats)
             else:

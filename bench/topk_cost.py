@@ -54,15 +54,8 @@ def main():
             for k in (0, args.k):
                 sampling = dict(cfg["sampling"], top_logprobs=k, max_tokens=args.max_tokens)
                 stats = {}
-                rows = scheduler.run(
-                    solver.llm,
-                    requests,
-                    solver.sandbox,
-                    sampling,
-                    0,
-                    cfg["engine"]["max_model_len"],
-                    stats,
-                )
+                options = scheduler.RunOptions(sampling, 0, cfg["engine"]["max_model_len"])
+                rows = scheduler.run(solver.llm, requests, solver.sandbox, options, stats)
                 tokens = sum(r["completion_tokens"] for r in rows)
                 runs[k].append(tokens / stats["wall_s"])
                 texts.setdefault(k, [r["text"] for r in rows])

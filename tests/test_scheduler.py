@@ -71,9 +71,13 @@ def sandbox():
         yield sb
 
 
-def run(llm, sandbox, reqs, max_rounds=3, max_model_len=1024, sampling=SAMPLING, **kw):
+def run(
+    llm, sandbox, reqs, max_rounds=3, max_model_len=1024, sampling=SAMPLING, deadline=None, **kw
+):
+    """scheduler.run with these options (scheduler.RunOptions' keywords in `kw`)."""
     stats = {}
-    rows = scheduler.run(llm, reqs, sandbox, sampling, max_rounds, max_model_len, stats, **kw)
+    options = scheduler.RunOptions(sampling, max_rounds, max_model_len, **kw)
+    rows = scheduler.run(llm, reqs, sandbox, options, stats, deadline=deadline)
     return rows, stats
 
 
