@@ -5,16 +5,19 @@ Reads the same inputs as the vote (problems, trace shards, execution shards) and
 rule's output paths (by default the usual names in `out_dir`), atomically:
 
 * `metrics.parquet` (schemas.METRICS): the at-k curve of every strategy over random subsets of
-  the generate samples (curve "subset"), pass@k with the unbiased estimator (curve "pass",
-  strategy "pass@k"), and each strategy's accuracy with every candidate, reflexion and critique
-  rows included (curve "full", k = N, with its bootstrap interval; strategy "pass@k" there: some
-  candidate is right, the best any vote could do);
+  the generate samples that can vote (curve "subset", aimo.subsets: the strategy's own query, so
+  at k = N it is the full vote), pass@k with the unbiased estimator over the same rows (curve
+  "pass", strategy "pass@k"), and each strategy's accuracy with every candidate, reflexion and
+  critique rows included (curve "full", k = N, with its bootstrap interval; strategy "pass@k"
+  there: some candidate that can vote is right, the best any vote could do);
 * `per_problem.parquet` (correct answer, answer distribution, voted answer per strategy, rank of
-  the correct answer under the weighted vote, ...);
+  the correct answer under the submission's strategy, vote.strategy, ...);
 * `report.md`, `maj_at_k.png`, `accuracy_vs_tokens.png`, `selection.png` (aimo.report).
 
-Every strategy is voted side by side, with the same total tie order (rank.sql). The estimators
-are in aimo.curves (numpy only); this module gathers the numbers with DuckDB and writes them.
+Every strategy is voted side by side, with the same total tie order (rank.sql). "Can vote" is
+the vote's own row rule (candidates.sql's `counted`: no cancelled row unless
+vote.count_cancelled, never a pruned one). pass@k and the bootstrap are in aimo.curves (numpy
+only); this module gathers the numbers with DuckDB and writes them.
 """
 
 from __future__ import annotations
@@ -26,14 +29,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from aimo import curves as est
-from aimo.report import plots, report
+from aimo.report import Results, plots, report
 from aimo.schemas import METRICS, per_problem_schema
+from aimo.strategies import NAMES, check, load_sql
+from aimo.subsets import subset_curves
 from aimo.tables import write_table, write_text
-from aimo.vote import FULL_ONLY, STRATEGIES, Candidates, VoteSettings, check_strategies, load_sql
+from aimo.vote import Candidates, VoteSettings
 
 __all__ = ["evaluate", "OUTPUTS", "PER_PROBLEM"]
 
-PER_PROBLEM = per_problem_schema(STRATEGIES)
+PER_PROBLEM = per_problem_schema(NAMES)
 # the files written, by the evaluate rule's output names
 OUTPUTS = {
     "metrics": "metrics.parquet",
@@ -67,7 +72,7 @@ def evaluate(
     (PROBLEMS.answer null) are left out of every accuracy; when no answer is known the files
     are still written, with a note instead of numbers.
     """
-    strategies = check_strategies(STRATEGIES if strategies is None else strategies)
+    strategies = check(NAMES if strategies is None else strategies)
     settings = VoteSettings.of(settings)
     try:
         n_subsets = int(n_subsets)
@@ -86,8 +91,10 @@ def evaluate(
     for p in paths.values():
         p.parent.mkdir(parents=True, exist_ok=True)
 
-    g = _gather(problems_path, trace_paths, execution_paths, settings, strategies)
-    s = _score(g, strategies, ks, n_subsets, seed, settings)
+    g = _gather(
+        problems_path, trace_paths, execution_paths, settings, strategies, ks, n_subsets, seed
+    )
+    s = _score(g, strategies, seed)
     note = "" if s["n_known"] else "no problem has a known answer: nothing to score"
     metrics = write_table(
         s["metrics"],
@@ -110,45 +117,39 @@ def evaluate(
         schema,
         metadata={"note": note},
     )
-    text = report(
-        strategies,
-        s["curves"],
-        s["grid"],
-        ks,
-        s["N"],
-        s["hit"],
-        len(g["pids"]),
-        s["n_known"],
-        g["by_source"],
-        n_subsets,
-        g["params"],
-        s["selection"],
+    shown = Results(
+        strategies=strategies,
+        curves=s["curves"],
+        grid=s["grid"],
+        ks=ks,
+        N=s["N"],
+        hit=s["hit"],
+        n_problems=len(g["pids"]),
+        n_known=s["n_known"],
+        by_source=g["by_source"],
+        n_subsets=n_subsets,
+        params=g["params"],
+        tok_k=s["tok_k"],
+        full_tokens=s["full_tokens"],
+        selection=s["selection"],
     )
+    text = report(shown)
     write_text(text, paths["report"])
-    plots(
-        paths,
-        strategies,
-        s["curves"],
-        s["grid"],
-        s["tok_k"],
-        s["hit"],
-        s["n_known"],
-        s["full_tokens"],
-        n_subsets,
-        s["selection"],
-    )
+    plots(paths, shown)
     return {"metrics": metrics, "per_problem": per_problem, "report": text}
 
 
-def _gather(problems_path, trace_paths, execution_paths, settings, strategies) -> dict:
-    """Everything the evaluation reads, from one DuckDB pass over the candidates."""
+def _gather(problems_path, trace_paths, execution_paths, settings, strategies, ks, n_subsets, seed):
+    """Everything the evaluation reads, from one DuckDB pass over the candidates, the at-k
+    curves included (they run the strategies' queries)."""
+    voted = list(dict.fromkeys([*strategies, settings.strategy]))  # correct_rank's too
     with Candidates(
         problems_path,
         trace_paths,
         execution_paths,
         settings,
         extra_trace_columns=("sample", "completion_tokens"),
-        strategies=strategies,
+        strategies=voted,
         materialise=True,
     ) as cands:
         con = cands.con
@@ -156,8 +157,9 @@ def _gather(problems_path, trace_paths, execution_paths, settings, strategies) -
         g = {
             "params": cands.params,
             "problems": problems,
+            "pids": problems.column("problem_id"),
             "votes": {s: cands.votes(s) for s in strategies},
-            "tallies": cands.tallies("weighted") if "weighted" in strategies else None,
+            "tallies": cands.tallies(settings.strategy),
             "stats": con.sql(load_sql("eval_problems")).to_arrow_table(),
             "dist": con.sql(
                 "SELECT problem_id, answer_int, count(*) AS n FROM candidates "
@@ -168,21 +170,20 @@ def _gather(problems_path, trace_paths, execution_paths, settings, strategies) -
                 "FROM candidates GROUP BY source"
             ).fetchall(),
         }
-        known_ids = problems.filter(pc.is_valid(problems.column("answer"))).sort_by("problem_id")
-        index = pa.table(
-            {
-                "problem_id": known_ids.column("problem_id"),
-                "pidx": pa.array(np.arange(known_ids.num_rows), pa.int64()),
-            }
-        )
-        con.register("problem_index", index)
-        g["rows"] = con.sql(load_sql("eval_rows")).fetchnumpy()
-    g["known_ids"] = known_ids
-    g["pids"] = problems.column("problem_id")
+        known = pc.is_valid(problems.column("answer")).to_numpy(zero_copy_only=False)
+        n_pool = np.array(_by_problem(g["stats"], g["pids"], "n_pool"), dtype=np.int64)
+        # N: the most generate rows that can vote in a problem with a known answer
+        g["N"] = int(n_pool[known].max(initial=0)) if known.any() else int(n_pool.max(initial=0))
+        g["grid"] = est.k_grid(g["N"], ks)
+        g["curves"] = {}
+        if known.any() and len(g["grid"]):
+            g["curves"] = subset_curves(
+                cands, strategies, g["grid"], int(known.sum()), n_subsets, seed
+            )
     return g
 
 
-def _score(g, strategies, ks, n_subsets, seed, settings) -> dict:
+def _score(g, strategies, seed) -> dict:
     """Accuracy per strategy (full and at k), pass@k, the selection loss and its spread."""
     pids, problems = g["pids"], g["problems"]
     known = pc.is_valid(problems.column("answer")).to_numpy(zero_copy_only=False)
@@ -191,8 +192,8 @@ def _score(g, strategies, ks, n_subsets, seed, settings) -> dict:
     )
     n_known = int(known.sum())
     st = {c: _by_problem(g["stats"], pids, c) for c in g["stats"].column_names if c != "problem_id"}
-    n_gen = np.array(st["n_generate"], dtype=np.int64)
-    c_gen = np.array(st["n_correct_generate"], dtype=np.int64)
+    n_pool = np.array(st["n_pool"], dtype=np.int64)
+    c_pool = np.array(st["n_correct_pool"], dtype=np.int64)
     gen_tokens = np.array(st["generate_tokens"], dtype=np.float64)
     all_tokens = np.array(st["completion_tokens"], dtype=np.float64)
     voted = {s: _by_problem(g["votes"][s], pids, "answer", None) for s in strategies}
@@ -205,39 +206,16 @@ def _score(g, strategies, ks, n_subsets, seed, settings) -> dict:
     }  # a loop over problems, not rows
 
     known_idx = np.flatnonzero(known)
-    kid = (
-        pc.index_in(g["known_ids"].column("problem_id"), value_set=pids)
-        .to_numpy(zero_copy_only=False)
-        .astype(np.int64)
-    )  # pidx -> row of the problems table
-    N = int(n_gen[known_idx].max(initial=0)) if n_known else int(n_gen.max(initial=0))
-    grid = est.k_grid(N, ks)
-    curves, rows = {}, []
+    N, grid = g["N"], g["grid"]
+    curves, rows = dict(g["curves"]), []
     tok_k = np.zeros(len(grid))
     full_tokens = float(all_tokens[known_idx].sum())
     if n_known and len(grid):
-        r = g["rows"]
-        code, cls, classes, code_problem, code_answer = est.number_answers_and_classes(r)
-        curves = est.subset_curves(
-            r["pidx"],
-            code,
-            cls,
-            {c: r[c] for c in est.ROW_WEIGHTS.values()},
-            classes,
-            code_problem,
-            code_answer,
-            correct_int[kid],
-            grid,
-            [s for s in strategies if s not in FULL_ONLY],
-            n_subsets=n_subsets,
-            seed=seed,
-            mix=settings.mix,
-        )
-        curves["pass@k"] = est.pass_at_k_mean(n_gen[kid], c_gen[kid], grid)
+        curves["pass@k"] = est.pass_at_k_mean(n_pool[known_idx], c_pool[known_idx], grid)
         # expected completion tokens of k-subsets: a problem spends min(k, n)/n of its total
-        n_k = n_gen[kid][:, None]
+        n_k = n_pool[known_idx][:, None]
         tok_k = (
-            np.minimum(grid[None, :], n_k) / np.maximum(n_k, 1) * gen_tokens[kid][:, None]
+            np.minimum(grid[None, :], n_k) / np.maximum(n_k, 1) * gen_tokens[known_idx][:, None]
         ).sum(axis=0)
         for s, acc in curves.items():
             for k, a, t in zip(grid, acc, tok_k):
@@ -253,7 +231,8 @@ def _score(g, strategies, ks, n_subsets, seed, settings) -> dict:
                 )
     selection = None
     if n_known:
-        some_right = np.array([(c or 0) > 0 for c in st["n_correct"]], dtype=bool) & known
+        # the oracle: some row that can vote is right (the vote's row rule, as pass@k's)
+        some_right = np.array([(c or 0) > 0 for c in st["n_correct_counted"]], dtype=bool) & known
         kh = {s: hit[s][known_idx] for s in strategies}
         base = BASELINE if BASELINE in hit else strategies[0]
         spread = est.bootstrap(
@@ -303,11 +282,7 @@ def _score(g, strategies, ks, n_subsets, seed, settings) -> dict:
 
 def _per_problem(g, s, strategies) -> dict:
     pids, known = g["pids"], s["known"]
-    rank = (
-        _correct_rank(g["tallies"], pids, s["correct_int"], known)
-        if g["tallies"] is not None
-        else np.full(len(pids), -1)
-    )
+    rank = _correct_rank(g["tallies"], pids, s["correct_int"], known)
     st = s["st"]
     pp = {
         "problem_id": pids.to_pylist(),
@@ -358,7 +333,8 @@ def _distribution(dist: pa.Table, pids, top=10) -> list:
 
 
 def _correct_rank(tallies, pids, correct_int, known) -> np.ndarray:
-    """Rank (1 = winner) of the correct answer in the weighted vote's order; -1 if absent."""
+    """Rank (1 = winner) of the correct answer in the order of `tallies` (the submission's
+    strategy, rank.sql's order); -1 if absent."""
     P = len(pids)
     out = np.full(P, -1, dtype=np.int64)
     if tallies.num_rows == 0:

@@ -5,13 +5,43 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from aimo.tables import atomic_path
 
-__all__ = ["report", "plots"]
+__all__ = ["Results", "report", "plots"]
+
+
+@dataclass(frozen=True)
+class Results:
+    """The numbers the report and the plots show, as aimo.evaluate computed them.
+
+    strategies: the names voted; curves: {strategy or "pass@k": accuracy over grid} (the at-k
+    curves); grid: their k-points; ks: the k of the report's table (config evaluate.ks); N: the
+    most generate samples that can vote in one problem; hit: {strategy: bool per problem, the
+    full vote right}; n_problems, n_known: problems, and those with a known answer; by_source:
+    [(source, traces, completion tokens)]; n_subsets: random subsets per k; params: the vote's
+    weights; tok_k: expected completion tokens per k-point; full_tokens: those of every
+    candidate; selection: the oracle and the bootstrap spread (None without a known answer).
+    """
+
+    strategies: list
+    curves: dict
+    grid: np.ndarray
+    ks: list
+    N: int
+    hit: dict
+    n_problems: int
+    n_known: int
+    by_source: list
+    n_subsets: int
+    params: dict
+    tok_k: np.ndarray
+    full_tokens: float
+    selection: dict | None = None
 
 
 def _save_png(fig, path: Path):
@@ -33,20 +63,11 @@ def _pct(x) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
 
 
-def plots(
-    paths: dict,
-    strategies,
-    curves,
-    grid,
-    tok_k,
-    hit,
-    n_known,
-    full_tokens,
-    n_subsets,
-    selection=None,
-):
+def plots(paths: dict, r: Results):
     """Write maj_at_k, tokens (accuracy vs tokens) and selection (accuracy per strategy with
     its spread, against the best possible pick) to their `paths`."""
+    strategies, curves, grid, tok_k, hit = r.strategies, r.curves, r.grid, r.tok_k, r.hit
+    n_known, full_tokens, n_subsets, selection = r.n_known, r.full_tokens, r.n_subsets, r.selection
     import matplotlib
 
     matplotlib.use("Agg")
@@ -149,15 +170,16 @@ def _plain_ticks(ax, grid):
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
-def report(
-    strategies, curves, grid, ks, N, hit, P, n_known, by_source, n_subsets, params, selection=None
-) -> str:
+def report(r: Results) -> str:
     """The evaluation's Markdown text."""
+    strategies, curves, grid, ks, N, hit = r.strategies, r.curves, r.grid, r.ks, r.N, r.hit
+    P, n_known, by_source, n_subsets = r.n_problems, r.n_known, r.by_source, r.n_subsets
+    params, selection = r.params, r.selection
     counts = {s: (n, t) for s, n, t in by_source}
     lines = ["# Evaluation", ""]
     lines.append(
         f"{P} problems, {n_known} with a known answer; up to N = {N} generate samples "
-        "per problem; candidates by source: "
+        "that can vote per problem; candidates by source: "
         + ", ".join(
             f"{s} {counts.get(s, (0, 0))[0]}" for s in ("generate", "reflexion", "critique")
         )
@@ -195,7 +217,7 @@ def report(
             lines += ["", _selection(strategies, hit, n_known, selection)]
         lines += [
             "",
-            f"## Accuracy at k (generate samples only; the mean over {n_subsets} "
+            f"## Accuracy at k (generate samples that can vote only; the mean over {n_subsets} "
             "random k-subsets per problem; pass@k unbiased)",
             "",
         ]

@@ -135,7 +135,9 @@ def per_problem_schema(strategies) -> pa.Schema:
         pa.field("n_valid", pa.int64()),  # candidates with an answer in [0, 99999]
         pa.field("n_correct", pa.int64()),  # candidates whose answer is the correct one
         pa.field("distribution", pa.string()),  # "answer:count, ..." by count, top 10
-        pa.field("correct_rank", pa.int64()),  # 1 = the weighted vote's winner; null if absent
+        pa.field(
+            "correct_rank", pa.int64()
+        ),  # 1 = the submission strategy's winner; null if absent
         pa.field("completion_tokens", pa.int64()),
     ]
     for s in strategies:

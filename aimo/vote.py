@@ -1,9 +1,10 @@
 """Voting over many sampled solutions per problem, in DuckDB.
 
-Each strategy is one query in `aimo/sql/<strategy>.sql` over `candidates.sql` (one row per trace
-with its weight under every strategy); `rank.sql` turns the per-answer tallies into one VOTES row
-per problem with a total tie-break order (higher score, then more votes, then the smaller answer).
-The queries take their weights as DuckDB prepared parameters. See docs/answers_and_votes.md.
+Each strategy (declared once, in aimo/strategies.py) is one query in `aimo/sql/` over
+`candidates.sql` (one row per trace with its weight under every strategy); `rank.sql` turns the
+per-answer tallies into one VOTES row per problem with a total tie-break order (higher score,
+then more votes, then the smaller answer). The queries take their weights as DuckDB prepared
+parameters. See docs/answers_and_votes.md.
 
 Inputs are checked before any vote: every shard must exist, be Parquet, have the columns the vote
 reads with compatible types, and name only the known sources; a path may not be given twice and
@@ -19,7 +20,6 @@ import dataclasses
 import math
 import re
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 import duckdb
@@ -28,6 +28,8 @@ import pyarrow.parquet as pq
 
 from aimo.answers import ANSWER_MAX, ANSWER_MIN
 from aimo.schemas import CANCELLED, EXECUTIONS, PROBLEMS, TRACES, VOTES
+from aimo.strategies import BY_NAME, DEFAULT, NAMES, load_sql, strategy_sql
+from aimo.strategies import check as check_strategies
 from aimo.tables import read_table, write_table
 
 __all__ = [
@@ -43,37 +45,12 @@ __all__ = [
     "Candidates",
 ]
 
-STRATEGIES = (
-    "weighted",
-    "majority",
-    "logprob",
-    "verified",
-    "entropy",
-    "tail_entropy",
-    "share_confidence",
-    "filter_min_conf",
-    "filter_tail_conf",
-)
-# strategies with no at-k subset curve yet (aimo/curves.py): the full vote only
-FULL_ONLY = ("filter_min_conf", "filter_tail_conf")
+STRATEGIES = NAMES  # declared once, in aimo/strategies.py
 DEFAULT_WEIGHTS = {"invalid": 0.0, "clean_code": 2.0, "other": 1.0}
 # share_confidence: vote share, confidence and consensus mixed (candidates.sql); the defaults
 # are the AIMO3 2nd place's write-up (2.0 / 0.3 / 0.5)
 DEFAULT_MIX = {"share": 2.0, "confidence": 0.3, "consensus": 0.5}
 SOURCES = ("generate", "reflexion", "critique")
-# which execution flags (see candidates.sql) each strategy reads; the others are set to false
-# so that DuckDB does not pay a join on trace_id that nobody reads
-NEEDS = {
-    "weighted": {"clean"},
-    "majority": set(),
-    "logprob": set(),
-    "verified": {"clean", "verified"},
-    "entropy": set(),
-    "tail_entropy": set(),
-    "share_confidence": {"verified"},
-    "filter_min_conf": set(),
-    "filter_tail_conf": set(),
-}
 
 
 def family(typ: pa.DataType) -> str:
@@ -135,27 +112,6 @@ _UNPRUNED_SQL = "coalesce(t.finish_reason <> 'pruned', true)"
 _DUCK_TYPES = {"string": "VARCHAR", "integer": "BIGINT", "floating": "DOUBLE", "boolean": "BOOLEAN"}
 
 
-def load_sql(name: str) -> str:
-    """The text of `aimo/sql/<name>.sql`."""
-    try:
-        return resources.files("aimo").joinpath("sql", f"{name}.sql").read_text(encoding="utf-8")
-    except FileNotFoundError:  # pragma: no cover - a broken install
-        return (Path(__file__).parent / "sql" / f"{name}.sql").read_text(encoding="utf-8")
-
-
-def check_strategies(strategies) -> list[str]:
-    """`strategies` (a name or names) as a list, each a known strategy; else a ValueError."""
-    if isinstance(strategies, str):
-        strategies = [strategies]
-    strategies = list(strategies)
-    bad = [s for s in strategies if s not in STRATEGIES]
-    if bad or not strategies:
-        raise ValueError(
-            f"unknown strategy {bad or strategies!r}; valid strategies: {', '.join(STRATEGIES)}"
-        )
-    return strategies
-
-
 def _numbers(what: str, given, defaults: dict) -> dict:
     """`defaults` updated with `given`, every value a finite number >= 0; else a ValueError."""
     merged = dict(defaults)
@@ -190,7 +146,7 @@ class VoteSettings:
     Checked once, on creation (a ValueError names the bad key).
     """
 
-    strategy: str = "share_confidence"  # the vote benchmark's winner (README)
+    strategy: str = DEFAULT
     weights: dict = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
     critique_weight: float = 1.0
     critique_replace: bool = False
@@ -362,12 +318,13 @@ class Candidates:
         execution_paths,
         settings=None,
         extra_trace_columns=(),
-        strategies=STRATEGIES,
+        strategies=None,
         materialise=False,
     ):
         self.settings = settings = VoteSettings.of(settings)
         self.params = {**settings.params(), "answer_min": ANSWER_MIN, "answer_max": ANSWER_MAX}
-        strategies = check_strategies(strategies)
+        # the one check of a vote's strategies (settings.strategy was checked with the settings)
+        strategies = [settings.strategy] if strategies is None else check_strategies(strategies)
         self.strategies = strategies
         self._tallies = {}
         self.con = duckdb.connect()
@@ -389,17 +346,18 @@ class Candidates:
             _check_shard(p, EXECUTION_COLUMNS, "execution")
         self._view("trace_rows", self.trace_paths, trace_cols)
         self._view("executions", self.execution_paths, EXECUTION_COLUMNS)
-        needs = set().union(*(NEEDS[s] for s in strategies))
+        needs = set().union(*(BY_NAME[s].needs for s in strategies))
         flags = {
             name: (_FLAG_SQL[name] if name in needs and self.execution_paths else "false")
             for name in ("clean", "verified")
         }
-        counted = [_COUNTED_SQL] if settings.critique_replace else []
-        counted += [_UNPRUNED_SQL] if settings.count_cancelled else [_FINISHED_SQL]
-        counted = " AND ".join(counted) or "true"
+        # can_vote: the row rule alone; counted: that, and not replaced by a critique
+        can_vote = _UNPRUNED_SQL if settings.count_cancelled else _FINISHED_SQL
+        counted = f"{can_vote} AND {_COUNTED_SQL}" if settings.critique_replace else can_vote
         self.con.execute(
             f"CREATE TEMP VIEW traces AS SELECT t.*, {flags['clean']} AS clean, "
-            f"{flags['verified']} AS verified, {counted} AS counted FROM trace_rows AS t"
+            f"{flags['verified']} AS verified, {can_vote} AS can_vote, {counted} AS counted "
+            "FROM trace_rows AS t"
         )
         self._check_unique_traces()
         self.materialised = False
@@ -412,7 +370,7 @@ class Candidates:
                     "CREATE TEMP TABLE candidates AS SELECT * EXCLUDE (trace_id, parent_id, "
                     "mean_logprob, mean_entropy, tail_entropy, min_conf, tail_conf, clean, "
                     f"source_weight) FROM (\n{sql}\n)",
-                    self._params(sql),
+                    self.sql_params(sql),
                 )
             )
             self.materialised = True
@@ -468,7 +426,7 @@ class Candidates:
                 f"{', '.join(f[0] for f in files)}; overlapping shards would count it twice"
             )
 
-    def _params(self, sql: str) -> dict:
+    def sql_params(self, sql: str) -> dict:
         """The weights that `sql` uses as $parameters (comments do not count)."""
         code = re.sub(r"--[^\n]*", "", sql)
         used = set(re.findall(r"\$([A-Za-z_]\w*)", code))
@@ -480,7 +438,7 @@ class Candidates:
             sql = strategy_sql
         else:
             sql = f"WITH candidates AS (\n{load_sql('candidates')}\n)\n{strategy_sql}"
-        params = self._params(sql)
+        params = self.sql_params(sql)
         params.update(extra_params or {})
         return self.con.sql(sql, params=params)
 
@@ -497,7 +455,7 @@ class Candidates:
                 f"candidates (declared: {self.strategies})"
             )
         if strategy not in self._tallies:
-            table = self.arrow(load_sql(strategy))
+            table = self.arrow(strategy_sql(strategy))
             self._check_problems(table)
             self._tallies[strategy] = table
         return self._tallies[strategy]
@@ -533,24 +491,27 @@ class Candidates:
 
 
 def vote_table(
-    problems_path, trace_paths, execution_paths, strategies=None, settings=None
+    problems_path, trace_paths, execution_paths, settings=None, strategies=None
 ) -> pa.Table:
-    """VOTES rows for every strategy in `strategies` (default: all), stacked, as one table.
+    """VOTES rows of `settings.strategy`, or of every strategy in `strategies`, stacked.
 
-    `settings`: a VoteSettings or a config's `vote` section (default: the defaults). One row per
+    `settings`: a VoteSettings or a config's `vote` section (default: the defaults);
+    `strategies`: names to vote side by side (default: the settings' own). One row per
     (problem, strategy), problems in problem_id order within each strategy.
     """
-    strategies = check_strategies(STRATEGIES if strategies is None else strategies)
+    if isinstance(settings, (list, tuple, str)):
+        # the old order (strategies, settings): aimo/online.py calls it so until it moves
+        settings, strategies = strategies, settings
     with Candidates(
         problems_path,
         trace_paths,
         execution_paths,
         settings,
         strategies=strategies,
-        materialise=len(strategies) > 1,
+        materialise=strategies is not None and len(strategies) > 1,
     ) as cands:
-        tables = [cands.votes(s) for s in strategies]
-    return pa.concat_tables(tables) if tables else VOTES.empty_table()
+        tables = [cands.votes(s) for s in cands.strategies]
+    return pa.concat_tables(tables)
 
 
 def vote(problems_path, trace_paths, execution_paths, out_path, settings=None) -> pa.Table:
@@ -560,7 +521,7 @@ def vote(problems_path, trace_paths, execution_paths, out_path, settings=None) -
     table written; its metadata holds the settings.
     """
     settings = VoteSettings.of(settings)
-    table = vote_table(problems_path, trace_paths, execution_paths, [settings.strategy], settings)
+    table = vote_table(problems_path, trace_paths, execution_paths, settings)
     return write_table(
         table,
         out_path,

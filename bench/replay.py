@@ -102,8 +102,7 @@ def default_vote(out: Path, files, cfg, n: int) -> dict:
             e = e.filter(pc.is_in(e["trace_id"], value_set=pa.array(sorted(keep))))
             pq.write_table(e, Path(tmp, "e" + f.name))
             execs.append(Path(tmp, "e" + f.name))
-        strategy = cfg["vote"]["strategy"]
-        table = vote_table(out / "problems.parquet", traces, execs, [strategy], cfg["vote"])
+        table = vote_table(out / "problems.parquet", traces, execs, cfg["vote"])
     return {r["problem_id"]: r["answer"] for r in table.to_pylist()}
 
 

@@ -151,8 +151,8 @@ def score(
             workdir / "results" / "problems.parquet",
             [f"{tmp}/t.parquet"],
             [f"{tmp}/e.parquet"],
-            ["weighted", "logprob"],
             settings.replace(critique_replace=replaces),
+            strategies=["weighted", "logprob"],
         ).to_pylist()
     voted = {(v["strategy"], v["problem_id"]): v["answer"] for v in votes}
     given = set(zip(traces["problem_id"].to_pylist(), traces["answer_int"].to_pylist()))

@@ -11,7 +11,7 @@ from aimo.curves import k_grid, pass_at_k, pass_at_k_mean
 from aimo.evaluate import evaluate
 from aimo.schemas import EXECUTIONS, METRICS, PROBLEMS, TRACES
 from aimo.tables import read_metadata, write_table
-from aimo.vote import FULL_ONLY, STRATEGIES, vote_table
+from aimo.vote import STRATEGIES, vote_table
 
 OUTPUTS = (
     "metrics.parquet",
@@ -193,15 +193,18 @@ def test_subset_curve_at_full_n_equals_the_generate_vote(tmp_path, replaces):
     res = evaluate(*paths, tmp_path / "out", n_subsets=3, settings={"critique_replace": replaces})
     gen_only = [t for t in traces if t["source"] == "generate"]
     write_table(gen_only, tmp_path / "gen.parquet", TRACES)
-    votes = vote_table(paths[0], [tmp_path / "gen.parquet"], paths[2]).to_pylist()
+    votes = vote_table(
+        paths[0], [tmp_path / "gen.parquet"], paths[2], strategies=STRATEGIES
+    ).to_pylist()
     truth = dict(problems)
     for s in STRATEGIES:
         want = np.mean([v["answer"] == truth[v["problem_id"]] for v in votes if v["strategy"] == s])
-        if s not in FULL_ONLY:  # the filter strategies have no subset curve (issue 23)
-            assert metric(res["metrics"], s, 10) == pytest.approx(want), s
+        assert metric(res["metrics"], s, 10) == pytest.approx(want), s
         full = [
             v
-            for v in vote_table(*paths, settings={"critique_replace": replaces}).to_pylist()
+            for v in vote_table(
+                *paths, {"critique_replace": replaces}, strategies=STRATEGIES
+            ).to_pylist()
             if v["strategy"] == s
         ]
         want_full = np.mean([v["answer"] == truth[v["problem_id"]] for v in full])
@@ -252,7 +255,7 @@ def test_files_written(tmp_path):
     assert "| weighted | 33.3% | 1/3 |" in report  # a right; b, c wrong
     assert (
         "| k | weighted@k | majority@k | logprob@k | verified@k | entropy@k | tail_entropy@k "
-        "| share_confidence@k | pass@k |"
+        "| share_confidence@k | filter_min_conf@k | filter_tail_conf@k | pass@k |"
     ) in report
     for k in (1, 2, 4, 6):  # k = 1, the configured ks and N
         assert f"\n| {k} | " in report

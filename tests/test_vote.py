@@ -7,6 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from aimo.schemas import EXECUTIONS, PROBLEMS, TRACES, VOTES
+from aimo.strategies import DECLARED
 from aimo.tables import read_metadata, read_table, write_table
 from aimo.vote import STRATEGIES, VoteSettings, load_sql, vote, vote_table
 
@@ -77,18 +78,20 @@ def test_weighted_clean_code_counts_double(shards):
         execution(ts[3], "ok"),
     ]
     p, t, e = shards(ts, ex)
-    w = rows(vote_table(p, t, e, ["weighted"]))["a"]
+    w = rows(vote_table(p, t, e, strategies=["weighted"]))["a"]
     assert (w["answer"], w["score"], w["votes"]) == (9, 4.0, 2)
     assert (w["runner_up"], w["runner_up_score"], w["margin"]) == (7, 3.0, 1.0)
     # custom weights: clean code no better than the rest -> a 2-2 tie, broken by the smaller
-    w = rows(vote_table(p, t, e, ["weighted"], VoteSettings(weights={"clean_code": 1})))["a"]
+    w = rows(vote_table(p, t, e, VoteSettings(weights={"clean_code": 1}), strategies=["weighted"]))[
+        "a"
+    ]
     assert (w["answer"], w["score"], w["runner_up"], w["margin"]) == (7, 2.0, 9, 0.0)
 
 
 def test_no_code_and_missing_execution_count_as_other(shards):
     ts = [trace("a", 0, 7), trace("a", 1, 9)]
     p, t, e = shards(ts, [execution(ts[0], "no_code")])  # no execution row for sample 1
-    w = rows(vote_table(p, t, e, ["weighted"]))["a"]
+    w = rows(vote_table(p, t, e, strategies=["weighted"]))["a"]
     assert (w["answer"], w["score"], w["runner_up_score"]) == (7, 1.0, 1.0)  # tie -> smaller
 
 
@@ -99,10 +102,10 @@ def test_tie_breaking_order(shards):
     # c: equal score and votes -> the smaller answer
     tc = [trace("c", 0, 300), trace("c", 1, 20)]
     p, t, e = shards(ts + tc, ex)
-    got = rows(vote_table(p, t, e, ["weighted"]))
+    got = rows(vote_table(p, t, e, strategies=["weighted"]))
     assert (got["b"]["answer"], got["b"]["votes"], got["b"]["runner_up"]) == (9, 2, 7)
     assert (got["c"]["answer"], got["c"]["runner_up"], got["c"]["margin"]) == (20, 300, 0.0)
-    maj = rows(vote_table(p, t, e, ["majority"]))
+    maj = rows(vote_table(p, t, e, strategies=["majority"]))
     assert maj["b"]["answer"] == 9 and maj["c"]["answer"] == 20
 
 
@@ -116,7 +119,7 @@ def test_zero_weight_answers_and_empty_problems(shards):
         trace("b", 1, 123456),
     ]
     p, t, e = shards(ts, [execution(x, "ok", True) for x in ts], problems=["a", "b", "c"])
-    table = vote_table(p, t, e)
+    table = vote_table(p, t, e, strategies=STRATEGIES)
     assert table.schema.equals(VOTES)
     assert table.num_rows == 3 * len(STRATEGIES)
     for s in STRATEGIES:
@@ -132,21 +135,25 @@ def test_zero_weight_answers_and_empty_problems(shards):
 def test_invalid_weight_lets_out_of_range_integers_vote(shards):
     ts = [trace("a", 0, 100000), trace("a", 1, 100000), trace("a", 2, 5), trace("a", 3, None)]
     p, t, e = shards(ts)
-    assert rows(vote_table(p, t, e, ["weighted"]))["a"]["answer"] == 5
-    got = rows(vote_table(p, t, e, ["weighted"], VoteSettings(weights={"invalid": 1})))["a"]
+    assert rows(vote_table(p, t, e, strategies=["weighted"]))["a"]["answer"] == 5
+    got = rows(vote_table(p, t, e, VoteSettings(weights={"invalid": 1}), strategies=["weighted"]))[
+        "a"
+    ]
     assert (got["answer"], got["score"], got["runner_up"]) == (100000, 2.0, 5)
 
 
 def test_critique_weight(shards):
     ts = [trace("a", 0, 7), trace("a", 1, 7), trace("a", 0, 9, "critique", suffix="c")]
     p, t, e = shards(ts)
-    assert rows(vote_table(p, t, e, ["weighted"]))["a"]["answer"] == 7  # 2 vs 1
-    got = rows(vote_table(p, t, e, ["weighted"], VoteSettings(critique_weight=3.0)))["a"]
+    assert rows(vote_table(p, t, e, strategies=["weighted"]))["a"]["answer"] == 7  # 2 vs 1
+    got = rows(vote_table(p, t, e, VoteSettings(critique_weight=3.0), strategies=["weighted"]))["a"]
     assert (got["answer"], got["score"], got["runner_up_score"]) == (9, 3.0, 2.0)
-    got = rows(vote_table(p, t, e, ["weighted"], VoteSettings(critique_weight=0.0)))["a"]
+    got = rows(vote_table(p, t, e, VoteSettings(critique_weight=0.0), strategies=["weighted"]))["a"]
     assert (got["answer"], got["runner_up"]) == (7, None)  # a zero weight is no vote
     assert (
-        rows(vote_table(p, t, e, ["majority"], VoteSettings(critique_weight=3.0)))["a"]["answer"]
+        rows(vote_table(p, t, e, VoteSettings(critique_weight=3.0), strategies=["majority"]))["a"][
+            "answer"
+        ]
         == 9
     )
     # reflexion rows count like generate rows
@@ -155,7 +162,7 @@ def test_critique_weight(shards):
         trace("a", 3, 9, "reflexion", suffix="r1"),
     ]
     p, t, e = shards(ts2, name="r")
-    got = rows(vote_table(p, t, e, ["weighted"]))["a"]
+    got = rows(vote_table(p, t, e, strategies=["weighted"]))["a"]
     assert (got["answer"], got["score"], got["runner_up_score"]) == (7, 2.0, 2.0)
 
 
@@ -176,16 +183,16 @@ def test_a_critique_can_replace_its_parents_vote(shards):
         dict(trace("b", 1, 123456, "critique", suffix="c"), parent_id="b:1"),
     ]  # invalid
     p, t, e = shards(ts + crit)
-    added = rows(vote_table(p, t, e, ["majority"]))
+    added = rows(vote_table(p, t, e, strategies=["majority"]))
     assert (added["a"]["answer"], added["a"]["score"], added["a"]["runner_up_score"]) == (7, 3, 2)
     for strategy in ("majority", "weighted", "logprob", "verified"):
-        got = rows(vote_table(p, t, e, [strategy], VoteSettings(critique_replace=True)))
+        got = rows(vote_table(p, t, e, VoteSettings(critique_replace=True), strategies=[strategy]))
         # 7, 7 (critique of a:0 instead of a:0), 9 (a:3), 5 (instead of a:2)
         assert (got["a"]["answer"], got["a"]["votes"], got["a"]["runner_up"]) == (7, 2, 5), strategy
         # a critique with no answer or an invalid one leaves its parent's vote alone
         assert (got["b"]["answer"], got["b"]["votes"]) == (4, 2), strategy
     with pytest.raises(ValueError, match="critique_replace"):
-        vote_table(p, t, e, ["majority"], VoteSettings(critique_replace="yes"))
+        vote_table(p, t, e, VoteSettings(critique_replace="yes"), strategies=["majority"])
 
 
 def test_logprob_weights(shards):
@@ -198,15 +205,15 @@ def test_logprob_weights(shards):
         trace("a", 5, 11, lp=float("-inf")),
     ]
     p, t, e = shards(ts)
-    got = rows(vote_table(p, t, e, ["logprob"]))["a"]
+    got = rows(vote_table(p, t, e, strategies=["logprob"]))["a"]
     assert got["answer"] == 7
     assert math.isclose(got["score"], math.exp(-0.1))
     assert math.isclose(got["runner_up_score"], 2 * math.exp(-2.0))
     assert got["votes"] == 1
-    assert rows(vote_table(p, t, e, ["majority"]))["a"]["answer"] == 11  # 3 votes
+    assert rows(vote_table(p, t, e, strategies=["majority"]))["a"]["answer"] == 11  # 3 votes
     # a positive mean_logprob (impossible for a real model) is clamped to a weight of 1
     p, t, e = shards([trace("b", 0, 1, lp=3.0)], name="pos")
-    assert rows(vote_table(p, t, e, ["logprob"]))["b"]["score"] == 1.0
+    assert rows(vote_table(p, t, e, strategies=["logprob"]))["b"]["score"] == 1.0
 
 
 def test_entropy_weights_and_the_neutral_value(shards):
@@ -217,11 +224,11 @@ def test_entropy_weights_and_the_neutral_value(shards):
         trace("a", 2, 9, ent=0.25, tail=2.0),
     ]
     p, t, e = shards(ts)
-    got = rows(vote_table(p, t, e, ["entropy"]))["a"]
+    got = rows(vote_table(p, t, e, strategies=["entropy"]))["a"]
     assert (got["answer"], got["score"], got["votes"], got["runner_up_score"]) == (9, 4.0, 1, 2.0)
-    got = rows(vote_table(p, t, e, ["tail_entropy"]))["a"]  # 7: 2 x 10; 9: 0.5
+    got = rows(vote_table(p, t, e, strategies=["tail_entropy"]))["a"]  # 7: 2 x 10; 9: 0.5
     assert (got["answer"], got["score"], got["runner_up_score"]) == (7, 20.0, 0.5)
-    assert rows(vote_table(p, t, e, ["majority"]))["a"]["answer"] == 7
+    assert rows(vote_table(p, t, e, strategies=["majority"]))["a"]["answer"] == 7
     # unknown entropies (NULL, NaN, infinite, negative) take the median of the known ones
     # (0, 0.25, 0.5, 1: 0.375), not the best or the worst weight; a zero entropy is floored
     ts = [
@@ -235,7 +242,9 @@ def test_entropy_weights_and_the_neutral_value(shards):
         trace("b", 7, 9, ent=0.0),
     ]
     p, t, e = shards(ts, name="b")
-    tallies = {r["answer"]: r["score"] for r in vote_table(p, t, e, ["entropy"]).to_pylist()}
+    tallies = {
+        r["answer"]: r["score"] for r in vote_table(p, t, e, strategies=["entropy"]).to_pylist()
+    }
     assert tallies[9] == pytest.approx(1 / 1e-3)
     table = load_tallies(p, t, e, "entropy")
     neutral = 1 / 0.375
@@ -246,7 +255,7 @@ def test_entropy_weights_and_the_neutral_value(shards):
     ts = [trace("c", 0, 3), trace("c", 1, 4), trace("c", 2, 4)]
     p, t, e = shards(ts, name="c")
     for strategy in ("entropy", "tail_entropy", "share_confidence"):
-        got = rows(vote_table(p, t, e, [strategy]))["c"]
+        got = rows(vote_table(p, t, e, strategies=[strategy]))["c"]
         assert (got["answer"], got["votes"]) == (4, 2), strategy
 
 
@@ -268,10 +277,10 @@ def test_share_confidence_mixes_share_confidence_and_consensus(shards):
     got = load_tallies(p, t, e, "share_confidence")
     assert got[7] == pytest.approx(2.0 * 0.75 + 0.3 * math.exp(-2.0) + 0.5 * 0.0)
     assert got[9] == pytest.approx(2.0 * 0.25 + 0.3 * 1.0 + 0.5 * 1.0)
-    assert rows(vote_table(p, t, e, ["share_confidence"]))["a"]["answer"] == 7
+    assert rows(vote_table(p, t, e, strategies=["share_confidence"]))["a"]["answer"] == 7
     # consensus weighed up: the verified answer wins
     mix = VoteSettings(mix={"consensus": 2.0})
-    assert rows(vote_table(p, t, e, ["share_confidence"], mix))["a"]["answer"] == 9
+    assert rows(vote_table(p, t, e, mix, strategies=["share_confidence"]))["a"]["answer"] == 9
     with pytest.raises(ValueError, match="share_confidence"):
         VoteSettings(mix={"share": 1.0, "votes": 2.0})
 
@@ -282,10 +291,10 @@ def test_verified_and_its_fallback(shards):
     ex = [execution(x, "ok", False) for x in a[:3]] + [execution(a[3], "error", True)]
     ex += [execution(x, "ok", None) for x in b]  # nothing printed: no verified candidate
     p, t, e = shards(a + b, ex)
-    got = rows(vote_table(p, t, e, ["verified"]))
+    got = rows(vote_table(p, t, e, strategies=["verified"]))
     assert (got["a"]["answer"], got["a"]["score"], got["a"]["runner_up"]) == (9, 1.0, None)
     assert (got["b"]["answer"], got["b"]["score"]) == (4, 4.0)  # the weighted fallback
-    assert rows(vote_table(p, t, e, ["weighted"]))["a"]["answer"] == 7
+    assert rows(vote_table(p, t, e, strategies=["weighted"]))["a"]["answer"] == 7
 
 
 def test_duplicated_execution_rows_do_not_double_a_vote(shards, tmp_path):
@@ -293,7 +302,7 @@ def test_duplicated_execution_rows_do_not_double_a_vote(shards, tmp_path):
     ex = [execution(ts[0], "ok")]
     p, t, e = shards(ts, ex)
     write_table(ex, tmp_path / "again.parquet", EXECUTIONS)
-    got = rows(vote_table(p, t, e + [tmp_path / "again.parquet"], ["weighted"]))["a"]
+    got = rows(vote_table(p, t, e + [tmp_path / "again.parquet"], strategies=["weighted"]))["a"]
     # 7 scores 2 (one clean trace, not 4); 9 scores 2 with two votes and wins the tie
     assert (got["answer"], got["score"], got["runner_up"], got["runner_up_score"]) == (
         9,
@@ -311,9 +320,9 @@ def test_every_strategy_alone_equals_all_together(shards):
     ]
     ex = [execution(x, ["ok", "error", "no_code"][i % 3], i % 2 == 0) for i, x in enumerate(ts)]
     p, t, e = shards(ts, ex)
-    together = vote_table(p, t, e)
+    together = vote_table(p, t, e, strategies=STRATEGIES)
     for s in STRATEGIES:
-        alone = vote_table(p, t, e, [s])
+        alone = vote_table(p, t, e, strategies=[s])
         assert alone.to_pylist() == [r for r in together.to_pylist() if r["strategy"] == s]
 
 
@@ -330,7 +339,14 @@ def test_vote_writes_the_table_atomically(shards, tmp_path):
 
 
 def test_sql_files_have_header_comments():
-    for name in ("candidates", "rank", *STRATEGIES, "eval_rows", "eval_problems"):
+    for name in (
+        "candidates",
+        "rank",
+        *{s.sql for s in DECLARED},
+        "subset_pool",
+        "subset_hits",
+        "eval_problems",
+    ):
         sql = load_sql(name)
         assert sql.startswith(f"-- {name}.sql: "), name
 
@@ -342,7 +358,7 @@ def test_sql_files_have_header_comments():
 def test_unknown_strategy_lists_the_valid_ones(shards, tmp_path):
     p, t, e = shards([trace("a", 0, 1)])
     with pytest.raises(ValueError, match="weighted, majority, logprob, verified"):
-        vote_table(p, t, e, ["best"])
+        vote_table(p, t, e, strategies=["best"])
     with pytest.raises(ValueError, match="valid strategies"):
         vote(p, t, e, tmp_path / "v.parquet", {"strategy": "plurality"})
 
@@ -450,12 +466,12 @@ def test_empty_and_schemaless_shards_are_fine(shards, tmp_path):
             p,
             t + [tmp_path / "empty.parquet", tmp_path / "nulls.parquet"],
             e + [tmp_path / "nulls_e.parquet"],
-            ["weighted"],
+            strategies=["weighted"],
         )
     )
     assert got["a"]["answer"] == 7 and got["a"]["score"] == 2.0
     # no shard at all: every problem gets a row without an answer
-    got = rows(vote_table(p, [], [], ["weighted", "verified"]))
+    got = rows(vote_table(p, [], [], strategies=["weighted", "verified"]))
     assert got["a"]["answer"] is None
 
 
@@ -466,7 +482,7 @@ def test_columns_in_another_order_and_extra_columns(shards, tmp_path):
         "extra", pa.array([1, 2])
     )
     pq.write_table(table, tmp_path / "reordered.parquet")
-    got = rows(vote_table(p, [tmp_path / "reordered.parquet"], e, ["weighted"]))
+    got = rows(vote_table(p, [tmp_path / "reordered.parquet"], e, strategies=["weighted"]))
     assert got["a"]["answer"] == 7
 
 
@@ -475,7 +491,7 @@ def test_huge_answers_are_null_and_weigh_nothing(shards):
     big = trace("a", 0, None)
     big["answer"] = "9" * 40
     p, t, e = shards([big, trace("a", 1, 12)])
-    got = rows(vote_table(p, t, e))
+    got = rows(vote_table(p, t, e, strategies=STRATEGIES))
     assert all(r["answer"] == 12 and r["votes"] == 1 for r in got.values())
 
 
@@ -483,13 +499,13 @@ def test_cancelled_traces_vote_only_when_counted_and_with_their_weight(shards):
     cut = [dict(trace("p", i, 7), finish_reason="deadline") for i in range(3)]
     done = [dict(trace("p", 3, 5), finish_reason="stop")]
     p, t, e = shards(cut + done)
-    batch = rows(vote_table(p, t, e, ["majority"], {"strategy": "majority"}))["p"]
+    batch = rows(vote_table(p, t, e, {"strategy": "majority"}, strategies=["majority"]))["p"]
     assert batch["answer"] == 5 and batch["votes"] == 1  # the default: cancelled rows do not vote
     online = {"strategy": "majority", "count_cancelled": True, "cancelled_weight": 0.5}
-    counted = rows(vote_table(p, t, e, ["majority"], online))["p"]
+    counted = rows(vote_table(p, t, e, online, strategies=["majority"]))["p"]
     assert counted["answer"] == 7 and counted["score"] == pytest.approx(1.5)
     low = dict(online, cancelled_weight=0.3)  # 3 x 0.3 < 1: the finished trace wins
-    assert rows(vote_table(p, t, e, ["majority"], low))["p"]["answer"] == 5
+    assert rows(vote_table(p, t, e, low, strategies=["majority"]))["p"]["answer"] == 5
 
 
 def test_pruned_traces_never_vote(shards):
@@ -497,7 +513,7 @@ def test_pruned_traces_never_vote(shards):
     done = [dict(trace("p", 3, 5), finish_reason="stop")]
     p, t, e = shards(pruned + done)
     online = {"strategy": "majority", "count_cancelled": True}
-    assert rows(vote_table(p, t, e, ["majority"], online))["p"]["answer"] == 5
+    assert rows(vote_table(p, t, e, online, strategies=["majority"]))["p"]["answer"] == 5
 
 
 @pytest.mark.parametrize(
@@ -510,9 +526,13 @@ def test_the_confidence_filter_keeps_the_most_confident_share(shards, strategy, 
     ts = [dict(trace("p", i, 1), **{column: 1.0}) for i in range(3)]
     ts += [dict(trace("p", 3, 2), **{column: 2.5}), trace("p", 4, 3)]
     p, t, e = shards(ts)
-    every = rows(vote_table(p, t, e, [strategy], {"strategy": strategy, "filter_keep": 1.0}))
+    every = rows(
+        vote_table(p, t, e, {"strategy": strategy, "filter_keep": 1.0}, strategies=[strategy])
+    )
     assert every["p"]["answer"] == 1 and every["p"]["score"] == pytest.approx(3.0)
-    top = rows(vote_table(p, t, e, [strategy], {"strategy": strategy, "filter_keep": 0.25}))
+    top = rows(
+        vote_table(p, t, e, {"strategy": strategy, "filter_keep": 0.25}, strategies=[strategy])
+    )
     assert top["p"]["answer"] == 2 and top["p"]["votes"] == 1
     assert top["p"]["runner_up"] == 3 and top["p"]["runner_up_score"] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="filter_keep=0"):

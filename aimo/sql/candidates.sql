@@ -2,15 +2,17 @@
 --
 -- Reads the view `traces` that aimo/vote.py creates from the Parquet shards:
 --   traces(trace_id, problem_id, source, answer_int, mean_logprob, parent_id, finish_reason,
---          mean_entropy, tail_entropy, min_conf, tail_conf, [sample, completion_tokens], clean, verified, counted)
+--          mean_entropy, tail_entropy, min_conf, tail_conf, [sample, completion_tokens], clean,
+--          verified, can_vote, counted)
 -- where vote.py computes the two flags from the execution shards:
 --   clean     some execution of the trace has exec_status = 'ok' (every code block ran cleanly)
 --   verified  some execution of the trace printed the boxed answer (executions.agrees)
 -- and `counted`, whether the strategies count the row: false, when the critiques replace their
 -- parents' votes (config critique.replace), for a trace that a critique with an answer in
 -- [0, 99999] reviews (the critique counts instead), and for a trace the scheduler cancelled
--- (finish_reason early_stop or deadline) unless config vote.count_cancelled; else true.
--- The evaluation's sample curves read every generate row regardless.
+-- (finish_reason early_stop, deadline, not_started) unless config vote.count_cancelled, and for
+-- a pruned one always; else true. `can_vote` is the same without the critiques' replacement:
+-- the evaluation's k-subsets (subset_pool.sql) draw from the generate rows that can vote.
 -- A trace counts once however many execution rows it has (vote.py uses IN, not a join), so a
 -- duplicated execution shard cannot double its vote; a trace with no execution row is neither
 -- clean nor verified. (A flag that no requested strategy reads is set to false without a join:

@@ -5,7 +5,9 @@
 --   n_generate         generate rows
 --   n_valid            rows whose answer_int is in [0, 99999]
 --   n_correct          rows whose answer_int equals the known answer (NULL if it is unknown)
---   n_correct_generate generate rows with the known answer (pass@k counts these)
+--   n_pool             generate rows that can vote (can_vote; the at-k curves draw from these)
+--   n_correct_pool     those with the known answer (pass@k counts these)
+--   n_correct_counted  rows that can vote with the known answer (some is: the oracle)
 --   completion_tokens  completion tokens of every row; generate_tokens: of the generate rows
 SELECT
     p.problem_id,
@@ -14,8 +16,10 @@ SELECT
     count(c.problem_id) FILTER (WHERE c.valid) AS n_valid,
     CASE WHEN p.answer IS NULL THEN NULL
          ELSE count(c.problem_id) FILTER (WHERE c.answer_int = p.answer) END AS n_correct,
-    count(c.problem_id) FILTER (WHERE c.source = 'generate' AND c.answer_int = p.answer)
-        AS n_correct_generate,
+    count(c.problem_id) FILTER (WHERE c.source = 'generate' AND c.can_vote) AS n_pool,
+    count(c.problem_id) FILTER (WHERE c.source = 'generate' AND c.can_vote
+                                AND c.answer_int = p.answer) AS n_correct_pool,
+    count(c.problem_id) FILTER (WHERE c.counted AND c.answer_int = p.answer) AS n_correct_counted,
     coalesce(sum(c.completion_tokens), 0) AS completion_tokens,
     coalesce(sum(c.completion_tokens) FILTER (WHERE c.source = 'generate'), 0) AS generate_tokens
 FROM problems AS p
