@@ -22,6 +22,7 @@ only); this module gathers the numbers with DuckDB and writes them.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +37,7 @@ from aimo.subsets import subset_curves
 from aimo.tables import write_table, write_text
 from aimo.vote import Candidates, VoteSettings
 
-__all__ = ["evaluate", "OUTPUTS", "PER_PROBLEM"]
+__all__ = ["evaluate", "OUTPUTS", "PER_PROBLEM", "VOTE_KEYS"]
 
 PER_PROBLEM = per_problem_schema(NAMES)
 # the files written, by the evaluate rule's output names
@@ -48,6 +49,9 @@ OUTPUTS = {
     "tokens": "accuracy_vs_tokens.png",
     "selection": "selection.png",
 }
+# the config's vote keys the evaluation reads (the evaluate rule's params): every setting, since
+# every strategy's vote depends on them, strategy included (correct_rank ranks by it)
+VOTE_KEYS = tuple(f.name for f in dataclasses.fields(VoteSettings))
 BASELINE = "majority"  # what the paired moves and differences are against
 RESAMPLES = 2000
 

@@ -40,8 +40,8 @@ def subset_curves(cands, strategies, ks, n_problems, n_subsets=200, seed=0, budg
     truth = pool.column("truth").to_numpy().astype(np.int64)
     n_p = np.bincount(pidx)
     first = np.concatenate([[0], np.cumsum(n_p)[:-1]])  # each problem's first pool row
-    # a subset's group rows: each problem's min(k, n) rows at every k
-    per_subset = int(np.minimum(ks[None, :], n_p[:, None]).sum())
+    # a subset's group rows: each problem's k rows at every k < n
+    per_subset = int(np.where(ks[None, :] < n_p[:, None], ks[None, :], 0).sum())
     chunk = max(1, budget // max(per_subset, 1))
     rng = np.random.default_rng(seed)
     con = duckdb.connect()
@@ -51,7 +51,7 @@ def subset_curves(cands, strategies, ks, n_problems, n_subsets=200, seed=0, budg
         queries = {s: _query(s) for s in strategies}
         for lo in range(0, n_subsets, chunk):
             size = min(chunk, n_subsets - lo)
-            members, groups = _groups(rng, size, pidx, first, truth, ks, len(n_p))
+            members, groups = _groups(rng, lo, size, n_subsets, pidx, first, truth, ks)
             con.register("members", members)
             con.register("problems", groups)
             con.execute(
@@ -76,17 +76,24 @@ def _query(strategy: str) -> str:
     )
 
 
-def _groups(rng, size, pidx, first, truth, ks, P):
-    """`size` subsets per problem: the members (problem_id = the group's number, pool_row) and
-    the groups (problem_id, gi, answer). Group (s, gi, p) is number (s * G + gi) * P + p."""
-    n, G = len(pidx), len(ks)
+def _groups(rng, lo, size, n_subsets, pidx, first, truth, ks):
+    """Subsets lo..lo+size-1 per problem: the members (problem_id = the group's number,
+    pool_row) and the groups (problem_id, gi, answer, weight). Group (s, gi, p) is number
+    (s * G + gi) * P + p. At k >= n every subset is all n rows: subset 0 alone holds that
+    group, with the weight of all `n_subsets` (the others, weight 0, have no rows)."""
+    n, G, P = len(pidx), len(ks), int(pidx.max()) + 1
     # a random permutation of each problem's rows: sort random keys within the problem
     order = np.argsort(rng.random((size, n)) + pidx[None, :], axis=1)
     place = np.empty((size, n), dtype=np.int64)
     place[np.arange(size)[:, None], order] = np.arange(n)[None, :] - first[pidx[order]]
     # a row at place j is in the k-subsets with k > j: k-points bucket..G-1
     bucket = np.searchsorted(ks, place, side="right").ravel()
-    reps = G - bucket
+    n_p = np.bincount(pidx, minlength=P)
+    whole = np.searchsorted(ks, n_p, side="left")  # a problem's first k-point with k >= n
+    last = np.tile(whole[pidx], size)  # the k-points from here on are its whole-pool groups
+    if lo == 0:
+        last[:n] = G  # subset 0 holds them
+    reps = np.maximum(last - bucket, 0)
     sub = np.repeat(np.repeat(np.arange(size), n), reps)
     row = np.repeat(np.tile(np.arange(n), size), reps)
     gi = np.repeat(bucket, reps) + np.arange(reps.sum()) - np.repeat(np.cumsum(reps) - reps, reps)
@@ -94,5 +101,7 @@ def _groups(rng, size, pidx, first, truth, ks, P):
     answer = np.zeros(P, dtype=np.int64)
     answer[pidx] = truth
     number = np.arange(size * G * P)
-    groups = pa.table({"problem_id": number, "gi": (number // P) % G, "answer": answer[number % P]})
+    g_gi, g_p = (number // P) % G, number % P
+    weight = np.where(ks[g_gi] < n_p[g_p], 1, np.where((number < G * P) & (lo == 0), n_subsets, 0))
+    groups = pa.table({"problem_id": number, "gi": g_gi, "answer": answer[g_p], "weight": weight})
     return members, groups

@@ -1,3 +1,6 @@
+from aimo.evaluate import VOTE_KEYS
+
+
 rule evaluate:
     input:
         problems=rules.problems.output.problems,
@@ -21,6 +24,7 @@ rule evaluate:
         runtime=table_runtime,
     params:
         evaluate=config["evaluate"],
-        vote=config["vote"],
+        # the vote keys the evaluation reads: all of VoteSettings, strategy too (correct_rank)
+        vote={k: v for k, v in config["vote"].items() if k in VOTE_KEYS},
     script:
         "../scripts/evaluate.py"
