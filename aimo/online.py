@@ -374,9 +374,7 @@ class OnlineRun:
             write_table(executions_from_blocks(rows), files["executions"], EXECUTIONS)
             write_table(rows, files["traces"], TRACES, metadata=meta)
             write_table([problem_row], files["problems"], PROBLEMS)
-            table = vote_table(
-                files["problems"], [files["traces"]], [files["executions"]], [v["strategy"]], v
-            )
+            table = vote_table(files["problems"], [files["traces"]], [files["executions"]], v)
             voted = table.to_pylist()[0]
             try:
                 self._record(pid, problem_row, files)

@@ -499,9 +499,6 @@ def vote_table(
     `strategies`: names to vote side by side (default: the settings' own). One row per
     (problem, strategy), problems in problem_id order within each strategy.
     """
-    if isinstance(settings, (list, tuple, str)):
-        # the old order (strategies, settings): aimo/online.py calls it so until it moves
-        settings, strategies = strategies, settings
     with Candidates(
         problems_path,
         trace_paths,

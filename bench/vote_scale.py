@@ -215,7 +215,7 @@ def main(argv=None):
         print(f"machine: {os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f}")
 
         duck, times, cpus = timed(
-            lambda: vote_table(problems, traces, execs, ["weighted"]), args.repeat
+            lambda: vote_table(problems, traces, execs, strategies=["weighted"]), args.repeat
         )
         print(f"duckdb weighted vote (checks + query): {fmt(times, cpus)}")
         duck_t = min(times)

@@ -10,7 +10,7 @@ import sys
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import snakemake
+from conftest import overrides, snakemake
 
 from aimo import devices
 from aimo.schemas import PROBLEMS
@@ -136,7 +136,8 @@ def test_slurm_profile_plans_with_gpus_and_a_cpu_only_override(workflow_copy):
     """profiles/slurm parses with the installed plugin; the GPU rules ask for a GPU, and
     --set-resources RULE:gpu=0 (how .ci/slurm.sh runs on a node without one) takes it away."""
     pytest.importorskip("snakemake_executor_plugin_slurm")
-    base = ["-n", "--workflow-profile", "profiles/slurm"]
+    on = "reflexion: {enabled: true}\ncritique: {enabled: true}\n"  # off by default
+    base = ["-n", "--workflow-profile", "profiles/slurm", *overrides(workflow_copy, "on.yaml", on)]
     out = snakemake(workflow_copy, *base).stdout
     assert "workflow specific profile profiles/slurm" in out
     res = planned_resources(out)

@@ -16,9 +16,7 @@ def test_default_plan_has_every_stage(workflow_copy):
         "problems": 1,
         "model": 1,
         "generate": 1,
-        "execute": 3,
-        "reflexion": 1,
-        "critique": 1,
+        "execute": 1,
         "vote": 1,
         "submission": 1,
         "evaluate": 1,
@@ -31,7 +29,7 @@ def test_shards_follow_n(workflow_copy):
         workflow_copy,
         *overrides(workflow_copy, "n12.yaml", "samples: {n: 12, shard_size: 4, seed: 1}\n"),
     )
-    assert jobs["generate"] == 3 and jobs["execute"] == 9
+    assert jobs["generate"] == 3 and jobs["execute"] == 3
 
 
 def test_n_not_a_multiple_of_shard_size_is_a_clear_error(workflow_copy):
@@ -55,14 +53,14 @@ def test_schema_rejects_a_bad_value(workflow_copy):
     assert proc.returncode != 0 and "plurality" in proc.stdout
 
 
-def test_switching_off_reflexion_and_critique_removes_their_jobs(workflow_copy):
+def test_switching_on_reflexion_and_critique_adds_their_jobs(workflow_copy):
     jobs = planned_jobs(
         workflow_copy,
         *overrides(
-            workflow_copy, "off.yaml", "reflexion: {enabled: false}\ncritique: {enabled: false}\n"
+            workflow_copy, "on.yaml", "reflexion: {enabled: true}\ncritique: {enabled: true}\n"
         ),
     )
-    assert "reflexion" not in jobs and "critique" not in jobs and jobs["execute"] == 1
+    assert jobs["reflexion"] == 1 and jobs["critique"] == 1 and jobs["execute"] == 3
 
 
 def test_h100_config_validates_and_plans(workflow_copy):
