@@ -29,11 +29,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
-
-def cpu_flags() -> str:
-    info = Path("/proc/cpuinfo").read_text()
-    return ", ".join(f for f in ("avx2", "avx512f", "avx512_bf16") if f" {f}" in info) or "no avx"
+from vote_bench import cpu_flags  # noqa: E402
 
 
 def slice_pool(pool: Path, out: Path, limit: int, n: int, tag: str):
@@ -109,12 +107,10 @@ def votes(problems, traces, execs, vote_cfg) -> dict:
 
 def analyse(args, cfg, out: Path, timing: dict):
     import pyarrow.parquet as pq
+    from replay import load_pool
 
     from aimo.policies import Policy
     from aimo.replay import majority, replay
-
-    sys.path.insert(0, str(ROOT / "bench"))
-    from replay import load_pool
 
     pool_dir = Path(args.pool)
     pool, files = load_pool(pool_dir, 1.0)

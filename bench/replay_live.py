@@ -21,11 +21,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from replay import POLICIES, load_pool  # noqa: E402
-
-
-def cpu_flags() -> str:
-    info = Path("/proc/cpuinfo").read_text()
-    return ", ".join(f for f in ("avx2", "avx512f", "avx512_bf16") if f" {f}" in info) or "no avx"
+from vote_bench import cpu_flags  # noqa: E402
 
 
 def scheduler_section(sched: dict, policy, k) -> dict:
