@@ -2,7 +2,7 @@
 # -> submission -> evaluate. Only wiring here; the stages are in rules/, the logic in aimo/.
 from snakemake.utils import min_version, validate
 
-from aimo.config import check_moved
+from aimo.config import check, check_moved
 
 min_version("9.20")
 
@@ -12,6 +12,7 @@ configfile: "config.yaml"
 
 check_moved(config)  # a key that moved names its new place, not a schema error
 validate(config, "schemas/config.schema.yaml")
+check(config)  # what the schema cannot relate: related keys, the vote settings
 
 
 include: "rules/common.smk"

@@ -116,6 +116,10 @@ def serve_kaggle(test_csv=None):
     it); the engine loads beside it and the first `predict` waits for it."""
     import kaggle_evaluation.aimo_3_inference_server as kaggle  # only here: not on PyPI
 
+    from aimo import logs
+
+    # called from a notebook cell nothing else configures logging: the rerun keeps its log
+    logs.attach(str(Path(online_run().config["online"]["run_dir"]) / "main.log"))
     server = kaggle.AIMO3InferenceServer(predict)
     threading.Thread(target=online_run().warm, name="aimo-warm", daemon=True).start()
     if os.getenv("KAGGLE_IS_COMPETITION_RERUN"):
@@ -131,6 +135,7 @@ def solve_file(problems, out, files):
     from aimo import logs
     from aimo.config import load
     from aimo.problems import load as load_problems
+    from aimo.submission import csv_text
     from aimo.tables import write_text
 
     config = load(config_files(files))
@@ -141,14 +146,14 @@ def solve_file(problems, out, files):
 
     online = online_run(files)
     online.start()  # a user's run: a model that cannot start is an error, not 0s for every problem
-    lines = ["id,answer"]
+    answers = []
     try:
         for row in tqdm(rows, desc="problems", unit="problem", file=terminal):
             frame = predict(row["problem_id"], row["problem"], row.get("answer"))
-            lines.append(f"{row['problem_id']},{int(_value(frame['answer']))}")
+            answers.append((row["problem_id"], int(_value(frame["answer"]))))
     finally:
         online.stop()
-    write_text("\n".join(lines) + "\n", out)
+    write_text(csv_text(answers), out)
     log.info(
         "wrote %s (%d problems); traces in %s; bank left %.0f s",
         out,

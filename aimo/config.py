@@ -1,6 +1,10 @@
 """The workflow's config outside Snakemake: YAML files merged in order (as `--configfile A B`
-does) and validated, defaults filled in, by the workflow's own schema."""
+does) and validated, defaults filled in, by the workflow's own schema; then `check` cross-checks
+the keys the schema checks one at a time (the Snakefile calls it too)."""
 
+import copy
+import functools
+import math
 from pathlib import Path
 
 import yaml
@@ -55,15 +59,50 @@ def online_scheduler(config: dict) -> dict:
     return merge(config["scheduler"], config["online"]["scheduler"])
 
 
+def online_vote(config: dict) -> dict:
+    """The online run's vote section: vote's, with online.count_cancelled."""
+    return dict(config["vote"], count_cancelled=config["online"]["count_cancelled"])
+
+
 def engine_params(config: dict) -> dict:
     """The ENGINE_KEYS sections of `config`: an engine stage's params."""
     return {k: config[k] for k in ENGINE_KEYS}
 
 
+# safe_load's loader, in C where libyaml is installed (the Python one takes 0.1 s over the schema)
+LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+@functools.cache
+def schema() -> dict:
+    """The workflow's schema, parsed once."""
+    return yaml.load(SCHEMA.read_text(), Loader=LOADER)
+
+
+def validate(config: dict):
+    """Validate `config` by the schema and fill in its defaults, as snakemake.utils.validate
+    does in the Snakefile (JSON Schema 2020-12; a missing key gets its default before its
+    section is validated), but without parsing the schema again each time. Raises
+    jsonschema's ValidationError."""
+    import jsonschema
+
+    base = jsonschema.Draft202012Validator
+    properties = base.VALIDATORS["properties"]
+
+    def with_defaults(validator, props, instance, section):
+        if isinstance(instance, dict):
+            for key, sub in props.items():
+                if "default" in sub:  # a copy: the cached schema's default must stay as it is
+                    instance.setdefault(key, copy.deepcopy(sub["default"]))
+        yield from properties(validator, props, instance, section)
+
+    jsonschema.validators.extend(base, {"properties": with_defaults})(schema()).validate(config)
+
+
 def load(paths) -> dict:
-    """The config of the YAML files `paths`, merged and validated; a ValueError names the
-    file or key that is wrong."""
-    from snakemake.utils import validate
+    """The config of the YAML files `paths`, merged, validated and checked (`check`); a
+    ValueError of one line names the file or key that is wrong."""
+    import jsonschema
 
     config = {}
     for path in paths:
@@ -71,7 +110,7 @@ def load(paths) -> dict:
         if not path.is_file():
             raise ValueError(f"config file {path} not found")
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = yaml.load(path.read_text(), Loader=LOADER) or {}
         except yaml.YAMLError as exc:
             raise ValueError(f"{path}: not valid YAML ({exc})") from None
         if not isinstance(data, dict):
@@ -82,16 +121,120 @@ def load(paths) -> dict:
         config = merge(config, data)
     where = f"config {[str(p) for p in paths]}"
     try:
-        validate(config, str(SCHEMA))
-    except Exception as exc:  # snakemake's WorkflowError wraps jsonschema's message
+        validate(config)
+    except jsonschema.ValidationError as exc:
+        raise ValueError(f"{where}: {dotted(exc.absolute_path)}: {exc.message}") from None
+    try:
+        check(config)
+    except ValueError as exc:
         raise ValueError(f"{where}: {exc}") from None
-    # online.scheduler holds only what it changes: the merge must still be a scheduler section
+    return config
+
+
+def dotted(path, start="config") -> str:
+    """A key's path as written in the docs, e.g. online.scheduler.waves (`start` for none)."""
+    return ".".join(map(str, path)) or start
+
+
+# (a, relation, b, why): pairs of keys the schema cannot relate; every one of them is a config
+# that validates and then fails, or wastes, every problem
+ORDER = [
+    ("online.min_s", "<=", "online.max_s", "a problem may never get the least it can use"),
+    (
+        "online.reserve_s",
+        "<=",
+        "online.max_s",
+        "the bank would hold back for each problem to come more than a problem may use",
+    ),
+    (
+        "online.min_s",
+        "<=",
+        "online.budget_s",
+        "the run is shorter than the least a problem can use",
+    ),
+    ("online.tail_s", "<", "online.budget_s", "no problem would get a second"),
+    (
+        "sampling.max_tokens",
+        "<",
+        "engine.max_model_len",
+        "the prompt needs room in the context, so no trace could use its budget",
+    ),
+]
+
+
+def value(config: dict, key: str):
+    """The value of a dotted key, e.g. value(config, "online.min_s")."""
+    for part in key.split("."):
+        config = config[part]
+    return config
+
+
+def check(config: dict):
+    """Cross-checks of a validated config (defaults filled in) that the schema cannot make:
+    related keys (ORDER; samples.n and samples.shard_size), numbers the runs cannot use
+    (`numbers`), the online scheduler (online.scheduler merged over scheduler) and the vote
+    settings of the batch and the online run, built as the runs build them. A ValueError of
+    one line names the key(s)."""
     import jsonschema
 
-    schema = yaml.safe_load(SCHEMA.read_text())["properties"]["scheduler"]
+    numbers(config, schema())
+    numbers(online_scheduler(config), schema()["properties"]["scheduler"], ["online.scheduler"])
+    n, shard_size = config["samples"]["n"], config["samples"]["shard_size"]
+    if n % shard_size:
+        raise ValueError(
+            f"config samples.n={n} is not a multiple of samples.shard_size={shard_size}: "
+            "a shard always holds shard_size samples per problem"
+        )
+    for a, relation, b, why in ORDER:
+        x, y = value(config, a), value(config, b)
+        if not (x <= y if relation == "<=" else x < y):
+            inverse = ">" if relation == "<=" else ">="
+            raise ValueError(f"{a} ({x}) {inverse} {b} ({y}): {why}")
+    # online.scheduler holds only what it changes: the merge must still be a scheduler section
     try:
-        jsonschema.validate(online_scheduler(config), schema)
+        jsonschema.validate(online_scheduler(config), schema()["properties"]["scheduler"])
     except jsonschema.ValidationError as exc:
-        key = ".".join(["online.scheduler", *map(str, exc.absolute_path)])
-        raise ValueError(f"{where}: {key}: {exc.message}") from None
-    return config
+        raise ValueError(
+            f"{dotted(['online.scheduler', *exc.absolute_path])}: {exc.message}"
+        ) from None
+    vote_settings(config)
+
+
+def vote_settings(config: dict):
+    """The (batch, online) runs' VoteSettings, built as the runs build them: a ValueError
+    names the key (VoteSettings' own errors name a field, not its section, so each key is
+    tried alone first)."""
+    from aimo.vote import VoteSettings
+
+    tries = {"online.count_cancelled": {"count_cancelled": config["online"]["count_cancelled"]}}
+    for key, item in config["vote"].items():
+        if isinstance(item, dict):
+            tries.update({f"vote.{key}.{sub}": {key: {sub: v}} for sub, v in item.items()})
+        else:
+            tries[f"vote.{key}"] = {key: item}
+    tries.update(vote=config["vote"], online=online_vote(config))
+    for key, settings in tries.items():
+        try:
+            VoteSettings.of(settings)
+        except ValueError as exc:
+            raise ValueError(f"{key}: {exc}") from None
+    return VoteSettings.of(config["vote"]), VoteSettings.of(online_vote(config))
+
+
+def numbers(config, node: dict, path=()):
+    """A ValueError naming the first number of `config` that the schema lets through and the
+    runs cannot use: .nan or .inf (NaN passes every bound), or a float such as 4.0 where the
+    schema (`node`, config's part of it) says integer (JSON Schema counts 4.0 as one, range()
+    does not)."""
+    if isinstance(config, dict):
+        for key, item in config.items():
+            numbers(item, node.get("properties", {}).get(key, {}), (*path, key))
+    elif isinstance(config, list):
+        for i, item in enumerate(config):
+            numbers(item, node.get("items", {}), (*path, i))
+    elif isinstance(config, float):
+        types = node.get("type", [])
+        if not math.isfinite(config):
+            raise ValueError(f"{dotted(path)}: {config} is not a finite number")
+        if "integer" in types and "number" not in types:
+            raise ValueError(f"{dotted(path)}: {config} is not an integer (write {int(config)})")

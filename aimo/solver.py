@@ -86,6 +86,8 @@ class Solver:
                 seed=self.params["samples"]["seed"],
                 gpu_memory_utilization=eng["gpu_memory_utilization"],
                 in_process=sched.get("mode", "deterministic") == "deterministic",
+                kv_cache_dtype=eng.get("kv_cache_dtype", "auto"),
+                quantization=eng.get("quantization"),
             )
             stack.callback(engine.shutdown, self.llm)
             self.watch = engine.EngineWatch(on_death=self.on_engine_death)
@@ -127,9 +129,9 @@ class Solver:
     def __exit__(self, *exc):
         return self.started.__exit__(*exc)
 
-    def run(self, requests, early_stop=None, deadline=None) -> list[dict]:
+    def run(self, requests, early_stop=None, deadline=None, ids=None) -> list[dict]:
         """Trace rows for `requests`, in order. `early_stop` and `deadline` default to the
-        config's (`scheduler`); see `scheduler.run`."""
+        config's (`scheduler`); `ids` gets each trace's token ids; see `scheduler.run`."""
         started = time.time()
         sched = self.params.get("scheduler", {})
         try:
@@ -147,7 +149,7 @@ class Solver:
                 policy=policies.Policy.from_config(sched),
             )
             rows = scheduler.run(
-                self.llm, requests, self.sandbox, options, self.stats, deadline=deadline
+                self.llm, requests, self.sandbox, options, self.stats, deadline=deadline, ids=ids
             )
         except Exception:
             # vLLM may notice a dead engine core before the watch does: say which one died

@@ -4,9 +4,11 @@ A file is written to a temporary name beside its target and renamed into place, 
 dies mid-write leaves no partial file for Snakemake (or a user) to mistake for a result.
 """
 
+import hashlib
 import json
 import os
 import tempfile
+import urllib.parse
 from pathlib import Path
 
 import pyarrow as pa
@@ -54,6 +56,19 @@ def atomic_path(path):
     os.fchmod(fd, file_mode())
     os.close(fd)
     return Path(tmp)
+
+
+def file_name(key: str, suffix: str = "") -> str:
+    """A file name for `key` (a problem id, which may hold `/`, `..`, spaces or anything):
+    percent-escaped, so it never names a folder or leaves one; a leading dot escaped too (no
+    hidden file, no `..`), and a long key cut and told apart by its hash (names stay under 255
+    bytes). Distinct keys give distinct names."""
+    name = urllib.parse.quote(key, safe="-_.~+=@,")
+    if name.startswith(".") or not name:
+        name = "%2E" + name[1:] if name else "%"  # quote never writes a lone %
+    if len(name) > 200:
+        name = name[:160] + "~" + hashlib.sha256(key.encode()).hexdigest()[:32]
+    return name + suffix
 
 
 def write_table(rows_or_table, path, schema, metadata=None):

@@ -107,8 +107,9 @@ _COUNTED_SQL = (
 _FINISHED_SQL = "coalesce(t.finish_reason NOT IN ({}), true)".format(
     ", ".join(f"'{r}'" for r in CANCELLED)
 )
-# false for a trace pruned for low confidence: it never votes, even where cancelled ones do
-_UNPRUNED_SQL = "coalesce(t.finish_reason <> 'pruned', true)"
+# false for a trace pruned for low confidence, or never started (no sample at all: it would
+# count as a wrong one in the evaluation's pool): it never votes, even where cancelled ones do
+_UNPRUNED_SQL = "coalesce(t.finish_reason NOT IN ('pruned', 'not_started'), true)"
 _DUCK_TYPES = {"string": "VARCHAR", "integer": "BIGINT", "floating": "DOUBLE", "boolean": "BOOLEAN"}
 
 

@@ -26,12 +26,7 @@ wildcard_constraints:
     stage="generate|reflexion|critique",
 
 
-if config["samples"]["n"] % config["samples"]["shard_size"]:
-    raise ValueError(
-        f"config samples.n={config['samples']['n']} is not a multiple of samples.shard_size="
-        f"{config['samples']['shard_size']}: a shard always holds shard_size samples per problem"
-    )
-
+# samples.n is a multiple of samples.shard_size (aimo.config.check, from the Snakefile)
 SHARDS = list(range(config["samples"]["n"] // config["samples"]["shard_size"]))
 MODEL_SLUG = slug(config["model"]["name"])
 MODEL_DIR = f"resources/models/{MODEL_SLUG}"

@@ -14,7 +14,7 @@ rule critique:
         "../envs/engine.yaml"
     threads: 2
     resources:
-        mem_mb=engine_mem_mb,
+        mem_mb=engine_job_mem_mb("critique"),
         runtime=engine_runtime("critique"),
         gpu=1,
     params:

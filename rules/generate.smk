@@ -12,7 +12,7 @@ rule generate:
         "../envs/engine.yaml"
     threads: 2
     resources:
-        mem_mb=engine_mem_mb,
+        mem_mb=engine_job_mem_mb("generate"),
         runtime=engine_runtime("generate"),
         gpu=1,
     params:

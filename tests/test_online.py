@@ -40,7 +40,8 @@ online: {{samples: {{n: 4}}, scheduler: {{early_stop: 2}}, budget_s: {budget},
 """
 
 
-def load_config(tmp_path, budget=3600, min_s=5):
+def load_config(tmp_path, budget=86400, min_s=5):
+    # the bank counts from the process's start: pytest's, here, maybe an hour before
     overlay = tmp_path / "online.yaml"
     overlay.write_text(OVERLAY.format(budget=budget, min_s=min_s, run_dir=tmp_path / "run"))
     return aimo_config.load(
@@ -201,7 +202,9 @@ def test_a_spent_bank_gives_nothing_and_the_need_follows_the_run():
 
 
 def test_a_spent_bank_answers_the_fallback_at_once(tmp_path):
-    config, _ = load_config(tmp_path, budget=1, min_s=3)
+    config, _ = load_config(tmp_path)
+    # a bank of 1 s (a config says at least a problem's min_s: this is a bank spent by start-up)
+    config["online"].update(budget_s=1, min_s=3)
     s = OnlineRun(config)
     time.sleep(1.1)
     started = time.monotonic()
@@ -210,6 +213,17 @@ def test_a_spent_bank_answers_the_fallback_at_once(tmp_path):
     assert time.monotonic() - started < 5 and s.solver is None  # not even a start
     assert first.stopped == second.stopped == "bank spent"
     assert first.fallback and second.answer == 0
+
+
+def test_the_bank_counts_from_the_process_start():
+    code = (
+        "import time; time.sleep(1.5); from aimo.online import process_start; "
+        "print(time.monotonic() - process_start())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert 1.5 <= float(out.stdout) < 30, out.stderr
+    bank = TimeBank(100, 1, 1, 100, 0, start=time.monotonic() - 40)
+    assert 59 <= bank.left() <= 60
 
 
 def kill_core_mid_problem(online):
@@ -275,7 +289,12 @@ def test_no_answer_by_the_deadline_asks_the_longest_traces_for_one(online, monke
 def test_main_solves_a_file_and_evaluates_its_run(tmp_path):
     config, overlay = load_config(tmp_path)
     problems = tmp_path / "p.csv"
-    problems.write_text("id,problem,answer\nadd,What is 2 + 3?,5\nmul,What is 6 times 7?,42\n")
+    # MATH's ids hold slashes; an id may try to leave the run folder: neither becomes a path
+    ids = ["add", "mul", "test/algebra/1.json", "../escaped", "a,b"]
+    problems.write_text(
+        "id,problem,answer\nadd,What is 2 + 3?,5\nmul,What is 6 times 7?,42\n"
+        'test/algebra/1.json,What is 4 + 4?,8\n../escaped,What is 9 - 2?,7\n"a,b",What is 1 + 1?,2\n'
+    )
     out = tmp_path / "submission.csv"
     cmd = [
         sys.executable,
@@ -291,8 +310,12 @@ def test_main_solves_a_file_and_evaluates_its_run(tmp_path):
     ]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert out.read_text().splitlines()[0] == "id,answer"
-    assert [line.split(",")[0] for line in out.read_text().splitlines()[1:]] == ["add", "mul"]
+    submitted = pl.read_csv(out, schema_overrides={"id": pl.String})
+    assert submitted["id"].to_list() == ids
+    run = tmp_path / "run"
+    written = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.parquet"))
+    assert all(p.parts[0] == "run" and len(p.parts) <= 3 for p in written), written
+    assert len(list((run / "traces").iterdir())) == len(ids)
     assert "samples finished" in proc.stderr + proc.stdout  # one line per problem
     env = dict(os.environ, AIMO_CONFIG=" ".join(cmd[-3:]))
     proc = subprocess.run(
@@ -305,7 +328,14 @@ def test_main_solves_a_file_and_evaluates_its_run(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "run/evaluate/report.md").is_file()
-    assert (tmp_path / "run/evaluate/votes.parquet").is_file()
+    # the re-vote is the submission's: the same settings (online.count_cancelled) and rows
+    votes = pl.read_parquet(tmp_path / "run/evaluate/votes.parquet")
+    config = aimo_config.load(cmd[-3:])
+    picked = votes.filter(pl.col("strategy") == config["vote"]["strategy"])
+    revoted = dict(zip(picked["problem_id"], picked["answer"]))
+    for pid, answer in zip(submitted["id"], submitted["answer"]):
+        again = revoted.get(pid)
+        assert (again if again is not None and 0 <= again <= 99999 else 0) == answer, pid
 
 
 def engine_pids() -> set:
@@ -462,10 +492,11 @@ def free_port() -> int:
 
 
 def test_the_rerun_shape_serve_in_one_process_and_the_gateway_in_another(tmp_path):
-    """As the competition runs it: main.py under KAGGLE_IS_COMPETITION_RERUN blocks in serve()
-    while a gateway in another process, with a startup limit shorter than the engine's start,
-    connects, sends every problem and gets valid answers (the project's harness, not Kaggle's
-    code: tests/harness)."""
+    """As the competition runs it: a notebook cell's `main.serve_kaggle()` (nothing else sets
+    up logging) under KAGGLE_IS_COMPETITION_RERUN blocks in serve() while a gateway in another
+    process, with a startup limit shorter than the engine's start, connects, sends every
+    problem and gets valid answers (the project's harness, not Kaggle's code: tests/harness);
+    the run's log is in its run folder."""
     _, overlay = load_config(tmp_path)
     harness = ROOT / "tests/harness"
     env = dict(
@@ -478,7 +509,7 @@ def test_the_rerun_shape_serve_in_one_process_and_the_gateway_in_another(tmp_pat
     log = tmp_path / "server.log"
     with open(log, "w") as out:
         server = subprocess.Popen(
-            [sys.executable, str(ROOT / "main.py")],
+            [sys.executable, "-c", "import main; main.serve_kaggle()"],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -505,6 +536,15 @@ def test_the_rerun_shape_serve_in_one_process_and_the_gateway_in_another(tmp_pat
         ready_at = datetime.strptime(ready[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
         assert result["connect_time"] < ready_at  # served before the engine was up
         assert server.poll() is None  # still blocked in serve(): nothing after it ran
+        kept = (tmp_path / "run/main.log").read_text()
+        assert "engine and sandbox ready" in kept and kept.count("samples finished") == len(ids)
     finally:
         os.killpg(server.pid, signal.SIGKILL)
         server.wait()
+
+
+def test_the_online_sandbox_runs_a_block_per_cpu():
+    from aimo.online import sandbox_threads
+
+    cpus = len(os.sched_getaffinity(0))
+    assert sandbox_threads(64) == cpus and sandbox_threads(1) == 1

@@ -419,3 +419,48 @@ def test_pruning_ends_low_confidence_traces_and_keeps_one(llm, sandbox):
     for pid in QUESTIONS:
         mine = [r for r in rows if r["problem_id"] == pid]
         assert sum(r["finish_reason"] != "pruned" for r in mine) >= 2
+
+
+class RaisingSandbox(DelayedSandbox):
+    """The real sandbox, whose blocks raise once run: an error inside the loop, at a time
+    when other traces are still in the engine."""
+
+    def session(self, **kw):
+        inner = self.sandbox.session(**kw)
+
+        class Session:
+            def run(self, code):
+                raise RuntimeError("injected: a round failed")
+
+            def close(self):
+                inner.close()
+
+        return Session()
+
+
+@pytest.mark.parametrize("schedule", ["deterministic", "free"])
+def test_an_error_in_the_loop_leaves_nothing_in_the_engine(llm, sandbox, schedule):
+    with pytest.raises(RuntimeError, match="injected"):
+        run(llm, RaisingSandbox(sandbox, 0), requests(), schedule=schedule)
+    assert not llm.llm_engine.has_unfinished_requests()
+    rows, _ = run(llm, sandbox, requests(samples=1))  # the next run has the engine to itself
+    assert len(rows) == 2 and all(r["finish_reason"] for r in rows)
+
+
+def test_forced_answers_continue_each_traces_own_ids_within_the_deadline(llm, sandbox):
+    from aimo.online import own_ids
+
+    tok, ids = llm.get_tokenizer(), {}
+    options = scheduler.RunOptions(dict(SAMPLING, max_tokens=40), 1, 1024)
+    rows = scheduler.run(llm, requests(samples=2), sandbox, options, ids=ids)
+    asks = []
+    for r in rows:  # the ids are the prompt's and what the trace wrote: they spell its text
+        own = ids[r["trace_id"]]
+        assert r["text"].startswith(scheduler.decode(tok, own[r["prompt_tokens"] :]))
+        asks.append(own_ids(tok, own, r, prompts.force_answer(r["text"])))
+        assert asks[-1][: len(own)] == own
+    done = scheduler.force(llm, asks, 16, ["}"])
+    assert all(d is not None and 0 < d[1] <= 16 for d in done)
+    # a deadline already past: every request aborted, none left in the engine
+    assert scheduler.force(llm, asks, 16, ["}"], deadline=time.monotonic()) == [None] * len(asks)
+    assert not llm.llm_engine.has_unfinished_requests()

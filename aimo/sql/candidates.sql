@@ -11,7 +11,7 @@
 -- parents' votes (config critique.replace), for a trace that a critique with an answer in
 -- [0, 99999] reviews (the critique counts instead), and for a trace the scheduler cancelled
 -- (finish_reason early_stop, deadline, not_started) unless config vote.count_cancelled, and for
--- a pruned one always; else true. `can_vote` is the same without the critiques' replacement:
+-- a pruned or never started one always; else true. `can_vote` is the same without the critiques' replacement:
 -- the evaluation's k-subsets (subset_pool.sql) draw from the generate rows that can vote.
 -- A trace counts once however many execution rows it has (vote.py uses IN, not a join), so a
 -- duplicated execution shard cannot double its vote; a trace with no execution row is neither

@@ -1,6 +1,6 @@
 -- subset_pool.sql: the rows the evaluation's k-subsets are drawn from (aimo/subsets.py): the
 -- generate rows that can vote (can_vote, candidates.sql: not cancelled unless
--- vote.count_cancelled, never pruned) of the problems with a known answer. Reflexion and
+-- vote.count_cancelled, never pruned or not started) of the problems with a known answer. Reflexion and
 -- critique rows are follow-ups of particular samples, so a random subset of them has no
 -- meaning; and with no critique in a subset, none replaces its parent: every pool row counts.
 -- Reads: candidates (candidates.sql, materialised) and problems(problem_id, answer).

