@@ -14,9 +14,10 @@ import pytest
 from aimo import problems, tir
 from aimo.executions import BlockResult, execution_row, executions_from_blocks
 from aimo.sandbox import OK, Limits, Sandbox
-from aimo.schemas import EXECUTIONS, PROBLEMS, VOTES
+from aimo.schemas import EXECUTIONS, METRICS, PROBLEMS, TRACES, VOTES
 from aimo.submission import write_submission
 from aimo.tables import file_name, read_table, write_table
+from aimo.vote import vote, vote_table
 
 HOSTILE_IDS = [
     "test/algebra/1214.json",  # MATH's own ids
@@ -212,3 +213,94 @@ def test_the_submission_never_writes_an_answer_outside_the_range(tmp_path):
         ["none", "0"],
         ["a,b", "9"],
     ]
+
+
+def test_hostile_ids_through_the_batch_stages(tmp_path):
+    """problems -> vote -> submission with every hostile id: one row each, in order, the
+    CSV read back as written."""
+    rows = [(pid, "What is 1 + 1?", 2) for pid in HOSTILE_IDS]
+    problems.normalize(write_csv(tmp_path / "p.csv", rows), tmp_path / "problems.parquet")
+    ids = [r["problem_id"] for r in read_table(tmp_path / "problems.parquet", PROBLEMS).to_pylist()]
+    traces = [
+        {
+            "trace_id": f"{pid}:{s}",
+            "problem_id": pid,
+            "sample": s,
+            "seed": s,
+            "source": "generate",
+            "answer": "2",
+            "answer_int": 2,
+            "finish_reason": "stop",
+        }
+        for pid in ids
+        for s in range(2)
+    ]
+    write_table(traces, tmp_path / "traces.parquet", TRACES)
+    write_table([], tmp_path / "executions.parquet", EXECUTIONS)
+    vote(
+        tmp_path / "problems.parquet",
+        [tmp_path / "traces.parquet"],
+        [tmp_path / "executions.parquet"],
+        tmp_path / "votes.parquet",
+        None,
+    )
+    out = tmp_path / "submission.csv"
+    assert write_submission(tmp_path / "problems.parquet", tmp_path / "votes.parquet", out) == 0
+    got = list(csv.reader(io.StringIO(out.read_text())))
+    assert got == [["id", "answer"]] + [[pid, "2"] for pid in ids]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [
+            "p.csv",
+            "problems.parquet",
+            "traces.parquet",
+            "executions.parquet",
+            "votes.parquet",
+            "submission.csv",
+        ]
+    )
+
+
+def test_samples_never_started_never_vote_nor_count_as_wrong(tmp_path):
+    write_table(
+        [{"problem_id": "p", "problem": "q", "answer": 7}], tmp_path / "p.parquet", PROBLEMS
+    )
+    traces = [
+        {
+            "trace_id": f"p:{s}",
+            "problem_id": "p",
+            "sample": s,
+            "seed": s,
+            "source": "generate",
+            "answer_int": a,
+            "finish_reason": r,
+        }
+        for s, (a, r) in enumerate(
+            [(7, "stop"), (7, "early_stop"), (None, "not_started"), (None, "not_started")]
+        )
+    ]
+    write_table(traces, tmp_path / "t.parquet", TRACES)
+    write_table([], tmp_path / "e.parquet", EXECUTIONS)
+    from aimo.vote import VoteSettings
+
+    table = vote_table(
+        tmp_path / "p.parquet",
+        [tmp_path / "t.parquet"],
+        [tmp_path / "e.parquet"],
+        VoteSettings(count_cancelled=True),
+        strategies=["majority"],
+    )
+    assert table.to_pylist()[0]["answer"] == 7
+    from aimo.evaluate import evaluate
+
+    res = evaluate(
+        tmp_path / "p.parquet",
+        [str(tmp_path / "t.parquet")],
+        [str(tmp_path / "e.parquet")],
+        tmp_path / "eval",
+        ks=[1],
+        n_subsets=10,
+        settings=VoteSettings(count_cancelled=True),
+    )
+    metrics = read_table(tmp_path / "eval/metrics.parquet", METRICS).to_pylist()
+    pass1 = [m for m in metrics if m["curve"] == "pass" and m["k"] == 1]
+    assert pass1 and pass1[0]["accuracy"] == 1.0, (pass1, res)  # 2 of 2 started samples right

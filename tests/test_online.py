@@ -272,9 +272,13 @@ def test_a_hung_step_is_bounded_and_the_next_problem_restarts(online, monkeypatc
 
 
 def test_no_answer_by_the_deadline_asks_the_longest_traces_for_one(online, monkeypatch):
-    monkeypatch.setattr(online.bank, "max_s", 1.0)  # the deadline comes before any box
-    monkeypatch.setitem(online.online, "force_s", 0.5)
-    result = online.solve("forced", "Write out every prime below 500, then their sum. " * 3)
+    # the traces' deadline comes before any box (4.5 s), and the forced answers are bounded by
+    # the problem's end, 1.5 s later (force_s: at most a quarter of the budget)
+    monkeypatch.setattr(online.bank, "max_s", 6.0)
+    monkeypatch.setitem(online.online, "force_s", 5.0)
+    started = time.monotonic()
+    result = online.solve("forced", "List every prime below 500, one per line, nothing else. " * 3)
+    assert time.monotonic() - started < 6.0 + 3  # the end, and the vote and the writes after it
     rows = read_table(online.run_dir / "traces" / "forced.parquet", TRACES).to_pylist()
     asked = [r for r in rows if prompts.FORCE_ANSWER in r["text"]]
     assert len(asked) == 4
