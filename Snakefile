@@ -27,6 +27,7 @@ include: "rules/critique.smk"
 include: "rules/vote.smk"
 include: "rules/submission.smk"
 include: "rules/evaluate.smk"
+include: "rules/inspect.smk"
 
 
 rule all:

@@ -3,6 +3,7 @@
     python main.py                                 # Kaggle: serve() in the rerun, else a local gateway
     python main.py --problems FILE [--out submission.csv] [--configfile config.yaml more.yaml]
     python main.py --evaluate runs/online          # re-vote and evaluate an online run's files
+    python main.py --evaluate runs/online --compare results   # and compare it with another run
 
 Config: the workflow's own files, `--configfile A.yaml B.yaml` as in Snakemake, or, with no
 command line (the gateway, a notebook), the same list from the environment variable
@@ -163,6 +164,17 @@ def solve_file(problems, out, files):
     )
 
 
+def compare(run_dir, other, fallback):
+    """The trace inspector's comparison of RUN_DIR (an evaluated online run; the workflow's
+    results/ when None) with `other`, into RUN_DIR/evaluate/compare (results/compare)."""
+    from aimo.inspector import build_compare, locate
+
+    first = Path(run_dir or "results")
+    out = (first / "evaluate" if run_dir else first) / "compare"
+    a, b = locate(first, fallback=fallback), locate(other, fallback=fallback)
+    log.info("the comparison: %s", build_compare(a, b, out))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(
         description="AIMO3 entry point: predict() over a problem file, "
@@ -172,6 +184,12 @@ def main(argv=None):
     ap.add_argument("--out", default="submission.csv")
     ap.add_argument("--configfile", nargs="+", default=None)
     ap.add_argument("--evaluate", metavar="RUN_DIR", help="re-vote and evaluate an online run")
+    ap.add_argument(
+        "--compare",
+        metavar="OTHER",
+        help="the problems right in one run and wrong in the other, with both runs' traces: "
+        "RUN_DIR (or results/) against OTHER (a results or online run folder)",
+    )
     ap.add_argument("--test-csv", help="the local gateway's problem file (Kaggle mode)")
     args = ap.parse_args(argv)
     try:
@@ -187,12 +205,18 @@ def run(args):
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(OneLine("%(asctime)s %(name)s %(levelname)s %(message)s"))
         logging.basicConfig(level=logging.INFO, handlers=[handler])
-    if args.evaluate:
+    if args.evaluate or args.compare:
         from aimo.config import load
-        from aimo.online import evaluate_run
 
-        res = evaluate_run(args.evaluate, load(config_files(args.configfile)))
-        print(res["report"])
+        config = load(config_files(args.configfile))
+        if args.evaluate:
+            from aimo.online import evaluate_run
+
+            res = evaluate_run(args.evaluate, config)
+            print(res["report"])
+            log.info("the traces: %s", res["inspect"])
+        if args.compare:
+            compare(args.evaluate, args.compare, config["submission"]["fallback"])
     elif args.problems:
         solve_file(args.problems, args.out, args.configfile)
     else:

@@ -26,6 +26,7 @@ __all__ = [
     "ANSWER_MIN",
     "ANSWER_MAX",
     "extract_answer",
+    "box_spans",
     "to_integer",
     "answer_int64",
     "in_range",
@@ -65,7 +66,7 @@ def _matching_brace(text: str, open_at: int) -> int:
     return -1
 
 
-def _boxes(text: str) -> list[tuple[int, int, str]]:
+def box_spans(text: str) -> list[tuple[int, int, str]]:
     """(start, end, content) of every closed `\\boxed`/`\\fbox`, in order.
 
     An unclosed `\\boxed{12` (a cut-off trace) is skipped. `\\boxed 5` and `\\boxed5` take one
@@ -167,7 +168,7 @@ def extract_answer(text: str | None) -> str | None:
     if not text:
         return None
     if "boxed" in text or "fbox" in text:
-        boxes = [(a, b, _strip_outer(c)) for a, b, c in _boxes(text)]
+        boxes = [(a, b, _strip_outer(c)) for a, b, c in box_spans(text)]
         boxes = [box for box in boxes if box[2]]
         if boxes:
             group = [boxes[-1]]

@@ -1,6 +1,9 @@
 """The workflow's config outside Snakemake: YAML files merged in order (as `--configfile A B`
 does) and validated, defaults filled in, by the workflow's own schema; then `check` cross-checks
-the keys the schema checks one at a time (the Snakefile calls it too)."""
+the keys the schema checks one at a time (the Snakefile calls it too). Defaults are the
+schema's alone: code reads every key as section["key"], and `defaults(section)` completes a
+section built outside a loaded config. `online_config` is the online run's config: every
+online.<section> merged over <section>."""
 
 import copy
 import functools
@@ -36,6 +39,10 @@ MOVED = {
     ("online", "waves"): "online.scheduler.waves",
     ("online", "prune"): "online.scheduler.prune",
     ("online", "problems"): "online.expected_problems",
+    # issue 35: one override rule, online.<section> merged over <section>
+    ("online", "count_cancelled"): "online.vote.count_cancelled",
+    ("online", "stop_at_answer"): "online.tir.stop_at_answer",
+    ("online", "answer_after_tools"): "online.tir.answer_after_tools",
 }
 # the new key with the old name: online.samples is now a mapping, as samples is
 RENAMED_IN_PLACE = {("online", "samples")}
@@ -53,15 +60,24 @@ def check_moved(config: dict, where: str = "config"):
         raise ValueError(f"{where}: {section}.{key} moved to {new}")
 
 
-def online_scheduler(config: dict) -> dict:
-    """The online run's scheduler section: online.scheduler merged over scheduler, key by
-    key (so online.scheduler.waves.rule alone changes only the rule)."""
-    return merge(config["scheduler"], config["online"]["scheduler"])
+@functools.cache
+def online_sections() -> tuple:
+    """The sections the online run changes: those that `online` holds a section of
+    (samples, scheduler, tir, vote), as the schema says."""
+    props = schema()["properties"]
+    return tuple(k for k in props["online"]["properties"] if k in props and k != "online")
 
 
-def online_vote(config: dict) -> dict:
-    """The online run's vote section: vote's, with online.count_cancelled."""
-    return dict(config["vote"], count_cancelled=config["online"]["count_cancelled"])
+def online_config(config: dict) -> dict:
+    """The online run's config: `config` with online.<section> merged over <section>, key by
+    key, for every section of online_sections() (so online.scheduler.waves.rule alone changes
+    only the rule); the other sections as they are. `config` itself is left unchanged (the
+    batch workflow's); the result shares its unchanged parts."""
+    over = config["online"]
+    return {
+        key: merge(part, over[key]) if key in online_sections() else part
+        for key, part in config.items()
+    }
 
 
 def engine_params(config: dict) -> dict:
@@ -79,11 +95,11 @@ def schema() -> dict:
     return yaml.load(SCHEMA.read_text(), Loader=LOADER)
 
 
-def validate(config: dict):
-    """Validate `config` by the schema and fill in its defaults, as snakemake.utils.validate
-    does in the Snakefile (JSON Schema 2020-12; a missing key gets its default before its
-    section is validated), but without parsing the schema again each time. Raises
-    jsonschema's ValidationError."""
+def validate(config: dict, node: dict | None = None):
+    """Validate `config` by the schema (or by `node`, a part of it) and fill in its defaults,
+    as snakemake.utils.validate does in the Snakefile (JSON Schema 2020-12; a missing key gets
+    its default before its section is validated), but without parsing the schema again each
+    time. Raises jsonschema's ValidationError."""
     import jsonschema
 
     base = jsonschema.Draft202012Validator
@@ -96,7 +112,17 @@ def validate(config: dict):
                     instance.setdefault(key, copy.deepcopy(sub["default"]))
         yield from properties(validator, props, instance, section)
 
-    jsonschema.validators.extend(base, {"properties": with_defaults})(schema()).validate(config)
+    validator = jsonschema.validators.extend(base, {"properties": with_defaults})
+    validator(schema() if node is None else node).validate(config)
+
+
+def defaults(section: str) -> dict:
+    """The schema's defaults of a config section, e.g. defaults("sampling"), filled in by
+    `validate`: a complete section, for code that builds one outside a loaded config (tests,
+    benches): dict(defaults("sampling"), temperature=0.0)."""
+    out = {}
+    validate(out, schema()["properties"][section])
+    return out
 
 
 def load(paths) -> dict:
@@ -172,13 +198,16 @@ def value(config: dict, key: str):
 def check(config: dict):
     """Cross-checks of a validated config (defaults filled in) that the schema cannot make:
     related keys (ORDER; samples.n and samples.shard_size), numbers the runs cannot use
-    (`numbers`), the online scheduler (online.scheduler merged over scheduler) and the vote
-    settings of the batch and the online run, built as the runs build them. A ValueError of
-    one line names the key(s)."""
+    (`numbers`), the online run's sections (online.<section> merged over <section>: each
+    must still be a valid section) and the vote settings of the batch and the online run,
+    built as the runs build them. A ValueError of one line names the key(s)."""
     import jsonschema
 
+    props = schema()["properties"]
     numbers(config, schema())
-    numbers(online_scheduler(config), schema()["properties"]["scheduler"], ["online.scheduler"])
+    run = online_config(config)
+    for section in online_sections():
+        numbers(run[section], props[section], [f"online.{section}"])
     n, shard_size = config["samples"]["n"], config["samples"]["shard_size"]
     if n % shard_size:
         raise ValueError(
@@ -190,14 +219,15 @@ def check(config: dict):
         if not (x <= y if relation == "<=" else x < y):
             inverse = ">" if relation == "<=" else ">="
             raise ValueError(f"{a} ({x}) {inverse} {b} ({y}): {why}")
-    # online.scheduler holds only what it changes: the merge must still be a scheduler section
-    try:
-        jsonschema.validate(online_scheduler(config), schema()["properties"]["scheduler"])
-    except jsonschema.ValidationError as exc:
-        raise ValueError(
-            f"{dotted(['online.scheduler', *exc.absolute_path])}: {exc.message}"
-        ) from None
-    vote_settings(config)
+    vote_settings(config)  # first: a bad key of vote is named as vote's, not online.vote's
+    # online.<section> holds only what it changes: the merge must still be a valid section
+    for section in online_sections():
+        try:
+            jsonschema.validate(run[section], props[section])
+        except jsonschema.ValidationError as exc:
+            raise ValueError(
+                f"{dotted([f'online.{section}', *exc.absolute_path])}: {exc.message}"
+            ) from None
 
 
 def vote_settings(config: dict):
@@ -206,19 +236,21 @@ def vote_settings(config: dict):
     tried alone first)."""
     from aimo.vote import VoteSettings
 
-    tries = {"online.count_cancelled": {"count_cancelled": config["online"]["count_cancelled"]}}
-    for key, item in config["vote"].items():
-        if isinstance(item, dict):
-            tries.update({f"vote.{key}.{sub}": {key: {sub: v}} for sub, v in item.items()})
-        else:
-            tries[f"vote.{key}"] = {key: item}
-    tries.update(vote=config["vote"], online=online_vote(config))
+    tries = {}
+    for where, part in (("online.vote", config["online"]["vote"]), ("vote", config["vote"])):
+        for key, item in part.items():
+            if isinstance(item, dict):
+                tries.update({f"{where}.{key}.{sub}": {key: {sub: v}} for sub, v in item.items()})
+            else:
+                tries[f"{where}.{key}"] = {key: item}
+    online = online_config(config)["vote"]
+    tries.update(vote=config["vote"], online=online)
     for key, settings in tries.items():
         try:
             VoteSettings.of(settings)
         except ValueError as exc:
             raise ValueError(f"{key}: {exc}") from None
-    return VoteSettings.of(config["vote"]), VoteSettings.of(online_vote(config))
+    return VoteSettings.of(config["vote"]), VoteSettings.of(online)
 
 
 def numbers(config, node: dict, path=()):

@@ -198,8 +198,10 @@ class OnlineRun:
             clock,
             start=process_start() if clock is time.monotonic else None,
         )
+        # the online run's sections: online.<section> merged over <section>
+        self.sections = aimo_config.online_config(config)
         # a vote setting that cannot work stops the run here, not after every problem's budget
-        self.vote = VoteSettings.of(aimo_config.online_vote(config))
+        self.vote = VoteSettings.of(self.sections["vote"])
         self.clock = clock
         self.run_dir = Path(o["run_dir"])
         self.solver, self.dead, self.start_s = None, False, 0.0
@@ -210,16 +212,11 @@ class OnlineRun:
 
     # -- the engine ------------------------------------------------------------------------
     def params(self) -> dict:
-        params = aimo_config.engine_params(self.config)
+        """The Solver's params: the engine sections of the online run's config."""
+        params = aimo_config.engine_params(self.sections)
         # free-running: one problem's latency counts more than bit-for-bit reruns, and the
         # engine-death watch can unblock a step only with the core in a process of its own
-        o = self.online
-        params["scheduler"] = dict(aimo_config.online_scheduler(self.config), mode="free")
-        params["tir"] = dict(
-            params["tir"],
-            stop_at_answer=o["stop_at_answer"],
-            answer_after_tools=o["answer_after_tools"],
-        )
+        params["scheduler"] = dict(params["scheduler"], mode="free")
         return params
 
     def start(self):
@@ -233,7 +230,7 @@ class OnlineRun:
             solver = Solver(
                 model_dir(self.config),
                 self.params(),
-                threads=sandbox_threads(self.online["samples"]["n"]),
+                threads=sandbox_threads(self.sections["samples"]["n"]),
                 on_engine_death=self._died,
                 step_timeout_s=self.online["step_timeout_s"],
             )
@@ -325,8 +322,8 @@ class OnlineRun:
         o = self.online
         requests = tir.requests(
             [{"problem_id": pid, "problem": problem}],
-            range(o["samples"]["n"]),
-            self.config["samples"]["seed"],
+            range(self.sections["samples"]["n"]),
+            self.sections["samples"]["seed"],
         )
         force_s = min(o["force_s"], result.budget_s / 4) if o["force_traces"] else 0.0
         end, ids = started + result.budget_s, {}
@@ -452,9 +449,10 @@ class OnlineRun:
 
 def evaluate_run(run_dir, config, out_dir=None):
     """Re-vote and evaluate an online run from its files (the vote and evaluate stages' own
-    functions): writes votes.parquet and the evaluation into `out_dir` (default
-    RUN_DIR/evaluate)."""
+    functions): writes votes.parquet, the evaluation and the trace inspector's site (inspect/)
+    into `out_dir` (default RUN_DIR/evaluate)."""
     from aimo.evaluate import evaluate
+    from aimo.inspector import Run, build_site
     from aimo.vote import vote
 
     run_dir = Path(run_dir)
@@ -463,10 +461,15 @@ def evaluate_run(run_dir, config, out_dir=None):
     execs = sorted(map(str, (run_dir / "executions").glob("*.parquet")))
     if not traces:
         raise ValueError(f"{run_dir}: no traces/*.parquet; not an online run folder?")
-    # the run's own vote settings (online.count_cancelled): the report is the submission's
-    v, e = aimo_config.online_vote(config), config["evaluate"]
+    # the run's own vote settings (online.vote over vote): the report is the submission's
+    v, e = aimo_config.online_config(config)["vote"], config["evaluate"]
     problems = run_dir / "problems.parquet"
     vote(problems, traces, execs, out_dir / "votes.parquet", v)
-    return evaluate(
+    res = evaluate(
         problems, traces, execs, out_dir, ks=e["ks"], n_subsets=e["n_subsets"], settings=v
     )
+    # the trace inspector's pages, as the workflow's inspect rule writes them (OUT_DIR/inspect)
+    fallback = config["submission"]["fallback"]
+    run = Run(str(run_dir), str(problems), traces, execs, VoteSettings.of(v), fallback=fallback)
+    res["inspect"] = build_site(run, out_dir / "inspect")
+    return res

@@ -45,17 +45,18 @@ class Policy:
 
     @classmethod
     def from_config(cls, sched: dict) -> "Policy":
-        """From the config's scheduler section (its `waves` and `prune` objects)."""
-        waves, prune = sched.get("waves") or {}, sched.get("prune") or {}
+        """From the config's scheduler section, complete (its `waves` and `prune` objects;
+        aimo.config.defaults("scheduler") gives Policy())."""
+        waves, prune = sched["waves"], sched["prune"]
         return cls(
-            wave=waves.get("size"),
-            rule=waves.get("rule", "none"),
-            confidence=waves.get("confidence", 0.95),
-            window=waves.get("window", 4),
-            prune=bool(prune.get("enabled", False)),
-            warmup=prune.get("warmup", 4),
-            keep=prune.get("keep", 0.9),
-            threshold=prune.get("threshold"),
+            wave=waves["size"],
+            rule=waves["rule"],
+            confidence=waves["confidence"],
+            window=waves["window"],
+            prune=prune["enabled"],
+            warmup=prune["warmup"],
+            keep=prune["keep"],
+            threshold=prune["threshold"],
         )
 
 

@@ -107,7 +107,7 @@ def sampling_params(sampling: dict, seed: int, max_tokens: int):
         max_tokens=max_tokens,
         seed=seed,
         stop=[OUTPUT_FENCE],
-        logprobs=sampling.get("top_logprobs", 0),
+        logprobs=sampling["top_logprobs"],
         flat_logprobs=True,
         output_kind=RequestOutputKind.DELTA,
     )
@@ -148,8 +148,10 @@ def _close_quietly(session):
 class RunOptions:
     """How `run` makes traces: everything but the requests, their deadlines and the clock.
 
-    `sampling` holds temperature, top_p and max_tokens (the completion budget of a whole
-    trace, code outputs excluded); `max_rounds` bounds the code blocks run per trace.
+    `sampling` is the config's sampling section, complete (aimo.config.defaults("sampling")
+    fills one in): temperature, top_p, max_tokens (the completion budget of a whole trace,
+    code outputs excluded), top_logprobs, tail_tokens, conf_window and conf_stride;
+    `max_rounds` bounds the code blocks run per trace.
     `max_in_flight` bounds the traces started and not finished (None: sized from the KV
     cache); requests are admitted in order, continuations never wait. `early_stop`: cancel a
     problem's unfinished traces once this many valid answers agree. `threads`: the sandbox
@@ -180,6 +182,25 @@ class RunOptions:
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
             raise ValueError(f"scheduler schedule {self.schedule!r}: expected one of {SCHEDULES}")
+
+    @classmethod
+    def from_config(cls, params: dict, early_stop=None, threads: int = 2) -> "RunOptions":
+        """From a stage's config sections (aimo.config.engine_params: sampling, tir, engine,
+        scheduler), each complete; `early_stop` in place of the scheduler's where given."""
+        sched, tir = params["scheduler"], params["tir"]
+        return cls(
+            params["sampling"],
+            tir["max_rounds"],
+            params["engine"]["max_model_len"],
+            max_in_flight=sched["max_in_flight"],
+            early_stop=sched["early_stop"] if early_stop is None else early_stop,
+            threads=threads,
+            schedule=sched["mode"],
+            rejoin_steps=sched["rejoin_steps"],
+            stop_at_answer=tir["stop_at_answer"],
+            answer_after_tools=tir["answer_after_tools"],
+            policy=policies.Policy.from_config(sched),
+        )
 
 
 def run(
@@ -242,7 +263,8 @@ def force(llm, prompts, max_tokens: int, stop, deadline=None, clock=time.monoton
     from vllm import TokensPrompt
 
     eng = llm.llm_engine
-    params = sampling_params({"temperature": 0.0, "top_p": 1.0}, None, max_tokens)
+    greedy = {"temperature": 0.0, "top_p": 1.0, "top_logprobs": 0}
+    params = sampling_params(greedy, None, max_tokens)
     params.stop, params.logprobs = list(stop), None
     _Loop.runs += 1
     open_ = {f"{_Loop.runs}:force#{i}": i for i in range(len(prompts))}
@@ -288,7 +310,7 @@ class _Loop:
         self.check, self.early_stop, self.policy = o.check_tokens, o.early_stop, o.policy
         self.stop_at_answer, self.answer_after_tools = o.stop_at_answer, o.answer_after_tools
         self.rejoin_steps = o.rejoin_steps if o.schedule == "deterministic" else None  # None: free
-        self.top_k = o.sampling.get("top_logprobs", 0)
+        self.top_k = o.sampling["top_logprobs"]
         self.pool = ThreadPoolExecutor(max(1, o.threads), thread_name_prefix="aimo-tir")
         self.in_engine, self.in_sandbox, self.waiting = {}, {}, deque()
         self.step_no, self.launches = 0, 0  # engine steps taken; code blocks launched
@@ -310,15 +332,15 @@ class _Loop:
                 req.problem_id, _Problem(limit, threshold=self.policy.threshold)
             )
             problem.open += 1
-            tail = self.sampling.get("tail_tokens", 256)
+            tail = self.sampling["tail_tokens"]
             trace = Trace(
                 req,
                 prompt,
                 prompt_tokens=len(ids),
                 entropy=Entropy(tail=tail),
                 confidence=Confidence(
-                    window=self.sampling.get("conf_window", 64),
-                    stride=self.sampling.get("conf_stride", 8),
+                    window=self.sampling["conf_window"],
+                    stride=self.sampling["conf_stride"],
                     tail=tail,
                 ),
             )

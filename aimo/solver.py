@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from aimo import engine, policies, scheduler
+from aimo import engine, scheduler
 from aimo.sandbox import Limits, Sandbox
 from aimo.schemas import EXECUTIONS, TRACES
 from aimo.tables import read_table
@@ -54,7 +54,7 @@ class Solver:
 
     Use as a context manager; the engine starts on entry and is shut down on exit, so a stage
     with nothing to do should not enter one. `params` is the stage's config: its aimo.config.ENGINE_KEYS
-    sections (aimo.config.engine_params).
+    sections (aimo.config.engine_params), each complete (defaults filled in).
     """
 
     def __init__(
@@ -74,7 +74,6 @@ class Solver:
 
     def __enter__(self):
         started, eng = time.time(), self.params["engine"]
-        sched = self.params.get("scheduler", {})
         # what starts is stopped in reverse on exit, or at once if a later part fails to start
         # (no half solver): the sandbox, the watch (before the engine's shutdown, which it
         # would take for a death), the engine
@@ -85,9 +84,9 @@ class Solver:
                 max_model_len=eng["max_model_len"],
                 seed=self.params["samples"]["seed"],
                 gpu_memory_utilization=eng["gpu_memory_utilization"],
-                in_process=sched.get("mode", "deterministic") == "deterministic",
-                kv_cache_dtype=eng.get("kv_cache_dtype", "auto"),
-                quantization=eng.get("quantization"),
+                in_process=self.params["scheduler"]["mode"] == "deterministic",
+                kv_cache_dtype=eng["kv_cache_dtype"],
+                quantization=eng["quantization"],
             )
             stack.callback(engine.shutdown, self.llm)
             self.watch = engine.EngineWatch(on_death=self.on_engine_death)
@@ -133,20 +132,9 @@ class Solver:
         """Trace rows for `requests`, in order. `early_stop` and `deadline` default to the
         config's (`scheduler`); `ids` gets each trace's token ids; see `scheduler.run`."""
         started = time.time()
-        sched = self.params.get("scheduler", {})
         try:
-            options = scheduler.RunOptions(
-                self.params["sampling"],
-                self.params["tir"]["max_rounds"],
-                self.params["engine"]["max_model_len"],
-                max_in_flight=sched.get("max_in_flight"),
-                early_stop=sched.get("early_stop") if early_stop is None else early_stop,
-                threads=self.threads,
-                schedule=sched.get("mode", "deterministic"),
-                rejoin_steps=sched.get("rejoin_steps", 4),
-                stop_at_answer=self.params["tir"].get("stop_at_answer", False),
-                answer_after_tools=self.params["tir"].get("answer_after_tools", False),
-                policy=policies.Policy.from_config(sched),
+            options = scheduler.RunOptions.from_config(
+                self.params, early_stop=early_stop, threads=self.threads
             )
             rows = scheduler.run(
                 self.llm, requests, self.sandbox, options, self.stats, deadline=deadline, ids=ids
@@ -187,6 +175,6 @@ class Solver:
             "sampling": self.params["sampling"],
             "seed": self.params["samples"]["seed"],
             "max_rounds": self.params["tir"]["max_rounds"],
-            "scheduler": self.params.get("scheduler", {}),
+            "scheduler": self.params["scheduler"],
             **self.stats,
         }

@@ -7,6 +7,7 @@ engine while code ran, tokens, running sequences per step).
     .venv/bin/python bench/default_run.py [extra snakemake arguments, e.g. --configfile ...]
 """
 
+import argparse
 import subprocess
 import sys
 import time
@@ -15,6 +16,18 @@ from pathlib import Path
 from aimo.tables import read_metadata
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def parse(argv=None) -> list[str]:
+    """The snakemake arguments: every argument but -h/--help, as given."""
+    ap = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        usage="%(prog)s [-h] [snakemake arguments ...]",
+        epilog="Every other argument goes to snakemake as is (after --cores all --forcerun "
+        "problems), e.g. --configfile config.yaml config/h100.yaml.",
+        allow_abbrev=False,  # so that no snakemake option is taken for an abbreviation of ours
+    )
+    return ap.parse_known_args(argv)[1]
 
 
 def main(extra):
@@ -62,4 +75,4 @@ def main(extra):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main(parse())

@@ -214,7 +214,7 @@ def main():
     from collections import Counter
 
     logging.basicConfig(level=logging.WARNING)
-    from aimo import engine, scheduler
+    from aimo import config, engine, scheduler
     from aimo.problems import load as read_problems
     from aimo.sandbox import Sandbox
     from aimo.schemas import TRACES
@@ -225,19 +225,24 @@ def main():
     problems = problems[: args.limit] if args.limit else problems
     answers = {p["problem_id"]: p.get("answer") for p in problems}
     requests = tir_requests(problems, range(args.samples), 2026)
-    sampling = {"temperature": 0.7, "top_p": 0.95, "max_tokens": args.max_tokens}
-    rounds, max_len, sched = args.rounds, 4096, {}
+    # complete sections: the schema's defaults, log-probabilities off unless a config asks
+    sampling = dict(
+        config.defaults("sampling"),
+        temperature=0.7,
+        top_p=0.95,
+        max_tokens=args.max_tokens,
+        top_logprobs=0,
+    )
+    rounds, max_len, sched = args.rounds, 4096, config.defaults("scheduler")
     if args.config:
-        from aimo import config
-
         cfg = config.load([args.config])
         sampling, rounds = cfg["sampling"], cfg["tir"]["max_rounds"]
         max_len, sched = cfg["engine"]["max_model_len"], cfg["scheduler"]
     cpu = "avx512_bf16" if "avx512_bf16" in Path("/proc/cpuinfo").read_text() else "no avx512_bf16"
     print(
         f"{len(problems)} problems x {args.samples} samples, {rounds} rounds, "
-        f"{sampling['max_tokens']} tokens, top_logprobs {sampling.get('top_logprobs', 0)}, "
-        f"rejoin_steps {sched.get('rejoin_steps', 4)}; CPU flags: {cpu}",
+        f"{sampling['max_tokens']} tokens, top_logprobs {sampling['top_logprobs']}, "
+        f"rejoin_steps {sched['rejoin_steps']}; CPU flags: {cpu}",
         flush=True,
     )
     llm = engine.load(args.model, dtype="auto", max_model_len=max_len, seed=0, in_process=True)
@@ -256,9 +261,9 @@ def main():
                     sampling,
                     rounds,
                     max_len,
-                    max_in_flight=sched.get("max_in_flight"),
+                    max_in_flight=sched["max_in_flight"],
                     schedule=mode,
-                    rejoin_steps=sched.get("rejoin_steps", 4),
+                    rejoin_steps=sched["rejoin_steps"],
                 )
                 rows = scheduler.run(llm, requests, sandbox, options, stats)
             elif mode == "raw":

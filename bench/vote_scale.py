@@ -1,6 +1,6 @@
 """Scale benchmark of the vote and the evaluation: 10 million candidate rows.
 
-Writes synthetic trace and execution shards (only the columns the vote and the evaluation read,
+Writes synthetic trace and execution shards (every column the vote and the evaluation read,
 with the TRACES / EXECUTIONS types) into a temporary folder or --out, then in this process:
 
 1. times the DuckDB weighted vote (aimo.vote.vote_table: input checks + query) --repeat times;
@@ -30,32 +30,72 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from aimo.schemas import EXECUTIONS, PROBLEMS, TRACES  # noqa: E402
+from aimo.schemas import CANCELLED, EXECUTIONS, PROBLEMS, TRACES  # noqa: E402
 from aimo.tables import write_table  # noqa: E402
-from aimo.vote import DEFAULT_WEIGHTS, vote_table  # noqa: E402
+from aimo.vote import (  # noqa: E402
+    DEFAULT_WEIGHTS,
+    EXECUTION_COLUMNS,
+    OPTIONAL_TRACE_COLUMNS,
+    STRATEGIES,
+    TRACE_COLUMNS,
+    vote_table,
+)
 
-TRACE_COLS = [
-    "trace_id",
-    "problem_id",
-    "sample",
-    "source",
-    "answer_int",
-    "mean_logprob",
-    "completion_tokens",
-]
-EXEC_COLS = ["trace_id", "problem_id", "exec_status", "agrees"]
+# Every column the vote and the evaluation read (aimo/vote.py declares them; the evaluation adds
+# the optional ones), so a column the vote starts reading is written here too.
+TRACE_COLS = list(dict.fromkeys([*TRACE_COLUMNS, *OPTIONAL_TRACE_COLUMNS]))
+EXEC_COLS = list(dict.fromkeys(["trace_id", "problem_id", *EXECUTION_COLUMNS]))
+# share of the traces with each finish_reason: some cancelled by the scheduler (they do not vote
+# unless vote.count_cancelled), some pruned (never vote)
+FINISH = {"stop": 0.8, "length": 0.1, "early_stop": 0.06, "pruned": 0.04}
 
 
 def subschema(schema, names):
     return pa.schema([schema.field(n) for n in names])
 
 
+def _trace_columns(rng, n, pid, tid, j, answer):
+    """The synthetic values of every trace column the vote and the evaluation read; a column
+    without a generator here is written as nulls (and named: the figures then ignore it)."""
+    unknown = lambda x: rng.random(n) < x  # noqa: E731  (a mask: that share of rows null)
+    known = {
+        "trace_id": lambda: tid,
+        "problem_id": lambda: pid,
+        "sample": lambda: pa.array(j, pa.int32()),
+        "source": lambda: pa.array(np.full(n, "generate")),
+        "parent_id": lambda: pa.nulls(n, pa.string()),
+        "finish_reason": lambda: pa.array(
+            rng.choice(np.array(list(FINISH)), n, p=list(FINISH.values()))
+        ),
+        "answer_int": lambda: pa.array(answer, pa.int64(), mask=unknown(0.05)),
+        "mean_logprob": lambda: pa.array(rng.normal(-0.3, 0.1, n)),
+        # nats of the top-k distribution; a few traces without log-probabilities
+        "mean_entropy": lambda: pa.array(rng.gamma(2.0, 0.2, n), mask=unknown(0.02)),
+        "tail_entropy": lambda: pa.array(rng.gamma(2.0, 0.3, n), mask=unknown(0.02)),
+        # DeepConf confidence: minus the mean top-k log-probability of a window
+        "min_conf": lambda: pa.array(rng.uniform(0.5, 3.0, n), mask=unknown(0.02)),
+        "tail_conf": lambda: pa.array(rng.uniform(1.0, 6.0, n), mask=unknown(0.02)),
+        "prompt_tokens": lambda: pa.array(rng.integers(100, 400, n), pa.int32()),
+        "completion_tokens": lambda: pa.array(rng.integers(500, 8000, n), pa.int32()),
+    }
+    cols = {}
+    for name in TRACE_COLS:
+        if name in known:
+            cols[name] = known[name]()
+        else:
+            print(f"note: no synthetic values for trace column {name!r}: written as nulls")
+            cols[name] = pa.nulls(n, TRACES.field(name).type)
+    return cols
+
+
 def make_data(out: Path, n_problems: int, n_samples: int, n_shards: int, seed: int = 0):
     """Problems with answers, and n_problems * n_samples generate traces with executions.
 
     Per problem: the correct answer with probability U(0.02, 0.5), else one of 40 wrong answers
-    (Zipf-distributed popularity); 5% of answers missing; executions ok / error / no_code at
-    60 / 20 / 20%, agreeing half of the time. Shards hold whole problems, as the workflow's do.
+    (Zipf-distributed popularity); 5% of answers missing; finish reasons as in FINISH (10%
+    cancelled or pruned); entropies and confidences random, 2% unknown; executions ok / error /
+    no_code at 60 / 20 / 20%, agreeing half of the time. Shards hold whole problems, as the
+    workflow's do.
     """
     rng = np.random.default_rng(seed)
     out.mkdir(parents=True, exist_ok=True)
@@ -87,29 +127,19 @@ def make_data(out: Path, n_problems: int, n_samples: int, n_shards: int, seed: i
         answer = np.where(rng.random(n) < p_correct[p], correct[p], wrong)
         pid = pc.take(pids, pa.array(p))
         tid = pc.binary_join_element_wise(pid, pc.cast(pa.array(j), pa.string()), ":")
-        t = pa.table(
-            {
-                "trace_id": tid,
-                "problem_id": pid,
-                "sample": pa.array(j, pa.int32()),
-                "source": pa.array(np.full(n, "generate")),
-                "answer_int": pa.array(answer, pa.int64(), mask=rng.random(n) < 0.05),
-                "mean_logprob": pa.array(rng.normal(-0.3, 0.1, n)),
-                "completion_tokens": pa.array(rng.integers(500, 8000, n), pa.int32()),
-            },
-            schema=tschema,
-        )
-        e = pa.table(
-            {
-                "trace_id": tid,
-                "problem_id": pid,
-                "exec_status": pa.array(
-                    rng.choice(np.array(["ok", "error", "no_code"]), n, p=[0.6, 0.2, 0.2])
-                ),
-                "agrees": pa.array(rng.random(n) < 0.5),
-            },
-            schema=eschema,
-        )
+        t = pa.table(_trace_columns(rng, n, pid, tid, j, answer), schema=tschema)
+        e = {
+            "trace_id": tid,
+            "problem_id": pid,
+            "exec_status": pa.array(
+                rng.choice(np.array(["ok", "error", "no_code"]), n, p=[0.6, 0.2, 0.2])
+            ),
+            "agrees": pa.array(rng.random(n) < 0.5),
+        }
+        for name in set(EXEC_COLS) - set(e):
+            print(f"note: no synthetic values for execution column {name!r}: written as nulls")
+            e[name] = pa.nulls(n, EXECUTIONS.field(name).type)
+        e = pa.table({name: e[name] for name in EXEC_COLS}, schema=eschema)
         traces.append(out / f"traces_{s:03d}.parquet")
         execs.append(out / f"executions_{s:03d}.parquet")
         pq.write_table(t, traces[-1])
@@ -118,15 +148,20 @@ def make_data(out: Path, n_problems: int, n_samples: int, n_shards: int, seed: i
 
 
 def pandas_weighted(problems_path, traces, execs, weights=DEFAULT_WEIGHTS, critique_weight=1.0):
-    """The weighted vote as a pandas group-by: the same rules and tie-break as rank.sql."""
+    """The weighted vote as a pandas group-by: the same rules and tie-break as rank.sql, with the
+    default settings (cancelled traces left out, no critique replacement)."""
     import pandas as pd
 
     t = pd.concat(
         [
-            pd.read_parquet(p, columns=["trace_id", "problem_id", "source", "answer_int"])
+            pd.read_parquet(
+                p, columns=["trace_id", "problem_id", "source", "finish_reason", "answer_int"]
+            )
             for p in traces
         ]
     )
+    # a trace the scheduler cancelled or pruned does not vote (vote.count_cancelled off)
+    t = t[~t["finish_reason"].isin(CANCELLED)]
     e = pd.concat([pd.read_parquet(p, columns=["trace_id", "exec_status"]) for p in execs])
     clean = e.loc[e["exec_status"] == "ok", "trace_id"]
     t = t[t["answer_int"].notna()]
@@ -251,7 +286,8 @@ def main(argv=None):
             full = m[m.curve == "full"].set_index("strategy")["accuracy"].round(3).to_dict()
             print(
                 f"evaluation ({args.n_subsets} subsets per k, "
-                f"{m[m.curve == 'subset'].k.nunique()} k values, 4 strategies): wall {dt:.1f} s, "
+                f"{m[m.curve == 'subset'].k.nunique()} k values, {len(STRATEGIES)} strategies): "
+                f"wall {dt:.1f} s, "
                 f"CPU {dc:.1f} s; "
                 f"full-N accuracy {full}"
             )

@@ -77,4 +77,4 @@ def critique_inputs(kind):
 
 
 def final_outputs():
-    return ["results/submission.csv", "results/evaluate/report.md"]
+    return ["results/submission.csv", "results/evaluate/report.md", "results/inspect"]

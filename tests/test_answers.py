@@ -8,6 +8,8 @@ import pytest
 
 from aimo.answers import answer_int64, extract_answer, in_range, printed_integer, to_integer
 
+pytestmark = pytest.mark.needs("unit")
+
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CASES = SHARED / "answer_cases.json"
 

@@ -19,6 +19,8 @@ from aimo.submission import write_submission
 from aimo.tables import file_name, read_table, write_table
 from aimo.vote import vote, vote_table
 
+pytestmark = pytest.mark.needs("unit")
+
 HOSTILE_IDS = [
     "test/algebra/1214.json",  # MATH's own ids
     "../escaped",
@@ -123,6 +125,7 @@ def sandbox():
         yield sb
 
 
+@pytest.mark.needs("sandbox")
 def test_what_code_prints_never_loses_the_table(sandbox, tmp_path):
     rows = []
     for code, (status, printed, agrees) in CODE.items():

@@ -16,6 +16,8 @@ from conftest import overrides, snakemake
 from aimo import devices
 from aimo.schemas import PROBLEMS
 
+pytestmark = pytest.mark.needs("workflow")
+
 GPU_RULES = ("generate", "reflexion", "critique", "sft")
 
 

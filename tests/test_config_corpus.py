@@ -11,6 +11,8 @@ from conftest import ROOT, copy_workflow, overrides, snakemake
 
 from aimo import config
 
+pytestmark = pytest.mark.needs("unit")
+
 SCHEMA = yaml.safe_load(config.SCHEMA.read_text())
 UNKNOWN = "no_such_key"
 # a value of another type than the property's first (non-null) type
@@ -120,6 +122,7 @@ def test_a_bad_config_stops_load_naming_the_key(tmp_path, overlay, names):
     assert all(name in message for name in names) and "\n" not in message, message
 
 
+@pytest.mark.needs("workflow")
 @pytest.mark.parametrize(
     "overlay, named",
     [

@@ -1,7 +1,11 @@
 """The critique's choice of traces (aimo.critique.select): the most confident representative
 of each top answer."""
 
+import pytest
+
 from aimo.critique import select
+
+pytestmark = pytest.mark.needs("unit")
 
 
 def t(tid, answer, lp):

@@ -10,6 +10,8 @@ from aimo.strategies import NAMES
 from aimo.vote import vote_table
 from tests.test_evaluate import metric, trace, write
 
+pytestmark = pytest.mark.needs("unit")
+
 FINISHES = ["stop", "stop", "stop", "early_stop", "deadline", "pruned", "not_started"]
 
 

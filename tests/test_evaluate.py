@@ -13,6 +13,8 @@ from aimo.schemas import EXECUTIONS, METRICS, PROBLEMS, TRACES
 from aimo.tables import read_metadata, write_table
 from aimo.vote import STRATEGIES, vote_table
 
+pytestmark = pytest.mark.needs("unit")
+
 OUTPUTS = (
     "metrics.parquet",
     "per_problem.parquet",

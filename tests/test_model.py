@@ -5,6 +5,8 @@ import pytest
 from aimo import model
 from aimo.tables import file_mode
 
+pytestmark = pytest.mark.needs("unit")
+
 
 def test_assemble_checks_hash_and_order(tmp_path):
     parts = []

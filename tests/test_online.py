@@ -19,7 +19,7 @@ import pandas as pd
 import polars as pl
 import psutil
 import pytest
-from conftest import ROOT, SHARED
+from conftest import ROOT, SHARED, need_shared
 
 sys.path.insert(0, str(ROOT))  # main.py, the Kaggle entry point, sits at the top
 import main  # noqa: E402
@@ -30,7 +30,7 @@ from aimo.online import OnlineRun, TimeBank, final_answer
 from aimo.schemas import PROBLEMS, TRACES
 from aimo.tables import read_metadata, read_table
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.needs("engine")
 
 OVERLAY = """
 sampling: {{max_tokens: 96}}
@@ -40,10 +40,15 @@ online: {{samples: {{n: 4}}, scheduler: {{early_stop: 2}}, budget_s: {budget},
 """
 
 
-def load_config(tmp_path, budget=86400, min_s=5):
+def load_config(tmp_path, model=None, budget=86400, min_s=5):
+    """The tiny online config and its overlay file; `model`: the session's tiny model folder
+    (conftest's tiny_model), run as a local model, so nothing is built in the checkout."""
     # the bank counts from the process's start: pytest's, here, maybe an hour before
     overlay = tmp_path / "online.yaml"
-    overlay.write_text(OVERLAY.format(budget=budget, min_s=min_s, run_dir=tmp_path / "run"))
+    text = OVERLAY.format(budget=budget, min_s=min_s, run_dir=tmp_path / "run")
+    if model is not None:
+        text += f"model: {{source: local, path: {model}}}\n"
+    overlay.write_text(text)
     return aimo_config.load(
         [ROOT / "config.yaml", ROOT / "tests/tiny/config.yaml", overlay]
     ), overlay
@@ -67,8 +72,8 @@ def gateway(predict, csv_path, seed=0):
 
 
 @pytest.fixture(scope="module")
-def online(tmp_path_factory):
-    config, _ = load_config(tmp_path_factory.mktemp("online"))
+def online(tmp_path_factory, tiny_model):
+    config, _ = load_config(tmp_path_factory.mktemp("online"), tiny_model)
     s = OnlineRun(config)
     # started from a worker thread, as a notebook's own launcher would on the first call
     t = threading.Thread(target=s.start)
@@ -80,12 +85,13 @@ def online(tmp_path_factory):
     s.stop()
 
 
+@pytest.mark.needs("unit")
 def test_predict_is_a_plain_function_named_predict():
     assert isinstance(main.predict, types.FunctionType) and main.predict.__name__ == "predict"
 
 
 def test_the_gateway_harness_on_the_test_file(online):
-    sub = gateway(main.predict, SHARED / "aimo3_test.csv")
+    sub = gateway(main.predict, need_shared(SHARED / "aimo3_test.csv"))
     assert sorted(sub["id"].to_list()) == sorted(
         pl.read_csv(SHARED / "aimo3_test.csv")["id"].to_list()
     )
@@ -93,7 +99,7 @@ def test_the_gateway_harness_on_the_test_file(online):
 
 
 def test_the_gateway_harness_on_the_reference_file(online):
-    sub = gateway(main.predict, SHARED / "aimo3_reference.csv", seed=1)
+    sub = gateway(main.predict, need_shared(SHARED / "aimo3_reference.csv"), seed=1)
     assert len(sub) == 10
     run = online.run_dir
     for pid in sub["id"].to_list():
@@ -127,6 +133,7 @@ def test_the_same_problem_twice_is_answered_twice(online):
     assert (online.run_dir / "traces" / "twice~2.parquet").is_file()
 
 
+@pytest.mark.needs("unit")
 def test_voted_answers_outside_the_range_fall_back():
     for bad in (10**30, -5, 100000, 3.0, "7", None, True):
         assert final_answer(bad, 0) == (0, True)
@@ -158,6 +165,7 @@ def run_bank(bank, clock, needs, vote_s=1.0):
     return budgets
 
 
+@pytest.mark.needs("unit")
 def test_the_bank_shares_a_slow_engine_evenly_and_never_passes_its_end():
     clock = FakeClock()
     bank = TimeBank(900, 10, 60, 180, 60, tail_s=5, clock=clock)
@@ -168,6 +176,7 @@ def test_the_bank_shares_a_slow_engine_evenly_and_never_passes_its_end():
     assert clock.now <= bank.end
 
 
+@pytest.mark.needs("unit")
 def test_the_bank_gives_what_easy_problems_leave_to_hard_ones():
     clock = FakeClock()
     bank = TimeBank(17400, 50, 300, 900, 300, tail_s=30, clock=clock)
@@ -178,6 +187,7 @@ def test_the_bank_gives_what_easy_problems_leave_to_hard_ones():
     assert clock.now <= bank.end
 
 
+@pytest.mark.needs("unit")
 def test_a_short_bank_gives_its_minimum_first_not_too_little_to_all():
     clock = FakeClock()  # this CPU's shape: 40 problems that each need more than the bank holds
     bank = TimeBank(2578, 40, 150, 240, 150, tail_s=5, clock=clock)
@@ -188,6 +198,7 @@ def test_a_short_bank_gives_its_minimum_first_not_too_little_to_all():
     assert clock.now <= bank.end
 
 
+@pytest.mark.needs("unit")
 def test_a_spent_bank_gives_nothing_and_the_need_follows_the_run():
     clock = FakeClock()
     bank = TimeBank(100, 3, 10, 90, 10, tail_s=2, clock=clock)
@@ -201,6 +212,7 @@ def test_a_spent_bank_gives_nothing_and_the_need_follows_the_run():
     assert bank.budget() == 0.0
 
 
+@pytest.mark.needs("unit")
 def test_a_spent_bank_answers_the_fallback_at_once(tmp_path):
     config, _ = load_config(tmp_path)
     # a bank of 1 s (a config says at least a problem's min_s: this is a bank spent by start-up)
@@ -215,6 +227,7 @@ def test_a_spent_bank_answers_the_fallback_at_once(tmp_path):
     assert first.fallback and second.answer == 0
 
 
+@pytest.mark.needs("unit")
 def test_the_bank_counts_from_the_process_start():
     code = (
         "import time; time.sleep(1.5); from aimo.online import process_start; "
@@ -290,8 +303,8 @@ def test_no_answer_by_the_deadline_asks_the_longest_traces_for_one(online, monke
     )
 
 
-def test_main_solves_a_file_and_evaluates_its_run(tmp_path):
-    config, overlay = load_config(tmp_path)
+def test_main_solves_a_file_and_evaluates_its_run(tmp_path, tiny_model):
+    config, overlay = load_config(tmp_path, tiny_model)
     problems = tmp_path / "p.csv"
     # MATH's ids hold slashes; an id may try to leave the run folder: neither becomes a path
     ids = ["add", "mul", "test/algebra/1.json", "../escaped", "a,b"]
@@ -332,7 +345,7 @@ def test_main_solves_a_file_and_evaluates_its_run(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "run/evaluate/report.md").is_file()
-    # the re-vote is the submission's: the same settings (online.count_cancelled) and rows
+    # the re-vote is the submission's: the same settings (online.vote) and rows
     votes = pl.read_parquet(tmp_path / "run/evaluate/votes.parquet")
     config = aimo_config.load(cmd[-3:])
     picked = votes.filter(pl.col("strategy") == config["vote"]["strategy"])
@@ -354,9 +367,9 @@ def engine_pids() -> set:
 
 
 def test_a_failed_start_leaves_nothing_running_and_the_next_problem_retries(
-    tmp_path, monkeypatch, caplog
+    tmp_path, monkeypatch, caplog, tiny_model
 ):
-    config, _ = load_config(tmp_path)
+    config, _ = load_config(tmp_path, tiny_model)
     enter, calls = aimo_solver.Sandbox.__enter__, []
 
     def fails_once(self):
@@ -399,6 +412,7 @@ def test_an_unwritable_run_folder_loses_the_record_not_the_answer(online, caplog
     assert (traces / "written.parquet").is_file() and after.stopped != "error"
 
 
+@pytest.mark.needs("unit")
 def test_config_files_resolve_against_main_and_pick_kaggle_there(monkeypatch):
     for var in ("AIMO_CONFIG", "KAGGLE_KERNEL_RUN_TYPE", "KAGGLE_IS_COMPETITION_RERUN"):
         monkeypatch.delenv(var, raising=False)
@@ -412,6 +426,7 @@ def test_config_files_resolve_against_main_and_pick_kaggle_there(monkeypatch):
     assert main.config_files() == [str(ROOT / "config.yaml"), str(ROOT / "config/kaggle.yaml")]
 
 
+@pytest.mark.needs("unit")
 def test_main_says_what_is_wrong_in_one_line(tmp_path):
     overlay = tmp_path / "bad.yaml"
     overlay.write_text(
@@ -476,7 +491,7 @@ def test_the_engine_dying_again_while_it_restarts_costs_one_problem(online, capl
 
 def test_every_trace_cut_with_a_box_in_it_still_answers(online, monkeypatch):
     """Every trace cancelled at the deadline, each with an answer in its text: they vote
-    (online.count_cancelled), the answer is theirs, not the fallback."""
+    (online.vote.count_cancelled), the answer is theirs, not the fallback."""
     online.solve("cut-src", "What is 6 times 7?")
     rows = read_table(online.run_dir / "traces" / "cut-src.parquet", TRACES).to_pylist()
     for r, answer in zip(rows, [41, 41, 41, 7]):
@@ -495,13 +510,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_the_rerun_shape_serve_in_one_process_and_the_gateway_in_another(tmp_path):
+def test_the_rerun_shape_serve_in_one_process_and_the_gateway_in_another(tmp_path, tiny_model):
     """As the competition runs it: a notebook cell's `main.serve_kaggle()` (nothing else sets
     up logging) under KAGGLE_IS_COMPETITION_RERUN blocks in serve() while a gateway in another
     process, with a startup limit shorter than the engine's start, connects, sends every
     problem and gets valid answers (the project's harness, not Kaggle's code: tests/harness);
     the run's log is in its run folder."""
-    _, overlay = load_config(tmp_path)
+    need_shared(SHARED / "aimo3_test.csv")
+    _, overlay = load_config(tmp_path, tiny_model)
     harness = ROOT / "tests/harness"
     env = dict(
         os.environ,
@@ -547,6 +563,7 @@ def test_the_rerun_shape_serve_in_one_process_and_the_gateway_in_another(tmp_pat
         server.wait()
 
 
+@pytest.mark.needs("unit")
 def test_the_online_sandbox_runs_a_block_per_cpu():
     from aimo.online import sandbox_threads
 

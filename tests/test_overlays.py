@@ -8,6 +8,8 @@ import pytest
 
 from aimo import config
 
+pytestmark = pytest.mark.needs("unit")
+
 ROOT = Path(__file__).resolve().parents[1]
 GiB = 1 << 30
 

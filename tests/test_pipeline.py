@@ -28,6 +28,8 @@ from aimo.schemas import (
 from aimo.tables import read_metadata, read_table
 from aimo.vote import STRATEGIES
 
+pytestmark = pytest.mark.needs("engine")
+
 TINY = ["--configfile", "config.yaml", "tiny.yaml"]
 
 
@@ -164,7 +166,7 @@ def test_changing_vote_weights_reruns_only_vote_and_after(tiny_run, overlay):
     workdir, _ = tiny_run
     args = overrides(workdir, "weights.yaml", overlay)
     jobs = planned_jobs(workdir, "--configfile", "config.yaml", "tiny.yaml", *args[2:])
-    assert set(jobs) == {"vote", "submission", "evaluate", "all"}, jobs
+    assert set(jobs) == {"vote", "submission", "evaluate", "inspect", "all"}, jobs
 
 
 def test_raising_n_adds_a_shard_and_keeps_the_old_one(tiny_run):
@@ -291,6 +293,32 @@ def test_status_words_are_the_sandbox_s_plus_no_code():
     assert FAILED == set(SANDBOX_STATUSES) - {OK}
     no_code = {"trace_id": "p:1", "problem_id": "p", "answer_int": None, "code_blocks": []}
     assert executions_from_blocks([no_code])[0]["exec_status"] == NO_CODE
+
+
+def test_the_inspector_site_opens_in_a_browser(tiny_run, tmp_path):
+    """The default run's trace inspector (results/inspect), opened from disk in chromium: every
+    problem, and on its pages every trace, each flag it raises and each code output."""
+    from test_inspect import check_site_in_browser, screenshot
+
+    from aimo.inspector import flags
+
+    workdir, _ = tiny_run
+    site = workdir / "results/inspect"
+    doms = check_site_in_browser(site, tmp_path, n_problems=2)
+    traces = [
+        r
+        for stage in ("generate", "reflexion", "critique")
+        for r in read_table(workdir / f"results/{stage}/shard-0.parquet", TRACES).to_pylist()
+    ]
+    for pid in ("divisors360", "pow2mod7"):
+        dom, rows = doms[f"{pid}.html"], [r for r in traces if r["problem_id"] == pid]
+        assert dom.count('<section class="card"') == len(rows)
+        for r in rows:
+            for name in flags.trace_flags(r, None, None):
+                assert f">{flags.BY_NAME[name].label}</span>" in dom, (r["trace_id"], name)
+            for b in r["code_blocks"]:
+                assert f"output: {b['status']}" in dom, r["trace_id"]
+    screenshot(tmp_path, site / "problems/pow2mod7.html", "pow2mod7.png")
 
 
 def test_forcerun_generate_rebuilds_the_same_shard(tiny_run):

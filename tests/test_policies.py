@@ -6,7 +6,9 @@ from collections import Counter
 
 import pytest
 
-from aimo import policies, tir
+from aimo import config, policies, tir
+
+pytestmark = pytest.mark.needs("unit")
 
 
 def test_the_beta_rule_is_adaptive_consistencys():
@@ -40,7 +42,11 @@ def test_a_bad_policy_names_the_key():
         policies.Policy(rule="vote")
     with pytest.raises(ValueError, match="keep 0"):
         policies.Policy(keep=0)
-    assert policies.Policy.from_config({}) == policies.Policy()
+    # the config's defaults are no policy: every sample runs, nothing is pruned
+    assert policies.Policy.from_config(config.defaults("scheduler")) == policies.Policy()
+    sched = config.defaults("scheduler")
+    sched["waves"].update(size=2, rule="esc")
+    assert policies.Policy.from_config(sched) == policies.Policy(wave=2, rule="esc")
 
 
 def test_confidence_windows_and_summaries():

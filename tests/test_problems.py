@@ -8,6 +8,8 @@ from aimo.problems import ProblemError, load, normalize
 from aimo.schemas import PROBLEMS
 from aimo.tables import file_mode, read_metadata, read_table
 
+pytestmark = pytest.mark.needs("unit")
+
 
 def write(tmp_path, name, text):
     path = tmp_path / name

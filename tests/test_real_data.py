@@ -17,6 +17,8 @@ from aimo.schemas import PROBLEMS, TRACES
 from aimo.tables import write_table
 from aimo.vote import vote_table
 
+pytestmark = pytest.mark.needs("sandbox")
+
 SRC = SHARED / "tir_traces_aimo2_r1distill.jsonl"
 # ```python or bare fences, with the ```output that follows, if any
 ANY_CODE_RE = re.compile(

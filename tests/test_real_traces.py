@@ -11,6 +11,8 @@ import pytest
 
 from aimo.answers import answer_int64, extract_answer, in_range, to_integer
 
+pytestmark = pytest.mark.needs("unit")
+
 TRACES = (
     Path(__file__).resolve().parents[1].parent
     / "shared"

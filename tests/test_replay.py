@@ -6,6 +6,8 @@ import pytest
 from aimo.policies import Policy
 from aimo.replay import PoolTrace, confidence_vote, majority, replay, wall_s
 
+pytestmark = pytest.mark.needs("unit")
+
 
 def pool():
     return [PoolTrace(1, 10), PoolTrace(1, 20), PoolTrace(2, 30)]

@@ -31,6 +31,8 @@ from aimo.sandbox import (
     Sandbox,
 )
 
+pytestmark = pytest.mark.needs("sandbox")
+
 WALL = 2.0
 LIMITS = Limits(
     wall_s=WALL,

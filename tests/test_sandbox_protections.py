@@ -34,6 +34,8 @@ from test_sandbox import (  # noqa: F401
 
 from aimo.sandbox import MEMORY, OK, Limits, Sandbox, SandboxError
 
+pytestmark = pytest.mark.needs("sandbox")
+
 VER = f"python{sys.version_info.major}.{sys.version_info.minor}"
 BIG = dict(vars(LIMITS), memory_mb=2048, wall_s=30.0, cpu_s=30.0)  # room for 700 MB per process
 

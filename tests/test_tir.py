@@ -4,6 +4,8 @@ import pytest
 
 from aimo import prompts, tir
 
+pytestmark = pytest.mark.needs("unit")
+
 
 def test_last_code_block():
     text = "Let me compute.\n```python\nx = 1\nprint(x)\n```\nok\n```python\nprint(2)\n```\n"

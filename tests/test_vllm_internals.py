@@ -14,6 +14,8 @@ import pytest
 
 from aimo import engine
 
+pytestmark = pytest.mark.needs("unit")
+
 ROOT = Path(__file__).resolve().parents[1]
 
 pytest.importorskip("vllm")

@@ -11,6 +11,8 @@ from aimo.strategies import DECLARED
 from aimo.tables import read_metadata, read_table, write_table
 from aimo.vote import STRATEGIES, VoteSettings, load_sql, vote, vote_table
 
+pytestmark = pytest.mark.needs("unit")
+
 
 def trace(pid, sample, answer, source="generate", lp=-0.5, suffix=None, ent=None, tail=None):
     tid = f"{pid}:{sample}" + (f":{suffix}" if suffix else "")

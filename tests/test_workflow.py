@@ -2,7 +2,10 @@
 
 import re
 
+import pytest
 from conftest import overrides, planned_jobs, snakemake
+
+pytestmark = pytest.mark.needs("workflow")
 
 
 def test_lint_is_clean(workflow_copy):
@@ -20,6 +23,7 @@ def test_default_plan_has_every_stage(workflow_copy):
         "vote": 1,
         "submission": 1,
         "evaluate": 1,
+        "inspect": 1,
         "all": 1,
     }
 

@@ -106,9 +106,8 @@ def launcher_main(ctl_fd):
         try:
             if not cg_offered:
                 raise OSError(errno.ENOENT, why)
-            cg = cgroup_module().Pool.create(
-                opts.get("pool_memory_mb", 4096), f"aimo-sandbox-{os.getpid()}"
-            )
+            # pool_memory_mb: the client's Limits, always sent
+            cg = cgroup_module().Pool.create(opts["pool_memory_mb"], f"aimo-sandbox-{os.getpid()}")
             cg.move(cg.server)  # the fork server and all it forks start below the pool's cap
         except OSError as e:
             notes["memory_cgroup"] = e.strerror or str(e)

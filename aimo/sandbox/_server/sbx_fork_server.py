@@ -94,9 +94,7 @@ class ForkServer(PoolStartup, UidBook):
             "hidden_paths": self.pool.get("hidden_paths", []),
             "uid_base": self.uid_base if f["uid"] else None,
             "memory_cgroup": self.cg is not None,
-            "pool_memory_mb": int(self.opts.get("pool_memory_mb", 0))
-            if self.cg is not None
-            else None,
+            "pool_memory_mb": int(self.opts["pool_memory_mb"]) if self.cg is not None else None,
         }
         self.protections = prot
         self.ctl.send(
@@ -288,7 +286,7 @@ class ForkServer(PoolStartup, UidBook):
             try:
                 if self.cg is not None:
                     path = self.cg_dirs[pid]
-                    self.cg.set_limit(path, msg["limits"].get("session_memory_mb", 2048))
+                    self.cg.set_limit(path, msg["limits"]["session_memory_mb"])
                     assign["oom_file"] = self.cg.events_file(path)
                     assign["pool_memory_mb"] = self.protections["pool_memory_mb"]
                 send_msg(sock, assign)
