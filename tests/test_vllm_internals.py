@@ -14,7 +14,7 @@ import pytest
 
 from aimo import engine
 
-pytestmark = pytest.mark.needs("unit")
+pytestmark = pytest.mark.needs("engine")  # vLLM itself (no engine started)
 
 ROOT = Path(__file__).resolve().parents[1]
 
