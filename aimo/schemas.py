@@ -102,6 +102,7 @@ VOTES = pa.schema(
         pa.field("votes", pa.int64()),
         pa.field("runner_up", pa.int64()),
         pa.field("runner_up_score", pa.float64()),
+        pa.field("runner_up_votes", pa.int64()),  # how a tie of scores was broken
         pa.field("margin", pa.float64()),
     ]
 )

@@ -211,12 +211,23 @@ def test_pass_at_1_is_the_mean_share_with_its_standard_error():
 
 
 def test_ties_count_how_rank_sql_broke_them():
+    def vote(answer, score, votes, runner_up=None, runner_score=None, runner_votes=None):
+        return {
+            "answer": answer,
+            "score": score,
+            "votes": votes,
+            "runner_up": runner_up,
+            "runner_up_score": runner_score,
+            "runner_up_votes": runner_votes,
+        }
+
     rows = [
-        {"answer": 7, "tie": True, "broken_by": "smaller answer"},
-        {"answer": 3, "tie": True, "broken_by": "more votes"},
-        {"answer": 1, "tie": False, "broken_by": None},
-        {"answer": None, "tie": False, "broken_by": None},
+        vote(7, 2.0, 1, 9, 2.0, 1),  # equal scores, equal votes: the smaller answer
+        vote(3, 2.0, 2, 1, 2.0, 1),  # equal scores: more votes
+        vote(1, 3.0, 3, 2, 2.0, 2),  # no tie
+        vote(None, 0.0, 0),  # nothing to vote
     ]
+    assert [stats.tie(r)["broken_by"] for r in rows] == ["smaller answer", "more votes", None, None]
     assert stats.tie_counts(rows) == {
         "problems": 4,
         "voted": 3,

@@ -107,6 +107,8 @@ def test_tie_breaking_order(shards):
     got = rows(vote_table(p, t, e, strategies=["weighted"]))
     assert (got["b"]["answer"], got["b"]["votes"], got["b"]["runner_up"]) == (9, 2, 7)
     assert (got["c"]["answer"], got["c"]["runner_up"], got["c"]["margin"]) == (20, 300, 0.0)
+    # the runner-up's votes tell which rule broke the tie (the inspector reads them)
+    assert (got["b"]["runner_up_votes"], got["c"]["runner_up_votes"]) == (1, 1)
     maj = rows(vote_table(p, t, e, strategies=["majority"]))
     assert maj["b"]["answer"] == 9 and maj["c"]["answer"] == 20
 

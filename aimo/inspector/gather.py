@@ -104,17 +104,6 @@ def _rows(paths, schema) -> list:
     return [r for p in paths for r in read_table(p, schema).to_pylist()]
 
 
-def _ties(cands, strategy) -> dict:
-    """{problem_id: ties.sql's row} over the tallies of `strategy` (as Candidates.votes runs
-    rank.sql)."""
-    cands.con.register("tallies", cands.tallies(strategy))
-    try:
-        rows = cands.con.sql(load_sql("ties")).to_arrow_table().to_pylist()
-    finally:
-        cands.con.unregister("tallies")
-    return {r["problem_id"]: r for r in rows}
-
-
 def gather(run: Run) -> dict:
     """Everything the pages of `run` show: {"name", "settings", "strategies", "problems"
     (one view per problem, in the problems file's order), "stats"}."""
@@ -124,19 +113,16 @@ def gather(run: Run) -> dict:
     with Candidates(run.problems, run.traces, run.executions, run.settings, strategies=NAMES) as c:
         weights = {r["trace_id"]: r for r in c.arrow(load_sql("inspect_traces")).to_pylist()}
         votes = {s: {r["problem_id"]: r for r in c.votes(s).to_pylist()} for s in NAMES}
-        ties = {s: _ties(c, s) for s in NAMES}
     by_problem = defaultdict(list)
     for t in traces:
         by_problem[t["problem_id"]].append(t)
-    views = [
-        _problem(run, p, by_problem[p["problem_id"]], execs, weights, votes, ties) for p in problems
-    ]
+    views = [_problem(run, p, by_problem[p["problem_id"]], execs, weights, votes) for p in problems]
     return {
         "name": run.name,
         "settings": run.settings,
         "strategies": NAMES,
         "problems": views,
-        "stats": _stats(views, ties),
+        "stats": _stats(views, votes),
     }
 
 
@@ -171,7 +157,7 @@ def _cards(traces, execs, weights, correct) -> list:
     return cards
 
 
-def _problem(run, p, traces, execs, weights, votes, ties) -> dict:
+def _problem(run, p, traces, execs, weights, votes) -> dict:
     pid, correct = p["problem_id"], p["answer"]
     cards = _cards(traces, execs, weights, correct)
     counted = [t for t in cards if t["weights"].get("counted")]
@@ -204,9 +190,8 @@ def _problem(run, p, traces, execs, weights, votes, ties) -> dict:
         "votes": [
             {
                 **votes[s][pid],
+                **stats.tie(votes[s][pid]),
                 "strategy": s,
-                "tie": ties[s][pid]["tie"],
-                "broken_by": ties[s][pid]["broken_by"],
                 "right": None if correct is None else votes[s][pid]["answer"] == correct,
             }
             for s in NAMES
@@ -231,7 +216,7 @@ def _problem(run, p, traces, execs, weights, votes, ties) -> dict:
     }
 
 
-def _stats(views, ties) -> dict:
+def _stats(views, votes) -> dict:
     known = [v for v in views if v["answer"] is not None]
     cards = [t for v in views for t in v["traces"]]
     flag_counts = Counter()
@@ -247,7 +232,7 @@ def _stats(views, ties) -> dict:
         "pass_at_1": stats.pass_at_1([v["pool"] for v in known]),
         "no_answer": stats.rate(sum("no_answer" in t["flags"] for t in cards), len(cards)),
         "no_valid": stats.rate(sum(not t["weights"].get("valid") for t in cards), len(cards)),
-        "ties": {s: stats.tie_counts(rows.values()) for s, rows in ties.items()},
+        "ties": {s: stats.tie_counts(rows.values()) for s, rows in votes.items()},
         "flag_traces": Counter(name for t in cards for name in t["flags"]),
         "flag_problems": flag_counts,
         "tokens": sum(v["tokens"] for v in views),

@@ -7,9 +7,9 @@ from __future__ import annotations
 import math
 import statistics
 
-__all__ = ["pass_at_1", "rate", "tie_counts", "BROKEN_BY"]
+__all__ = ["pass_at_1", "rate", "tie", "tie_counts", "BROKEN_BY"]
 
-# how rank.sql breaks a tie of scores (ties.sql's broken_by), in its order
+# how rank.sql breaks a tie of scores, in its order
 BROKEN_BY = ("more votes", "smaller answer")
 
 
@@ -33,15 +33,25 @@ def rate(hits: int, total: int) -> dict:
     return {"count": hits, "total": total, "share": hits / total if total else None}
 
 
+def tie(vote: dict) -> dict:
+    """Of one VOTES row: whether its winner's and runner-up's scores tie (as rank.sql compares
+    them), and for a tie which rule of rank.sql's order broke it. {"tie", "broken_by"}."""
+    tied = vote["runner_up"] is not None and vote["score"] == vote["runner_up_score"]
+    broken_by = None
+    if tied:
+        broken_by = BROKEN_BY[0] if vote["votes"] > vote["runner_up_votes"] else BROKEN_BY[1]
+    return {"tie": tied, "broken_by": broken_by}
+
+
 def tie_counts(rows) -> dict:
-    """From ties.sql's rows of one strategy (one per problem): problems voted, votes that were
+    """From the VOTES rows of one strategy (one per problem): problems voted, votes that were
     ties, how many of those each rule of rank.sql broke, and problems with no answer to vote."""
     voted = [r for r in rows if r["answer"] is not None]
-    ties = [r for r in voted if r["tie"]]
+    ties = [tie(r)["broken_by"] for r in voted if tie(r)["tie"]]
     return {
         "problems": len(rows),
         "voted": len(voted),
         "no_vote": len(rows) - len(voted),
         "ties": len(ties),
-        **{b: sum(r["broken_by"] == b for r in ties) for b in BROKEN_BY},
+        **{b: ties.count(b) for b in BROKEN_BY},
     }

@@ -4,8 +4,9 @@
 -- Only answers with a non-NULL value and a positive score compete. They are ranked by a total
 -- order: higher score first, then more votes, then the smaller answer. The first is the answer,
 -- the second the runner-up; margin = score - runner_up_score (score itself when there is no
--- runner-up). Every problem gets a row: one with no competing answer has answer, runner_up,
--- runner_up_score and margin NULL, score 0 and votes 0.
+-- runner-up); runner_up_votes tells how a tie of scores was broken (more votes, else the smaller
+-- answer). Every problem gets a row: one with no competing answer has answer, runner_up,
+-- runner_up_score, runner_up_votes and margin NULL, score 0 and votes 0.
 WITH ranked AS (
     SELECT
         problem_id,
@@ -26,6 +27,7 @@ SELECT
     coalesce(top1.votes, 0) AS votes,
     top2.answer AS runner_up,
     top2.score AS runner_up_score,
+    top2.votes AS runner_up_votes,
     top1.score - coalesce(top2.score, 0.0) AS margin
 FROM problems AS p
 LEFT JOIN ranked AS top1 ON top1.problem_id = p.problem_id AND top1.place = 1
