@@ -31,6 +31,7 @@ from aimo.vote import VoteSettings
 
 log = logging.getLogger("aimo.online")
 FORCE_TOKENS = 16  # a forced answer's continuation: the rest of a box
+FORCE_SHARE = 0.25  # forcing takes at most this share of a problem's budget (online.force_s)
 
 
 class TimeBank:
@@ -325,7 +326,7 @@ class OnlineRun:
             range(self.sections["samples"]["n"]),
             self.sections["samples"]["seed"],
         )
-        force_s = min(o["force_s"], result.budget_s / 4) if o["force_traces"] else 0.0
+        force_s = min(o["force_s"], result.budget_s * FORCE_SHARE) if o["force_traces"] else 0.0
         end, ids = started + result.budget_s, {}
         try:
             # early_stop: the online scheduler's (params)

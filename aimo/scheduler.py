@@ -94,10 +94,11 @@ def default_max_in_flight(llm, sampling: dict, max_model_len: int) -> int:
     return max(1, OVERCOMMIT * tokens // per_trace)
 
 
-def sampling_params(sampling: dict, seed: int, max_tokens: int):
+def sampling_params(sampling: dict, seed: int, max_tokens: int, stop=(OUTPUT_FENCE,)):
     """vLLM SamplingParams for one round of one trace: new tokens are streamed (DELTA), so a
     cancelled round keeps what it wrote; each sampled token comes with the engine's top
-    `top_logprobs` log-probabilities (0: only its own), flat (few Python objects)."""
+    `top_logprobs` log-probabilities (0: only its own), flat (few Python objects). A round
+    stops at `stop` (the output fence)."""
     from vllm import SamplingParams
     from vllm.sampling_params import RequestOutputKind
 
@@ -106,7 +107,7 @@ def sampling_params(sampling: dict, seed: int, max_tokens: int):
         top_p=sampling["top_p"],
         max_tokens=max_tokens,
         seed=seed,
-        stop=[OUTPUT_FENCE],
+        stop=list(stop),
         logprobs=sampling["top_logprobs"],
         flat_logprobs=True,
         output_kind=RequestOutputKind.DELTA,
@@ -264,8 +265,7 @@ def force(llm, prompts, max_tokens: int, stop, deadline=None, clock=time.monoton
 
     eng = llm.llm_engine
     greedy = {"temperature": 0.0, "top_p": 1.0, "top_logprobs": 0}
-    params = sampling_params(greedy, None, max_tokens)
-    params.stop, params.logprobs = list(stop), None
+    params = sampling_params(greedy, None, max_tokens, stop)
     _Loop.runs += 1
     open_ = {f"{_Loop.runs}:force#{i}": i for i in range(len(prompts))}
     text, count, done = [""] * len(prompts), [0] * len(prompts), [None] * len(prompts)
