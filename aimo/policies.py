@@ -10,6 +10,11 @@ bench/replay.py replays them over a stored pool, so a replay decides as a run wo
   probability >= `confidence` under a uniform prior (Beta(v1 + 1, v2 + 1) > 1/2);
   esc (Early-stopping self-consistency): a window of `window` finished samples, counted in
   finish order, all give the same valid answer.
+- finish by the deadline: where a problem has a deadline, a sample starts only if one as long
+  as the median of the problem's finished samples would finish before it, at the engine's
+  current time per token (a running sequence gets one token per engine step); the first
+  samples, with none finished, always start. A problem whose waiting samples cannot finish and
+  that has nothing running ends at once (they are not_started), leaving its time to the next.
 - prune (DeepConf online): the threshold is the (1 - keep) quantile of the lowest window
   confidence of the problem's first `warmup` finished traces (or `threshold`, from a
   calibration); a trace whose window mean then falls below it ends (pruned). A trace without
@@ -18,6 +23,7 @@ bench/replay.py replays them over a stored pool, so a replay decides as a run wo
 """
 
 import math
+import statistics
 from collections import Counter
 from dataclasses import dataclass
 
@@ -30,6 +36,7 @@ class Policy:
     rule: str = "none"
     confidence: float = 0.95  # beta
     window: int = 4  # esc
+    finish_by_deadline: bool = True
     prune: bool = False
     warmup: int = 4
     keep: float = 0.9
@@ -53,6 +60,7 @@ class Policy:
             rule=waves["rule"],
             confidence=waves["confidence"],
             window=waves["window"],
+            finish_by_deadline=waves["finish_by_deadline"],
             prune=prune["enabled"],
             warmup=prune["warmup"],
             keep=prune["keep"],
@@ -87,6 +95,15 @@ def settled(policy: Policy, answers: list) -> bool:
     if policy.rule == "esc":
         return esc_settled(answers, policy.window)
     return False
+
+
+def can_finish(left: float, per_token: float | None, lengths: list) -> bool:
+    """Would a new sample as long as the median of `lengths` (the problem's finished samples'
+    completion tokens) finish within `left`, at `per_token` (seconds a token, or a replay's
+    tick)? Yes while nothing has finished or the time per token is not yet known."""
+    if not lengths or per_token is None:
+        return True
+    return statistics.median(lengths) * per_token <= left
 
 
 def quantile(values: list, q: float) -> float:

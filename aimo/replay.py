@@ -6,7 +6,9 @@ running traces together (code runs left out). A policy (aimo.policies: waves, st
 pruning; plus early stop at k agreeing answers) decides, with the same functions the scheduler
 uses, which traces start, when the running ones are cancelled and where a trace is pruned; the
 replay returns what the run would have: the answers that vote, the tokens written and the
-batch size over time, from which a decode-rate curve gives the wall time.
+batch size over time, from which a decode-rate curve gives the wall time. A deadline, in ticks,
+cancels what runs at it and, with the policy's finish_by_deadline, starts only samples that can
+finish by it (the scheduler's rule, at one tick a token).
 """
 
 from collections import Counter
@@ -30,6 +32,9 @@ class Outcome:
     tokens: int = 0
     started: int = 0
     pruned: int = 0
+    at_deadline: int = 0  # running when the deadline came (cancelled; they do not vote)
+    held: int = 0  # never started: they could not finish by the deadline
+    ticks: int = 0  # when the problem ended
     segments: list = field(default_factory=list)  # (ticks, traces running) in order
 
 
@@ -49,17 +54,30 @@ def replay(
     early_stop: int | None = None,
     window: int = 64,
     stride: int = 8,
+    deadline: int | None = None,
 ) -> Outcome:
-    """Run `policy` over one problem's `traces`, started in list order."""
+    """Run `policy` over one problem's `traces`, started in list order, up to `deadline`
+    ticks (None: none)."""
     out = Outcome()
+    now, lengths = 0, []  # ticks so far; finished traces' tokens
     waiting = list(range(len(traces)))
     running = {}  # index -> [progress, end, pruned?]
     answers, counts, warmup = [], Counter(), []
     threshold = policy.threshold if policy.prune else None
     settled = False
 
+    def can_finish():
+        if deadline is None or not policy.finish_by_deadline:
+            return True
+        return policies.can_finish(deadline - now, 1, lengths)
+
     def start():
         while waiting and not settled and (policy.wave is None or len(running) < policy.wave):
+            if not can_finish():
+                if not running:  # nothing left that can finish: the problem ends here
+                    out.held += len(waiting)
+                    waiting.clear()
+                return
             i = waiting.pop(0)
             out.started += 1
             end, cut = traces[i].tokens, False
@@ -72,7 +90,16 @@ def replay(
     start()
     while running:
         dt = min(end - p for p, end, _ in running.values())
+        if deadline is not None and now + dt > deadline:  # what runs is cut at the deadline
+            dt = deadline - now
+            out.segments.append((dt, len(running)))
+            out.tokens += sum(state[0] + dt for state in running.values())
+            out.at_deadline += len(running)
+            now += dt
+            running.clear()
+            break
         out.segments.append((dt, len(running)))
+        now += dt
         for state in running.values():
             state[0] += dt
         for i in [i for i, (p, end, _) in running.items() if p >= end]:
@@ -87,6 +114,7 @@ def replay(
                 out.tokens -= p
                 continue
             answers.append(t.answer)
+            lengths.append(t.tokens)
             if t.answer is not None:
                 out.votes.append((t.answer, t))
                 counts[t.answer] += 1
@@ -106,6 +134,7 @@ def replay(
                 running.clear()
                 break
         start()
+    out.ticks = now
     return out
 
 

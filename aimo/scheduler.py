@@ -83,6 +83,7 @@ class _Problem:
     answers: Counter = field(default_factory=Counter)
     order: list = field(default_factory=list)  # finished traces' valid answers (or None), in order
     warmup: list = field(default_factory=list)  # finished traces' lowest window confidences
+    lengths: list = field(default_factory=list)  # finished traces' completion tokens
     threshold: float | None = None  # pruning: below this window confidence a trace ends
 
 
@@ -223,8 +224,10 @@ def run(
     step), idle_s (nothing in the engine while code ran), wait_s and late_blocks (the
     deterministic schedule held the engine for blocks not back when due), steps and
     running_sum (requests in the engine, summed over steps), continuations with their prompt
-    and prefix-cache hit tokens, cancelled_<reason>, tokens_rebuilt (the token invariant failed
-    and the ids were re-tokenised from the text; 0 expected) and in_flight_max.
+    and prefix-cache hit tokens, cancelled_<reason>, held_by_deadline (samples never started
+    because they could not finish by their problem's deadline), tokens_rebuilt (the token
+    invariant failed and the ids were re-tokenised from the text; 0 expected) and
+    in_flight_max.
     `ids`, if given (a dict), gets each trace's token ids (prompt and all it wrote) by trace_id:
     what a forced answer (`force`) continues.
     Whatever ends the run, an exception included, nothing of it stays in the engine.
@@ -314,6 +317,9 @@ class _Loop:
         self.pool = ThreadPoolExecutor(max(1, o.threads), thread_name_prefix="aimo-tir")
         self.in_engine, self.in_sandbox, self.waiting = {}, {}, deque()
         self.step_no, self.launches = 0, 0  # engine steps taken; code blocks launched
+        # seconds a running trace takes per token (one engine step and its outputs), averaged
+        # over the recent steps: what finish_by_deadline predicts with; None before a step
+        self.per_token = None
         self.stats = Counter()
         _Loop.runs += 1
         self.run_no = _Loop.runs  # request ids stay unique when the same trace is asked again
@@ -385,6 +391,8 @@ class _Loop:
             self.stats["cancelled_" + reason] += 1
             return
         problem, policy = live.problem, self.policy
+        if reason != "prompt_too_long":  # it wrote nothing: no length to predict from
+            problem.lengths.append(t.completion_tokens)
         answer = row(t)["answer_int"] if self.early_stop or policy.rule != "none" else None
         answer = answer if answer is not None and in_range(answer) else None
         if policy.prune and problem.threshold is None:
@@ -524,6 +532,10 @@ class _Loop:
             for problem in self.problems.values():
                 if problem.deadline is not None and now >= problem.deadline and problem.open:
                     self.cancel(problem, "deadline")
+                elif problem.open and not problem.running and not self.can_finish(problem):
+                    # all it has left is samples that would not finish: its time goes back
+                    self.stats["held_by_deadline"] += problem.open
+                    self.cancel(problem, "deadline")
             if self.rejoin_steps is not None and not self.rejoin_due():
                 continue  # a due block is not back: no step until it is (or a deadline)
             if self.engine.has_unfinished_requests():
@@ -535,6 +547,10 @@ class _Loop:
                 self.step_no += 1
                 for out in outputs:
                     self.take(out)
+                took = time.monotonic() - tick
+                self.per_token = (
+                    took if self.per_token is None else 0.8 * self.per_token + 0.2 * took
+                )
             elif self.in_sandbox and self.rejoin_steps is not None:
                 # nothing to step: logical time moves on to the next block's due step
                 self.step_no = max(self.step_no, min(v.due for v in self.in_sandbox.values()))
@@ -551,15 +567,25 @@ class _Loop:
         self._progress(lives, started)
 
     def admit(self) -> _Live | None:
-        """The first waiting trace whose problem has room in its wave, taken out of waiting."""
+        """The first waiting trace whose problem has room in its wave and time for it, taken
+        out of waiting."""
         wave = self.policy.wave
         for i, live in enumerate(self.waiting):
-            if wave is None or live.problem.running < wave:
+            if (wave is None or live.problem.running < wave) and self.can_finish(live.problem):
                 del self.waiting[i]
                 live.started = True
                 live.problem.running += 1
                 return live
         return None
+
+    def can_finish(self, problem: _Problem) -> bool:
+        """finish_by_deadline: would a new sample of `problem` finish before its deadline (as
+        long as the median of its finished ones, at the current time per token)? Always yes
+        without a deadline (the batch run: its schedule stays deterministic)."""
+        if problem.deadline is None or not self.policy.finish_by_deadline:
+            return True
+        left = problem.deadline - self.clock()
+        return policies.can_finish(left, self.per_token, problem.lengths)
 
     def rejoin_due(self) -> bool:
         """Deterministic schedule: rejoin every block due by now, in (due step, launch) order,

@@ -3,7 +3,7 @@ what is pruned, and what it costs, on small made-up pools."""
 
 import pytest
 
-from aimo.policies import Policy
+from aimo.policies import Policy, can_finish
 from aimo.replay import PoolTrace, confidence_vote, majority, replay, wall_s
 
 pytestmark = pytest.mark.needs("unit")
@@ -41,6 +41,29 @@ def test_pruning_at_the_first_low_window_and_the_last_trace_kept():
     assert [a for a, _ in o.votes] == [1]
     one = replay(traces[1:], Policy(prune=True, threshold=2.0), window=8, stride=4)
     assert one.pruned == 0 and one.tokens == 20  # a problem's only trace runs on
+
+
+def test_a_deadline_cuts_what_runs_and_nothing_votes_from_it():
+    o = replay(pool(), Policy(), deadline=15)
+    assert [a for a, _ in o.votes] == [1] and o.at_deadline == 2 and o.ticks == 15
+    assert o.tokens == 10 + 15 + 15
+    # ending exactly at the deadline is finishing
+    assert len(replay(pool(), Policy(), deadline=30).votes) == 3
+
+
+def test_a_stream_starts_only_samples_that_can_finish_by_the_deadline():
+    traces = [PoolTrace(1, 10), PoolTrace(2, 10), PoolTrace(3, 10), PoolTrace(4, 10)]
+    # one at a time: at 10 the median finished length (10) fits the 15 left, at 20 not (5 left)
+    o = replay(traces, Policy(wave=1), deadline=25)
+    assert o.started == 2 and o.held == 2 and o.ticks == 20 and o.tokens == 20
+    # without the rule the third starts, and the deadline cuts it
+    o = replay(traces, Policy(wave=1, finish_by_deadline=False), deadline=25)
+    assert o.started == 3 and o.at_deadline == 1 and o.tokens == 25 and o.ticks == 25
+
+
+def test_can_finish_needs_a_finished_sample_and_a_rate():
+    assert can_finish(0.0, 1.0, []) and can_finish(0.0, None, [10])
+    assert can_finish(10.0, 0.5, [10, 20, 30]) and not can_finish(9.9, 0.5, [10, 20, 30])
 
 
 def test_the_confidence_vote_filters_then_weighs():

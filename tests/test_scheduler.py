@@ -395,6 +395,43 @@ def test_waves_start_no_more_samples_once_the_rule_is_met(llm, sandbox):
     assert stats["cancelled_not_started"] >= 3  # some problem was answered and stopped
 
 
+def test_no_sample_starts_that_cannot_finish_by_the_deadline(llm, sandbox):
+    """One sample at a time, each asked for a long list (its whole budget): once the first
+    has finished, the time left (half a trace's) holds no second one, so the rest never start
+    and the problem ends then, before its deadline. Without the rule the second starts."""
+    ask = [{"role": "user", "content": "List every prime below 500, one per line."}]
+    reqs = [tir.Request(f"long:{s}", "long", s, tir.derive_seed(5, s), ask) for s in range(4)]
+    sampling = dict(SAMPLING, max_tokens=64)
+    # the first sample alone (the same request and seed, so the same trace), once warm
+    trace_s = min(run(llm, sandbox, reqs[:1], sampling=sampling)[1]["wall_s"] for _ in range(2))
+
+    def ran(policy):
+        started = time.monotonic()
+        rows, stats = run(
+            llm, sandbox, reqs, sampling=sampling, policy=policy, deadline=started + 1.5 * trace_s
+        )
+        seen = (trace_s, [(r["finish_reason"], r["completion_tokens"]) for r in rows])
+        return [r["finish_reason"] for r in rows], stats, time.monotonic() - started, seen
+
+    reasons, stats, took, seen = ran(policies.Policy(wave=1))
+    assert reasons[0] == "length" and reasons[1:] == ["not_started"] * 3, seen
+    assert stats["held_by_deadline"] == 3 and took < 1.5 * trace_s, seen  # before its deadline
+    reasons, _, _, seen = ran(policies.Policy(wave=1, finish_by_deadline=False))
+    assert reasons[0] == "length" and reasons[1] != "not_started", seen
+
+
+def test_a_far_deadline_changes_no_row(llm, sandbox):
+    """finish_by_deadline only holds back what could not finish: with time enough for all,
+    a run with a deadline writes the rows of one without (the same schedule)."""
+    wave = policies.Policy(wave=2)
+    plain, _ = run(llm, sandbox, requests(samples=3), policy=wave)
+    far, stats = run(
+        llm, sandbox, requests(samples=3), policy=wave, deadline=time.monotonic() + 3600
+    )
+    assert comparable(far) == comparable(plain)
+    assert not stats.get("held_by_deadline")
+
+
 def test_pruning_ends_low_confidence_traces_and_keeps_one(llm, sandbox):
     """A threshold above every window prunes each trace at its first recorded window, except
     a problem's last one while none of its traces finished; a replay of the stored window
