@@ -135,7 +135,13 @@ def test_shard_metadata_names_model_engine_and_sampling(tiny_run):
         "early_stop": None,
         "mode": "deterministic",
         "rejoin_steps": 4,
-        "waves": {"size": None, "rule": "none", "confidence": 0.95, "window": 4},
+        "waves": {
+            "size": None,
+            "rule": "none",
+            "confidence": 0.95,
+            "window": 4,
+            "finish_by_deadline": True,
+        },
         "prune": {"enabled": False, "warmup": 4, "keep": 0.9, "threshold": None},
     }
     assert meta["steps"] > 0 and meta["wall_s"] > 0  # the scheduler's own figures
