@@ -122,8 +122,10 @@ def load(
     caller works, taking each request at whichever step it arrives by. Either way the model
     runs in a worker process on the CPU (the `mp` executor: OpenMP is set up right only there).
 
-    `kv_cache_dtype` (e.g. fp8: half the bytes a token) and `quantization` (e.g. fp8: weights
-    in 8 bits) are passed only when set, so a run that sets neither is built as before."""
+    `enforce_eager`: None (config `auto`) is eager on a CPU, where it saves the compile at
+    start-up, and compiled on a GPU. `kv_cache_dtype` (e.g. fp8: half the bytes a token) and
+    `quantization` (e.g. fp8: weights in 8 bits) are passed only when set, so a run that sets
+    neither is built as before."""
     gpu = has_gpu()
     if not gpu:
         for key, value in cpu_environment().items():

@@ -86,6 +86,7 @@ class Solver:
                 gpu_memory_utilization=eng["gpu_memory_utilization"],
                 in_process=self.params["scheduler"]["mode"] == "deterministic",
                 kv_cache_dtype=eng["kv_cache_dtype"],
+                enforce_eager=None if eng["enforce_eager"] == "auto" else eng["enforce_eager"],
                 quantization=eng["quantization"],
             )
             stack.callback(engine.shutdown, self.llm)

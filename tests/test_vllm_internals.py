@@ -67,7 +67,7 @@ def test_the_installed_distribution_is_the_pinned_one():
 
 
 @pytest.mark.parametrize("gpu", [False, True])
-def test_load_passes_kv_cache_dtype_and_quantization_only_when_set(monkeypatch, gpu):
+def test_load_passes_the_engine_keys_as_set(monkeypatch, gpu):
     import vllm
 
     built = []
@@ -79,3 +79,27 @@ def test_load_passes_kv_cache_dtype_and_quantization_only_when_set(monkeypatch, 
     engine.load("m", kv_cache_dtype="fp8", quantization="fp8")
     assert "kv_cache_dtype" not in built[0] and "quantization" not in built[0]
     assert built[1]["kv_cache_dtype"] == "fp8" and built[1]["quantization"] == "fp8"
+    # engine.enforce_eager: auto is eager on a CPU and compiled on a GPU; true and false as said
+    assert built[0]["enforce_eager"] is (not gpu)
+    engine.load("m", enforce_eager=False)
+    engine.load("m", enforce_eager=True)
+    assert built[2]["enforce_eager"] is False and built[3]["enforce_eager"] is True
+
+
+def test_the_solver_passes_engine_enforce_eager(monkeypatch):
+    """config's engine.enforce_eager reaches engine.load: auto as None (load decides)."""
+    from aimo import config, solver
+
+    seen = []
+
+    def load(*args, **kwargs):
+        seen.append(kwargs["enforce_eager"])
+        raise RuntimeError("stop here")  # the engine itself is not needed
+
+    monkeypatch.setattr(engine, "load", load)
+    for value, expected in (("auto", None), (True, True), (False, False)):
+        params = {s: config.defaults(s) for s in ("model", "samples", "scheduler", "sandbox")}
+        params["engine"] = dict(config.defaults("engine"), enforce_eager=value)
+        with pytest.raises(RuntimeError, match="stop here"):
+            solver.Solver("m", params).__enter__()
+    assert seen == [None, True, False]
