@@ -1,7 +1,10 @@
 """Where a problem's samples go: stopping rules (start no more samples once the answer is
 settled) and confidence pruning (end a trace whose token confidence falls below the problem's
 threshold). Pure functions of answers and confidences: the scheduler applies them live and
-bench/replay.py replays them over a stored pool, so a replay decides as a run would.
+aimo.replay replays them over a stored pool, so a replay decides as a run would. `Problem` holds
+one problem's decisions (start a sample, end the problem, prune a trace, stop once settled): the
+loops keep time and traces, ask it, and apply what it answers (a reason from
+aimo.schemas.Finish, given to the traces it ends).
 
 - waves: at most `wave` samples of a problem in flight; after each finished sample the rule is
   asked, and once it is met the problem's running samples are cancelled (early_stop) and the
@@ -25,7 +28,9 @@ bench/replay.py replays them over a stored pool, so a replay decides as a run wo
 import math
 import statistics
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from aimo.schemas import Finish
 
 RULES = ("none", "beta", "esc")
 
@@ -128,3 +133,83 @@ def positions(window: int, stride: int, n: int) -> list:
     """The token counts at which `Confidence` records the window means of an n-token trace
     (a trace shorter than its window: none, its one mean is at its end)."""
     return list(range(window, n + 1, stride)) if n >= window else []
+
+
+@dataclass
+class Problem:
+    """One problem's state and decisions, the same live (aimo.scheduler, time in seconds) and
+    in a replay (aimo.replay, time in ticks). The loop counts its traces in `open` (not ended)
+    and `running` (started, not ended), tells it of each finished sample, and applies what it
+    decides."""
+
+    policy: Policy
+    early_stop: int | None = None  # stop once this many valid answers agree
+    deadline: float | None = None
+    open: int = 0
+    running: int = 0
+    answers: Counter = field(default_factory=Counter)  # valid answers counted
+    order: list = field(default_factory=list)  # finished samples' answers (or None), in order
+    warmup: list = field(default_factory=list)  # finished samples' lowest window confidences
+    lengths: list = field(default_factory=list)  # finished samples' completion tokens
+    threshold: float | None = None  # pruning: below this window confidence a trace ends
+
+    def __post_init__(self):
+        if self.policy.prune and self.threshold is None:
+            self.threshold = self.policy.threshold
+
+    @property
+    def needs_answers(self) -> bool:
+        """Do its decisions read the finished samples' answers (else pass None)?"""
+        return bool(self.early_stop) or self.policy.rule != "none"
+
+    @property
+    def needs_warmup(self) -> bool:
+        """Does the next finished sample's lowest window confidence set the threshold?"""
+        return self.policy.prune and self.threshold is None
+
+    def can_finish(self, now: float, per_token: float | None) -> bool:
+        """finish_by_deadline: would a new sample, as long as the median finished one, end by
+        the deadline at `per_token`? Always yes without a deadline (the batch run: its
+        schedule stays deterministic)."""
+        if self.deadline is None or not self.policy.finish_by_deadline:
+            return True
+        return can_finish(self.deadline - now, per_token, self.lengths)
+
+    def may_start(self, now: float, per_token: float | None) -> bool:
+        """Room in its wave, and time for a sample to finish."""
+        wave = self.policy.wave
+        return (wave is None or self.running < wave) and self.can_finish(now, per_token)
+
+    def ends(self, now: float, per_token: float | None) -> Finish | None:
+        """DEADLINE where the problem ends now, with traces open: its deadline has come, or
+        nothing runs and no waiting sample can finish by it (its time goes back to the bank).
+        None: it goes on."""
+        if self.deadline is None or not self.open:
+            return None
+        if now >= self.deadline or (not self.running and not self.can_finish(now, per_token)):
+            return Finish.DEADLINE
+        return None
+
+    def may_prune(self, window_mean: float) -> bool:
+        """A trace whose window mean just came in ends (PRUNED) if it is below the threshold
+        and the problem keeps a trace: one finished, or another still open."""
+        if self.threshold is None or window_mean >= self.threshold:
+            return False
+        return bool(self.order) or self.open > 1
+
+    def finished(self, answer, tokens: int | None, min_conf=None) -> Finish | None:
+        """A sample finished on its own with `answer` (a valid int or None), `tokens`
+        completion tokens (None: it wrote nothing) and `min_conf` (read if needs_warmup).
+        EARLY_STOP where the answer is now settled: the loop cancels the problem's running
+        traces and the waiting ones become NOT_STARTED."""
+        if tokens is not None:
+            self.lengths.append(tokens)
+        if self.needs_warmup:
+            self.warmup.append(min_conf)
+            self.threshold = warmup_threshold(self.policy, self.warmup)
+        self.order.append(answer)
+        if answer is not None:
+            self.answers[answer] += 1
+            if self.early_stop and self.answers[answer] >= self.early_stop:
+                return Finish.EARLY_STOP
+        return Finish.EARLY_STOP if settled(self.policy, self.order) else None

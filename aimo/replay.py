@@ -39,12 +39,13 @@ class Outcome:
 
 
 def _prune_at(t: PoolTrace, after: int, threshold: float, window: int, stride: int):
-    """The first recorded position past `after` whose window mean is below the threshold."""
+    """The first recorded position past `after` whose window mean is below the threshold, with
+    that mean; None if there is none."""
     if not t.window_conf:
         return None
     for pos, mean in zip(policies.positions(window, stride, t.tokens), t.window_conf):
         if pos > after and mean < threshold:
-            return pos
+            return pos, mean
     return None
 
 
@@ -57,35 +58,37 @@ def replay(
     deadline: int | None = None,
 ) -> Outcome:
     """Run `policy` over one problem's `traces`, started in list order, up to `deadline`
-    ticks (None: none)."""
+    ticks (None: none). The decisions are policies.Problem's, as in the scheduler."""
     out = Outcome()
-    now, lengths = 0, []  # ticks so far; finished traces' tokens
+    problem = policies.Problem(policy, early_stop, deadline, open=len(traces))
+    now = 0  # ticks so far: a tick is a token, so the time per token is 1
     waiting = list(range(len(traces)))
-    running = {}  # index -> [progress, end, pruned?]
-    answers, counts, warmup = [], Counter(), []
-    threshold = policy.threshold if policy.prune else None
-    settled = False
+    running = {}  # index -> [progress, end, window mean where it is pruned (None: not)]
 
-    def can_finish():
-        if deadline is None or not policy.finish_by_deadline:
-            return True
-        return policies.can_finish(deadline - now, 1, lengths)
+    def prune(i, state):
+        """Where trace i, now at state[0], falls below the threshold before its end."""
+        if problem.threshold is None:
+            return
+        at = _prune_at(traces[i], state[0], problem.threshold, window, stride)
+        if at is not None and at[0] < state[1]:
+            state[1], state[2] = at
+
+    def close(i):
+        problem.open -= 1
+        problem.running -= 1
+        return running.pop(i)
 
     def start():
-        while waiting and not settled and (policy.wave is None or len(running) < policy.wave):
-            if not can_finish():
-                if not running:  # nothing left that can finish: the problem ends here
-                    out.held += len(waiting)
-                    waiting.clear()
-                return
+        while waiting and problem.may_start(now, 1):
             i = waiting.pop(0)
             out.started += 1
-            end, cut = traces[i].tokens, False
-            if threshold is not None:
-                at = _prune_at(traces[i], 0, threshold, window, stride)
-                if at is not None and at < end:
-                    end, cut = at, True
-            running[i] = [0, end, cut]
+            problem.running += 1
+            running[i] = [0, traces[i].tokens, None]
+            prune(i, running[i])
+        if waiting and problem.ends(now, 1) is not None:  # the deadline, or none can finish
+            out.held += len(waiting) if now < deadline else 0  # as the scheduler counts them
+            problem.open -= len(waiting)
+            waiting.clear()
 
     start()
     while running:
@@ -103,35 +106,27 @@ def replay(
         for state in running.values():
             state[0] += dt
         for i in [i for i, (p, end, _) in running.items() if p >= end]:
-            p, _, cut = running.pop(i)
-            out.tokens += p
+            p, _, low = running[i]
             t = traces[i]
-            if cut and (answers or running or waiting):  # as the scheduler's _low
+            if low is not None and problem.may_prune(low):
                 out.pruned += 1
+                out.tokens += close(i)[0]
                 continue
-            if cut:  # the last trace of a problem with none finished is kept: it runs on
-                running[i] = [p, t.tokens, False]
-                out.tokens -= p
+            if low is not None:  # the last trace of a problem with none finished runs on
+                running[i] = [p, t.tokens, None]
                 continue
-            answers.append(t.answer)
-            lengths.append(t.tokens)
+            out.tokens += close(i)[0]
             if t.answer is not None:
                 out.votes.append((t.answer, t))
-                counts[t.answer] += 1
-            if policy.prune and threshold is None:
-                warmup.append(t.min_conf)
-                threshold = policies.warmup_threshold(policy, warmup)
-                if threshold is not None:
-                    for j, state in running.items():
-                        at = _prune_at(traces[j], state[0], threshold, window, stride)
-                        if at is not None and at < state[1]:
-                            state[1], state[2] = at, True
-            if (early_stop and t.answer is not None and counts[t.answer] >= early_stop) or (
-                policies.settled(policy, answers)
-            ):
-                settled = True
+            had = problem.threshold
+            action = problem.finished(t.answer, t.tokens, t.min_conf)
+            if had is None and problem.threshold is not None:  # the warmup set it
+                for j, state in running.items():
+                    prune(j, state)
+            if action is not None:  # settled: the running ones are cancelled
                 out.tokens += sum(state[0] for state in running.values())
                 running.clear()
+                waiting.clear()
                 break
         start()
     out.ticks = now

@@ -7,8 +7,10 @@ token ids so far plus the output block's tokens) then joins the running batch. O
 caller's, owns the engine. Per problem, `early_stop` cancels the unfinished traces once k valid
 answers agree, `deadline` cancels what is left at a clock time, and a `policies.Policy` starts
 samples in waves until a stopping rule is met and prunes traces whose confidence falls below
-the problem's threshold; cancelled, pruned and never-started traces are rows too, with their
-partial text and tokens (none for a sample never started).
+the problem's threshold. Those decisions are a `policies.Problem`'s (the replay asks the same
+one); the loop applies them, ending traces with the reason it returns. Cancelled, pruned and
+never-started traces are rows too, with their partial text and tokens (none for a sample never
+started).
 
 When a continuation joins is the schedule:
 - deterministic (the batch workflow's default): logical time. A block launched after engine
@@ -34,7 +36,7 @@ from dataclasses import dataclass, field
 from aimo import policies
 from aimo.answers import extract_answer, in_range
 from aimo.prompts import NO_MORE_CODE, OUTPUT_FENCE, output_block
-from aimo.schemas import CANCELLED
+from aimo.schemas import CANCELLED, Finish
 from aimo.tir import Confidence, Entropy, Trace, derive_seed, last_code_block, row, sandbox_seed
 
 log = logging.getLogger("aimo.scheduler")
@@ -54,7 +56,7 @@ class _Live:
     trace: Trace
     ids: list
     prompt_len: int
-    problem: "_Problem"
+    problem: policies.Problem
     session: object = None
     round: int = 0
     rid: str | None = None
@@ -73,18 +75,6 @@ class _Told:
     """The output a block gets when no more code runs (answer_after_tools)."""
 
     output = NO_MORE_CODE
-
-
-@dataclass
-class _Problem:
-    deadline: float | None
-    open: int = 0  # traces not finished
-    running: int = 0  # started and not finished
-    answers: Counter = field(default_factory=Counter)
-    order: list = field(default_factory=list)  # finished traces' valid answers (or None), in order
-    warmup: list = field(default_factory=list)  # finished traces' lowest window confidences
-    lengths: list = field(default_factory=list)  # finished traces' completion tokens
-    threshold: float | None = None  # pruning: below this window confidence a trace ends
 
 
 def default_max_in_flight(llm, sampling: dict, max_model_len: int) -> int:
@@ -335,7 +325,7 @@ class _Loop:
             ids = self.tok.encode(prompt, add_special_tokens=False)
             limit = deadline.get(req.problem_id) if isinstance(deadline, dict) else deadline
             problem = problems.setdefault(
-                req.problem_id, _Problem(limit, threshold=self.policy.threshold)
+                req.problem_id, policies.Problem(self.policy, self.early_stop, limit)
             )
             problem.open += 1
             tail = self.sampling["tail_tokens"]
@@ -390,23 +380,18 @@ class _Loop:
         if reason in CANCELLED:
             self.stats["cancelled_" + reason] += 1
             return
-        problem, policy = live.problem, self.policy
-        if reason != "prompt_too_long":  # it wrote nothing: no length to predict from
-            problem.lengths.append(t.completion_tokens)
-        answer = row(t)["answer_int"] if self.early_stop or policy.rule != "none" else None
-        answer = answer if answer is not None and in_range(answer) else None
-        if policy.prune and problem.threshold is None:
-            problem.warmup.append(t.confidence.summary()["min_conf"])
-            problem.threshold = policies.warmup_threshold(policy, problem.warmup)
-        problem.order.append(answer)
-        if self.early_stop and answer is not None:
-            problem.answers[answer] += 1
-            if problem.answers[answer] >= self.early_stop:
-                return self.cancel(problem, "early_stop")
-        if policies.settled(policy, problem.order):
-            self.cancel(problem, "early_stop")
+        problem, answer = live.problem, None
+        if problem.needs_answers:
+            answer = row(t)["answer_int"]
+            answer = answer if answer is not None and in_range(answer) else None
+        min_conf = t.confidence.summary()["min_conf"] if problem.needs_warmup else None
+        # a prompt too long wrote nothing: no length to predict from
+        tokens = None if reason == Finish.PROMPT_TOO_LONG else t.completion_tokens
+        action = problem.finished(answer, tokens, min_conf)
+        if action is not None:
+            self.cancel(problem, action)
 
-    def cancel(self, problem: _Problem, reason: str):
+    def cancel(self, problem: policies.Problem, reason: Finish):
         rids = [rid for rid, live in self.in_engine.items() if live.problem is problem]
         if rids:
             self.engine.abort_request(rids)  # a list; no output comes for these
@@ -423,19 +408,19 @@ class _Loop:
                 self.finish(live, reason)
         for live in [w for w in self.waiting if w.problem is problem]:
             self.waiting.remove(live)
-            self.finish(live, "not_started")
+            self.finish(live, Finish.NOT_STARTED)
         problem.deadline = None
 
     # -- one round of one trace ------------------------------------------------------------
     def launch(self, live: _Live):
         t = live.trace
         if len(live.ids) >= self.max_model_len:
-            return self.finish(live, "prompt_too_long" if live.round == 0 else "length")
+            return self.finish(live, Finish.PROMPT_TOO_LONG if live.round == 0 else Finish.LENGTH)
         budget = min(
             self.sampling["max_tokens"] - t.completion_tokens, self.max_model_len - len(live.ids)
         )
         if budget <= 0:
-            return self.finish(live, "length")
+            return self.finish(live, Finish.LENGTH)
         from vllm import TokensPrompt
 
         live.rid = f"{self.run_no}:{t.request.trace_id}#{live.round}"
@@ -465,7 +450,9 @@ class _Loop:
         elif code is None or told:
             t.text += new_text
             live.ids += new_ids
-            reason = "max_rounds" if code else ("stop" if at_fence else comp.finish_reason)
+            reason = (
+                Finish.MAX_ROUNDS if code else (Finish.STOP if at_fence else comp.finish_reason)
+            )
             return self.finish(live, reason)
         # Keep the model's own tokens as far as they spell the text that follows (up to the
         # fence); the rest of it is tokenized with the output block once the code has run.
@@ -530,12 +517,11 @@ class _Loop:
             self.stats["in_flight_max"] = max(self.stats["in_flight_max"], in_flight)
             now = self.clock()
             for problem in self.problems.values():
-                if problem.deadline is not None and now >= problem.deadline and problem.open:
-                    self.cancel(problem, "deadline")
-                elif problem.open and not problem.running and not self.can_finish(problem):
-                    # all it has left is samples that would not finish: its time goes back
-                    self.stats["held_by_deadline"] += problem.open
-                    self.cancel(problem, "deadline")
+                action = problem.ends(now, self.per_token)
+                if action is not None:
+                    if now < problem.deadline:  # what it has left would not finish
+                        self.stats["held_by_deadline"] += problem.open
+                    self.cancel(problem, action)
             if self.rejoin_steps is not None and not self.rejoin_due():
                 continue  # a due block is not back: no step until it is (or a deadline)
             if self.engine.has_unfinished_requests():
@@ -569,23 +555,13 @@ class _Loop:
     def admit(self) -> _Live | None:
         """The first waiting trace whose problem has room in its wave and time for it, taken
         out of waiting."""
-        wave = self.policy.wave
         for i, live in enumerate(self.waiting):
-            if (wave is None or live.problem.running < wave) and self.can_finish(live.problem):
+            if live.problem.may_start(self.clock(), self.per_token):
                 del self.waiting[i]
                 live.started = True
                 live.problem.running += 1
                 return live
         return None
-
-    def can_finish(self, problem: _Problem) -> bool:
-        """finish_by_deadline: would a new sample of `problem` finish before its deadline (as
-        long as the median of its finished ones, at the current time per token)? Always yes
-        without a deadline (the batch run: its schedule stays deterministic)."""
-        if problem.deadline is None or not self.policy.finish_by_deadline:
-            return True
-        left = problem.deadline - self.clock()
-        return policies.can_finish(left, self.per_token, problem.lengths)
 
     def rejoin_due(self) -> bool:
         """Deterministic schedule: rejoin every block due by now, in (due step, launch) order,
@@ -632,9 +608,9 @@ class _Loop:
             del self.in_engine[out.request_id]
             self.generated(live, comp)
         elif self.stop_at_answer and "}" in comp.text and self._answered(live):
-            self.cut(live, out.request_id, comp, "stop")
+            self.cut(live, out.request_id, comp, Finish.STOP)
         elif recorded and self._low(live):
-            self.cut(live, out.request_id, comp, "pruned")
+            self.cut(live, out.request_id, comp, Finish.PRUNED)
 
     def cut(self, live: _Live, rid: str, comp, reason: str):
         """End the round in flight now, keeping what it wrote."""
@@ -649,10 +625,7 @@ class _Loop:
     def _low(self, live: _Live) -> bool:
         """Pruning: the window just recorded is below the problem's threshold, and the
         problem keeps a trace (one finished, or another still open)."""
-        problem = live.problem
-        if problem.threshold is None or live.trace.confidence.means[-1] >= problem.threshold:
-            return False
-        return bool(problem.order) or problem.open > 1
+        return live.problem.may_prune(live.trace.confidence.means[-1])
 
     def _answered(self, live: _Live) -> bool:
         """The round in flight has written a final answer (a closed \\boxed{...})."""

@@ -5,6 +5,8 @@ solution (a generated sample, a reflexion repair or a critique); an `execution` 
 sandbox's fresh re-run of one trace's code.
 """
 
+from enum import StrEnum
+
 import pyarrow as pa
 
 PROBLEMS = pa.schema(
@@ -67,13 +69,27 @@ TRACES = pa.schema(
 # same tables except these (the reproducibility guarantee, checked by .ci/slurm.sh).
 TIMING = ("exec_s", "wall_s")
 
+
 # Why a trace ended. FINISHED: on its own (the model stopped, its budget or the context ran
 # out, its code blocks were used up, its prompt did not fit the context); CANCELLED: by a
 # per-problem policy of the scheduler (enough answers agreed; the problem's deadline passed; its
 # window confidence fell below the problem's threshold; a stopping rule was met before it
 # started, so it has no tokens).
-FINISHED = ("stop", "length", "max_rounds", "prompt_too_long")
-CANCELLED = ("early_stop", "deadline", "pruned", "not_started")
+class Finish(StrEnum):
+    """A trace's end, the finish_reason column (a trace still open has none)."""
+
+    STOP = "stop"
+    LENGTH = "length"
+    MAX_ROUNDS = "max_rounds"
+    PROMPT_TOO_LONG = "prompt_too_long"
+    EARLY_STOP = "early_stop"
+    DEADLINE = "deadline"
+    PRUNED = "pruned"
+    NOT_STARTED = "not_started"
+
+
+FINISHED = tuple(map(str, list(Finish)[:4]))
+CANCELLED = tuple(map(str, list(Finish)[4:]))
 
 EXECUTIONS = pa.schema(
     [

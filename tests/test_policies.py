@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from aimo import config, policies, tir
+from aimo import config, policies, schemas, tir
 
 pytestmark = pytest.mark.needs("unit")
 
@@ -70,3 +70,37 @@ def test_a_window_longer_than_the_trace_uses_the_whole_trace():
     assert s["window_conf"] == [2.0] and s["min_conf"] == 2.0 and s["tail_conf"] == 2.0
     assert policies.positions(64, 8, 2) == []  # never prunable: no window filled
     assert tir.Confidence().summary()["min_conf"] is None
+
+
+def test_a_problems_decisions_are_finish_reasons():
+    """policies.Problem decides for the scheduler and the replay alike: what it answers is the
+    reason the loop gives the traces it ends."""
+    p = policies.Problem(policies.Policy(wave=2), early_stop=2, deadline=100.0, open=5)
+    assert p.may_start(0, None)  # nothing finished: a sample starts
+    p.running = 2
+    assert not p.may_start(0, None)  # the wave is full
+    p.running, p.open = 1, 4
+    assert p.finished(7, 40) is None and p.lengths == [40]
+    assert p.may_start(50, 1.0)  # 40 tokens at 1 s a token fit in the 50 s left
+    assert not p.may_start(70, 1.0)  # 30 s left: none can finish ...
+    assert p.ends(70, 1.0) is None  # ... but one still runs
+    p.running = 0
+    assert p.ends(70, 1.0) == schemas.Finish.DEADLINE  # nothing runs, nothing can finish
+    assert p.ends(100, None) == schemas.Finish.DEADLINE  # the deadline itself
+    assert p.finished(None, None) is None and p.lengths == [40]  # wrote nothing: no length
+    assert p.finished(7, 10) == schemas.Finish.EARLY_STOP == "early_stop"  # 2 agree
+    assert policies.Problem(policies.Policy(), deadline=None, open=3).ends(1e9, 1.0) is None
+
+
+def test_a_problem_prunes_only_with_pruning_on_and_a_trace_kept():
+    fixed = dict(threshold=0.5, warmup=2, keep=0.5)
+    # a calibrated threshold is used only with pruning on (it was applied live regardless)
+    assert policies.Problem(policies.Policy(**fixed)).threshold is None
+    p = policies.Problem(policies.Policy(prune=True, **fixed), open=1)
+    assert not p.may_prune(0.4)  # the problem's last open trace, none finished: it runs on
+    p.open = 2
+    assert p.may_prune(0.4) and not p.may_prune(0.6)
+    warm = policies.Problem(policies.Policy(prune=True, warmup=2, keep=0.5), open=3)
+    assert warm.needs_warmup and warm.finished(1, 10, 0.2) is None and warm.threshold is None
+    warm.finished(1, 10, 0.6)
+    assert warm.threshold == pytest.approx(0.4) and not warm.needs_warmup
