@@ -147,7 +147,6 @@ class Problem:
     deadline: float | None = None
     open: int = 0
     running: int = 0
-    answers: Counter = field(default_factory=Counter)  # valid answers counted
     order: list = field(default_factory=list)  # finished samples' answers (or None), in order
     warmup: list = field(default_factory=list)  # finished samples' lowest window confidences
     lengths: list = field(default_factory=list)  # finished samples' completion tokens
@@ -208,8 +207,6 @@ class Problem:
             self.warmup.append(min_conf)
             self.threshold = warmup_threshold(self.policy, self.warmup)
         self.order.append(answer)
-        if answer is not None:
-            self.answers[answer] += 1
-            if self.early_stop and self.answers[answer] >= self.early_stop:
-                return Finish.EARLY_STOP
+        if answer is not None and self.early_stop and self.order.count(answer) >= self.early_stop:
+            return Finish.EARLY_STOP
         return Finish.EARLY_STOP if settled(self.policy, self.order) else None

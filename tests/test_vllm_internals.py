@@ -97,9 +97,10 @@ def test_the_solver_passes_engine_enforce_eager(monkeypatch):
         raise RuntimeError("stop here")  # the engine itself is not needed
 
     monkeypatch.setattr(engine, "load", load)
-    for value, expected in (("auto", None), (True, True), (False, False)):
+    cases = (("auto", None), (True, True), (False, False))
+    for value, _ in cases:
         params = {s: config.defaults(s) for s in ("model", "samples", "scheduler", "sandbox")}
         params["engine"] = dict(config.defaults("engine"), enforce_eager=value)
         with pytest.raises(RuntimeError, match="stop here"):
             solver.Solver("m", params).__enter__()
-    assert seen == [None, True, False]
+    assert seen == [expected for _, expected in cases]
