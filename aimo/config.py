@@ -219,6 +219,12 @@ def check(config: dict):
         if not (x <= y if relation == "<=" else x < y):
             inverse = ">" if relation == "<=" else ">="
             raise ValueError(f"{a} ({x}) {inverse} {b} ({y}): {why}")
+    if config["engine"]["backend"] != "vllm" and config["scheduler"]["mode"] == "deterministic":
+        raise ValueError(
+            f"scheduler.mode deterministic needs engine.backend vllm (one step of its engine is "
+            f"one step of the schedule); engine.backend {config['engine']['backend']} batches "
+            "on its own: set scheduler.mode: free"
+        )
     vote_settings(config)  # first: a bad key of vote is named as vote's, not online.vote's
     # online.<section> holds only what it changes: the merge must still be a valid section
     for section in online_sections():

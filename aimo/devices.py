@@ -88,3 +88,29 @@ def release(device: str):
     fd = _held.pop(device, None)
     if fd is not None:
         os.close(fd)
+
+
+def has_gpu():
+    """True when torch sees a CUDA device. First claims a free GPU for this job (Snakemake sets
+    no CUDA_VISIBLE_DEVICES for local jobs), before anything touches CUDA."""
+    claim()
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+def resolve_dtype(dtype: str, gpu: bool) -> str:
+    """`auto`: bfloat16 on a GPU or a CPU with native bf16 (AVX512-BF16, AMX); float32 on
+    other CPUs, where bf16 matmuls are emulated and several times slower."""
+    if dtype != "auto":
+        return dtype
+    if gpu:
+        return "bfloat16"
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        flags = ""
+    return "bfloat16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "float32"

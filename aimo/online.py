@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aimo import config as aimo_config
-from aimo import engine, model, prompts, scheduler, tir
+from aimo import model, prompts, scheduler, tir
 from aimo.answers import answer_int64, extract_answer, in_range
 from aimo.executions import executions_from_blocks
 from aimo.schemas import CANCELLED, EXECUTIONS, PROBLEMS, TRACES
@@ -252,7 +252,7 @@ class OnlineRun:
     def _died(self, name, pid):
         self.dead = True
         if self.solver is not None:
-            engine.unblock(self.solver.llm)
+            self.solver.engine.unblock()
 
     def stop(self):
         """Stop the solver (its sandbox, then its engine); idempotent."""
@@ -353,7 +353,7 @@ class OnlineRun:
         their answer in one short greedy continuation each (FORCE_ANSWER) of their own token
         ids, through the scheduler's step loop and never past `end`; their rows get the
         continuation and its answer (they stay cancelled). Returns how many now answer."""
-        tok = self.solver.llm.get_tokenizer()
+        tok = self.solver.engine.tokenizer
         picked = sorted(rows, key=lambda r: -r["completion_tokens"])[: self.online["force_traces"]]
         picked = [r for r in picked if r["finish_reason"] != "prompt_too_long"]
         asks = [prompts.force_answer(r["text"]) for r in picked]
@@ -363,7 +363,7 @@ class OnlineRun:
         if not keep:
             return 0
         outs = scheduler.force(
-            self.solver.llm,
+            self.solver.engine,
             [asked[i] for i in keep],
             FORCE_TOKENS,
             ["}"],

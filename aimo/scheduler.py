@@ -15,16 +15,16 @@ started).
 When a continuation joins is the schedule:
 - deterministic (the batch workflow's default): logical time. A block launched after engine
   step s rejoins right before step s + `rejoin_steps`, and the loop waits for it if it is
-  late; the engine core runs in this process (`engine.load(in_process=True)`), so one step()
-  is one engine step and runs exactly the requests added before it. Which requests run in
+  late; the backend's step() is one engine step and runs exactly the requests added before it
+  (`exact_steps`: the vllm backend with its core in this process). Which requests run in
   which step then follows from the requests, their seeds and the tokens sampled, never from
   how long a block took: vLLM's kernels are not batch-invariant, so that is what makes a
   rerun give the same tokens (on this CPU: the same files; see the README).
 - free: a continuation joins as soon as its block returns; no waiting, but the batch of every
   later step follows the sandbox's wall-clock timing.
 
-The engine is `llm.llm_engine` (vLLM's synchronous V1 engine): add_request with token ids,
-step, abort_request, has_unfinished_requests. See docs/engine.md.
+The engine is an `aimo.engines.Backend`: add with token ids, step, abort, busy. See
+docs/engine.md.
 """
 
 import logging
@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 
 from aimo import policies
 from aimo.answers import extract_answer, in_range
+from aimo.engines import Output, Params
 from aimo.prompts import NO_MORE_CODE, OUTPUT_FENCE, output_block
 from aimo.schemas import CANCELLED, Finish
 from aimo.tir import Confidence, Entropy, Trace, derive_seed, last_code_block, row, sandbox_seed
@@ -47,6 +48,9 @@ SCHEDULES = ("deterministic", "free")
 # Traces in flight per KV-cache slot of a full-length trace: most traces end well short of
 # their budget, and vLLM preempts (recomputes) the newest requests if the cache does fill.
 OVERCOMMIT = 2
+# Traces in flight on a backend that does not say its KV cache's size (a server batches and
+# queues what it is sent itself)
+SERVER_IN_FLIGHT = 64
 
 
 @dataclass
@@ -77,46 +81,27 @@ class _Told:
     output = NO_MORE_CODE
 
 
-def default_max_in_flight(llm, sampling: dict, max_model_len: int) -> int:
-    """Traces in flight the engine's KV cache holds: OVERCOMMIT x its tokens / a full trace."""
-    cache = llm.llm_engine.vllm_config.cache_config
-    tokens = (cache.num_gpu_blocks or 0) * cache.block_size
+def default_max_in_flight(eng, sampling: dict, max_model_len: int) -> int:
+    """Traces in flight the engine's KV cache holds: OVERCOMMIT x its tokens / a full trace
+    (SERVER_IN_FLIGHT where the backend does not know its cache)."""
+    tokens = eng.kv_tokens()
+    if tokens is None:
+        return SERVER_IN_FLIGHT
     per_trace = min(max_model_len, sampling["max_tokens"] + 512)
     return max(1, OVERCOMMIT * tokens // per_trace)
 
 
-def sampling_params(sampling: dict, seed: int, max_tokens: int, stop=(OUTPUT_FENCE,)):
-    """vLLM SamplingParams for one round of one trace: new tokens are streamed (DELTA), so a
-    cancelled round keeps what it wrote; each sampled token comes with the engine's top
-    `top_logprobs` log-probabilities (0: only its own), flat (few Python objects). A round
-    stops at `stop` (the output fence)."""
-    from vllm import SamplingParams
-    from vllm.sampling_params import RequestOutputKind
-
-    return SamplingParams(
+def round_params(sampling: dict, seed, max_tokens: int, stop=(OUTPUT_FENCE,)) -> Params:
+    """The engine's Params for one round of one trace: the config's sampling, the round's seed
+    and budget; a round stops at `stop` (the output fence)."""
+    return Params(
         temperature=sampling["temperature"],
         top_p=sampling["top_p"],
         max_tokens=max_tokens,
         seed=seed,
-        stop=list(stop),
+        stop=tuple(stop),
         logprobs=sampling["top_logprobs"],
-        flat_logprobs=True,
-        output_kind=RequestOutputKind.DELTA,
     )
-
-
-def top_logprobs(logprobs):
-    """Per sampled position of a CompletionOutput's `logprobs`, its top-k log-probabilities
-    (the sampled token's own entry, first at each position, left out)."""
-    if logprobs is None:
-        return
-    if hasattr(logprobs, "start_indices"):  # FlatLogprobs
-        values = logprobs.logprobs
-        for start, end in zip(logprobs.start_indices, logprobs.end_indices):
-            yield values[start + 1 : end]
-    else:  # one {token_id: Logprob} per position
-        for position in logprobs:
-            yield [lp.logprob for lp in position.values() if lp.rank is not None and lp.rank >= 1]
 
 
 def decode(tokenizer, ids) -> str:
@@ -196,7 +181,7 @@ class RunOptions:
 
 
 def run(
-    llm,
+    eng,
     requests,
     sandbox,
     options: RunOptions,
@@ -224,16 +209,18 @@ def run(
     """
     stats = {} if stats is None else stats
     if options.schedule == "deterministic":
-        if type(llm.llm_engine.engine_core).__name__ != "InprocClient":
+        if not eng.exact_steps:
             raise ValueError(
-                "the deterministic schedule needs the engine core in this process: start the "
-                "engine with aimo.engine.load(..., in_process=True), or use schedule='free'"
+                f"the deterministic schedule needs a backend whose step is one engine step, "
+                f"and engine.backend {eng.name} with this engine's core in another process is "
+                "not: use engine.backend vllm (the stages start its core in this process), or "
+                "set scheduler.mode: free"
             )
         # nothing cached from earlier runs: a rerun in this process prefills as the first did
-        llm.reset_prefix_cache()
-    loop = _Loop(llm, sandbox, options, clock)
+        eng.reset_cache()
+    loop = _Loop(eng, sandbox, options, clock)
     cap = options.max_in_flight or default_max_in_flight(
-        llm, options.sampling, options.max_model_len
+        eng, options.sampling, options.max_model_len
     )
     lives = loop.start(requests, deadline)
     try:
@@ -249,30 +236,26 @@ def run(
     return [row(live.trace) for live in lives]
 
 
-def force(llm, prompts, max_tokens: int, stop, deadline=None, clock=time.monotonic) -> list:
+def force(eng, prompts, max_tokens: int, stop, deadline=None, clock=time.monotonic) -> list:
     """Greedy short continuations of token-id `prompts` (a trace's own ids and the question
     that asks for its answer) through the engine's step API, as the loop drives it, never past
     `deadline`: per prompt (text, token count), or None where it had not finished by then (its
     request is aborted). The engine must hold nothing else (`run` leaves it empty)."""
-    from vllm import TokensPrompt
-
-    eng = llm.llm_engine
     greedy = {"temperature": 0.0, "top_p": 1.0, "top_logprobs": 0}
-    params = sampling_params(greedy, None, max_tokens, stop)
+    params = round_params(greedy, None, max_tokens, stop)
     _Loop.runs += 1
     open_ = {f"{_Loop.runs}:force#{i}": i for i in range(len(prompts))}
     text, count, done = [""] * len(prompts), [0] * len(prompts), [None] * len(prompts)
     for rid, i in open_.items():
-        eng.add_request(rid, TokensPrompt(prompt_token_ids=list(prompts[i])), params)
+        eng.add(rid, prompts[i], params)
     try:
         while open_ and (deadline is None or clock() < deadline):
             for out in eng.step():
                 i = open_.get(out.request_id)
                 if i is None:
                     continue
-                comp = out.outputs[0]
-                text[i] += comp.text
-                count[i] += len(comp.token_ids)
+                text[i] += out.text
+                count[i] += len(out.token_ids)
                 if out.finished:
                     done[i] = (text[i], count[i])
                     del open_[out.request_id]
@@ -284,7 +267,7 @@ def force(llm, prompts, max_tokens: int, stop, deadline=None, clock=time.monoton
 
 def _abort_quietly(eng, rids):
     try:
-        eng.abort_request(rids)
+        eng.abort(rids)
     except Exception as exc:  # a dead engine: nothing is running in it anyway
         log.warning("aborting %d requests failed: %s: %s", len(rids), type(exc).__name__, exc)
 
@@ -292,8 +275,8 @@ def _abort_quietly(eng, rids):
 class _Loop:
     runs = 0
 
-    def __init__(self, llm, sandbox, options: RunOptions, clock):
-        self.engine, self.tok = llm.llm_engine, llm.get_tokenizer()
+    def __init__(self, eng, sandbox, options: RunOptions, clock):
+        self.engine, self.tok = eng, eng.tokenizer
         self.sandbox, self.clock, o = sandbox, clock, options
         self.sampling, self.max_rounds, self.max_model_len = (
             o.sampling,
@@ -394,7 +377,7 @@ class _Loop:
     def cancel(self, problem: policies.Problem, reason: Finish):
         rids = [rid for rid, live in self.in_engine.items() if live.problem is problem]
         if rids:
-            self.engine.abort_request(rids)  # a list; no output comes for these
+            self.engine.abort(rids)  # no output comes for these
         for rid in rids:
             self.finish(self.in_engine.pop(rid), reason)
         for fut, live in list(self.in_sandbox.items()):
@@ -421,18 +404,16 @@ class _Loop:
         )
         if budget <= 0:
             return self.finish(live, Finish.LENGTH)
-        from vllm import TokensPrompt
-
         live.rid = f"{self.run_no}:{t.request.trace_id}#{live.round}"
         live.first_output = True
-        params = sampling_params(self.sampling, derive_seed(t.request.seed, live.round), budget)
-        self.engine.add_request(live.rid, TokensPrompt(prompt_token_ids=list(live.ids)), params)
+        params = round_params(self.sampling, derive_seed(t.request.seed, live.round), budget)
+        self.engine.add(live.rid, live.ids, params)
         self.in_engine[live.rid] = live
         if live.round:
             self.stats["continuations"] += 1
             self.stats["continuation_prompt_tokens"] += len(live.ids)
 
-    def generated(self, live: _Live, comp):
+    def generated(self, live: _Live, comp: Output):
         """A round ended in the engine: run its code block, or end the trace."""
         t, new_ids, new_text = live.trace, live.new_ids, live.new_text
         live.new_ids, live.new_text = [], ""
@@ -524,7 +505,7 @@ class _Loop:
                     self.cancel(problem, action)
             if self.rejoin_steps is not None and not self.rejoin_due():
                 continue  # a due block is not back: no step until it is (or a deadline)
-            if self.engine.has_unfinished_requests():
+            if self.engine.busy():
                 self.stats["steps"] += 1
                 self.stats["running_sum"] += len(self.in_engine)
                 tick = time.monotonic()
@@ -573,7 +554,7 @@ class _Loop:
         )
         late = [fut for *_, fut in due if not fut.done()]
         if late:
-            busy = self.engine.has_unfinished_requests()
+            busy = self.engine.busy()
             tick = time.monotonic()
             wait(late, timeout=self._wait_s())
             self.stats["wait_s" if busy else "idle_s"] += time.monotonic() - tick
@@ -596,25 +577,24 @@ class _Loop:
         live = self.in_engine.get(out.request_id)
         if live is None:  # aborted, or not ours
             return
-        comp = out.outputs[0]
         if live.first_output:
             live.first_output = False
             if live.round:
-                self.stats["cached_tokens"] += out.num_cached_tokens or 0
-        recorded = self.top_k and comp.token_ids and self.fold(live, comp)
-        live.new_ids += comp.token_ids
-        live.new_text += comp.text
+                self.stats["cached_tokens"] += out.cached_tokens
+        recorded = self.top_k and out.token_ids and self.fold(live, out)
+        live.new_ids += out.token_ids
+        live.new_text += out.text
         if out.finished:
             del self.in_engine[out.request_id]
-            self.generated(live, comp)
-        elif self.stop_at_answer and "}" in comp.text and self._answered(live):
-            self.cut(live, out.request_id, comp, Finish.STOP)
+            self.generated(live, out)
+        elif self.stop_at_answer and "}" in out.text and self._answered(live):
+            self.cut(live, out.request_id, out, Finish.STOP)
         elif recorded and self._low(live):
-            self.cut(live, out.request_id, comp, Finish.PRUNED)
+            self.cut(live, out.request_id, out, Finish.PRUNED)
 
-    def cut(self, live: _Live, rid: str, comp, reason: str):
+    def cut(self, live: _Live, rid: str, comp: Output, reason: str):
         """End the round in flight now, keeping what it wrote."""
-        self.engine.abort_request([rid])
+        self.engine.abort([rid])
         del self.in_engine[rid]
         if comp.cumulative_logprob is None:  # the round's so far (DELTA outputs too)
             live.trace.logprobs_known = False
@@ -632,7 +612,7 @@ class _Loop:
         text = live.new_text
         return ANSWER_MARK in text and extract_answer(text[text.rfind(ANSWER_MARK) :]) is not None
 
-    def fold(self, live: _Live, comp) -> bool:
+    def fold(self, live: _Live, comp: Output) -> bool:
         """Fold the new tokens' top-k log-probabilities into the trace's entropies and
         confidences, noting where an answer marker starts (the tail entropy is of the tokens
         before it). True if a window confidence was recorded."""
@@ -641,7 +621,7 @@ class _Loop:
         if ANSWER_MARK in before + comp.text and ANSWER_MARK not in before:
             t.entropy.answer_starts()
         recorded = False
-        for position in top_logprobs(comp.logprobs):
+        for position in comp.top or ():
             t.entropy.add(position)
             recorded = t.confidence.add(position) or recorded
         return recorded

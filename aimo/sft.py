@@ -23,7 +23,7 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from aimo import engine, prompts
+from aimo import devices, prompts
 from aimo.schemas import SFT_DATA
 from aimo.sft_data import ConfigError, clean_errors, file_sha256, prompt_sha256
 from aimo.tables import atomic_path, make_readable, read_metadata, read_table, write_text
@@ -56,7 +56,7 @@ def resolve_trainer(requested: str) -> str:
     """
     if requested not in TRAINERS:
         raise ConfigError(f"sft.trainer={requested!r}: expected one of {list(TRAINERS)}")
-    gpu = engine.has_gpu()
+    gpu = devices.has_gpu()
     installed = importlib.util.find_spec("unsloth") is not None
     if requested == "unsloth":
         if not gpu:
@@ -324,7 +324,7 @@ def train(
     from transformers import PrinterCallback, set_seed
     from trl import SFTConfig, SFTTrainer
 
-    gpu = engine.has_gpu()
+    gpu = devices.has_gpu()
     if not gpu:
         torch.set_num_threads(max(1, threads))
     meta = read_metadata(data_path)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from aimo import engine, scheduler
+from aimo import devices, engines, scheduler
 from aimo.sandbox import Limits, Sandbox
 from aimo.schemas import EXECUTIONS, TRACES
 from aimo.tables import read_table
@@ -73,24 +73,18 @@ class Solver:
         }
 
     def __enter__(self):
-        started, eng = time.time(), self.params["engine"]
+        started = time.time()
         # what starts is stopped in reverse on exit, or at once if a later part fails to start
         # (no half solver): the sandbox, the watch (before the engine's shutdown, which it
         # would take for a death), the engine
         with contextlib.ExitStack() as stack:
-            self.llm = engine.load(
+            self.engine = engines.load(
                 self.model_dir,
-                dtype=self.params["model"]["dtype"],
-                max_model_len=eng["max_model_len"],
-                seed=self.params["samples"]["seed"],
-                gpu_memory_utilization=eng["gpu_memory_utilization"],
+                self.params,
                 in_process=self.params["scheduler"]["mode"] == "deterministic",
-                kv_cache_dtype=eng["kv_cache_dtype"],
-                enforce_eager=None if eng["enforce_eager"] == "auto" else eng["enforce_eager"],
-                quantization=eng["quantization"],
             )
-            stack.callback(engine.shutdown, self.llm)
-            self.watch = engine.EngineWatch(on_death=self.on_engine_death)
+            stack.callback(self.engine.close)
+            self.watch = self.engine.watch(on_death=self.on_engine_death)
             stack.callback(self.watch.stop)
             self.sandbox = stack.enter_context(
                 Sandbox(Limits(**self.params["sandbox"]), workers=self.threads)
@@ -105,7 +99,7 @@ class Solver:
         """A step that does not return within step_timeout_s (a hung core) is reported as the
         engine's death: on_engine_death unblocks it (engine.unblock) and the next problem
         restarts the engine."""
-        eng, step = self.llm.llm_engine, self.llm.llm_engine.step
+        eng, step = self.engine, self.engine.step
 
         def timed_step():
             self.stepping = time.monotonic()
@@ -138,7 +132,7 @@ class Solver:
                 self.params, early_stop=early_stop, threads=self.threads
             )
             rows = scheduler.run(
-                self.llm, requests, self.sandbox, options, self.stats, deadline=deadline, ids=ids
+                self.engine, requests, self.sandbox, options, self.stats, deadline=deadline, ids=ids
             )
         except Exception:
             # vLLM may notice a dead engine core before the watch does: say which one died
@@ -171,8 +165,8 @@ class Solver:
         """Run metadata for the shard file: model, engine, dtype, sampling, timings."""
         return {
             "model": model_identity(self.model_dir),
-            "engine": engine.engine_version(),
-            "dtype": engine.resolve_dtype(self.params["model"]["dtype"], engine.has_gpu()),
+            "engine": self.engine.version(),
+            "dtype": devices.resolve_dtype(self.params["model"]["dtype"], devices.has_gpu()),
             "sampling": self.params["sampling"],
             "seed": self.params["samples"]["seed"],
             "max_rounds": self.params["tir"]["max_rounds"],

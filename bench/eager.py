@@ -33,7 +33,7 @@ def parse(argv=None):
 def measure(mode: str, args) -> dict:
     from vllm import SamplingParams
 
-    from aimo import engine
+    from aimo.engines import embedded as engine
 
     started = time.time()
     llm = engine.load(args.model, dtype="auto", max_model_len=2048, enforce_eager=mode == "eager")

@@ -34,6 +34,7 @@ def lockstep(llm, requests, sandbox, sampling, max_rounds, max_model_len, stats)
     from vllm.sampling_params import RequestOutputKind
 
     from aimo import scheduler, tir
+    from aimo.engines import embedded
     from aimo.prompts import OUTPUT_FENCE, output_block
 
     eng, tok = llm.llm_engine, llm.get_tokenizer()
@@ -51,8 +52,8 @@ def lockstep(llm, requests, sandbox, sampling, max_rounds, max_model_len, stats)
             if budget <= 0:
                 t.finish_reason = "length"
                 continue
-            params = scheduler.sampling_params(
-                sampling, tir.derive_seed(t.request.seed, round_no), budget
+            params = embedded.sampling_params(
+                scheduler.round_params(sampling, tir.derive_seed(t.request.seed, round_no), budget)
             )
             params.output_kind = RequestOutputKind.FINAL_ONLY
             rid = f"ls{round_no}:{t.request.trace_id}"
@@ -116,13 +117,16 @@ def raw(llm, requests, sampling, stats):
     from vllm.sampling_params import RequestOutputKind
 
     from aimo import scheduler
+    from aimo.engines import embedded
 
     eng, tok = llm.llm_engine, llm.get_tokenizer()
     started = time.monotonic()
     tokens = 0
     for req in requests:
         prompt = tok.apply_chat_template(req.messages, add_generation_prompt=True, tokenize=False)
-        params = scheduler.sampling_params(sampling, req.seed, sampling["max_tokens"])
+        params = embedded.sampling_params(
+            scheduler.round_params(sampling, req.seed, sampling["max_tokens"])
+        )
         params.stop, params.output_kind = [], RequestOutputKind.FINAL_ONLY
         eng.add_request(f"raw:{req.trace_id}", prompt, params)
     while eng.has_unfinished_requests():
@@ -214,7 +218,8 @@ def main():
     from collections import Counter
 
     logging.basicConfig(level=logging.WARNING)
-    from aimo import config, engine, scheduler
+    from aimo import config, scheduler
+    from aimo.engines import embedded
     from aimo.problems import load as read_problems
     from aimo.sandbox import Sandbox
     from aimo.schemas import TRACES
@@ -245,7 +250,7 @@ def main():
         f"rejoin_steps {sched['rejoin_steps']}; CPU flags: {cpu}",
         flush=True,
     )
-    llm = engine.load(args.model, dtype="auto", max_model_len=max_len, seed=0, in_process=True)
+    llm = embedded.load(args.model, dtype="auto", max_model_len=max_len, seed=0, in_process=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results, runs, stats = [], {}, Counter()
@@ -265,7 +270,7 @@ def main():
                     schedule=mode,
                     rejoin_steps=sched["rejoin_steps"],
                 )
-                rows = scheduler.run(llm, requests, sandbox, options, stats)
+                rows = scheduler.run(embedded.Embedded(llm), requests, sandbox, options, stats)
             elif mode == "raw":
                 raw(llm, requests, sampling, stats)
             else:

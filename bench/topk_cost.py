@@ -55,7 +55,7 @@ def main():
                 sampling = dict(cfg["sampling"], top_logprobs=k, max_tokens=args.max_tokens)
                 stats = {}
                 options = scheduler.RunOptions(sampling, 0, cfg["engine"]["max_model_len"])
-                rows = scheduler.run(solver.llm, requests, solver.sandbox, options, stats)
+                rows = scheduler.run(solver.engine, requests, solver.sandbox, options, stats)
                 tokens = sum(r["completion_tokens"] for r in rows)
                 runs[k].append(tokens / stats["wall_s"])
                 texts.setdefault(k, [r["text"] for r in rows])

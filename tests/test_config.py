@@ -163,6 +163,10 @@ def test_engine_params_are_the_engine_sections():
             "samples: {n: 6, shard_size: 4}",
             r"samples\.n=6 is not a multiple of samples\.shard_size=4",
         ),
+        (
+            "engine: {backend: openai}",
+            r"scheduler\.mode deterministic needs engine\.backend vllm.*set scheduler\.mode: free",
+        ),
         # YAML's .nan passes every bound of the schema
         ("vote: {weights: {invalid: .nan}}", r"vote\.weights\.invalid: nan is not a finite"),
         ("online: {max_s: .inf}", r"online\.max_s: inf is not a finite"),

@@ -243,9 +243,7 @@ def test_the_bank_counts_from_the_process_start():
 def kill_core_mid_problem(online):
     """SIGKILL the engine core once a problem's traces are in the engine."""
     deadline = time.monotonic() + 60
-    while (
-        not online.solver.llm.llm_engine.has_unfinished_requests() and time.monotonic() < deadline
-    ):
+    while not online.solver.engine.busy() and time.monotonic() < deadline:
         time.sleep(0.05)
     time.sleep(0.3)
     for p in psutil.Process().children(recursive=True):
@@ -266,7 +264,7 @@ def test_a_dead_engine_falls_back_and_the_next_problem_restarts_it(online, caplo
 
 
 def test_a_hung_step_is_bounded_and_the_next_problem_restarts(online, monkeypatch):
-    client = online.solver.llm.llm_engine.engine_core
+    client = online.solver.engine.engine.engine_core
     get_output, calls = client.get_output, []
 
     def hangs():  # the third step waits for outputs that never come, until unblocked

@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from aimo import config, engine, policies, prompts, scheduler, tir
+from aimo import config, policies, prompts, scheduler, tir
+from aimo.engines import embedded
 from aimo.sandbox import Sandbox
 from aimo.schemas import CANCELLED
 from aimo.tables import comparable
@@ -63,7 +64,11 @@ def requests(samples=4, questions=QUESTIONS):
 
 @pytest.fixture(scope="module")
 def llm(tiny_model):
-    return engine.load(tiny_model, dtype="auto", max_model_len=1024, seed=0, in_process=True)
+    eng = embedded.Embedded(
+        embedded.load(tiny_model, dtype="auto", max_model_len=1024, seed=0, in_process=True)
+    )
+    yield eng
+    eng.close()
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +103,7 @@ def test_continuations_are_the_sampled_token_ids(llm, sandbox):
 
 
 def test_a_mismatch_between_ids_and_text_is_seen(llm):
-    tok = llm.get_tokenizer()
+    tok = llm.tokenizer
     ids = tok.encode("x = 1\n", add_special_tokens=False)
     live = scheduler._Live(tir.Trace(requests()[0], "", text="x = 1\n"), list(ids), 0, None)
     assert scheduler.tokens_match(tok, live)
@@ -157,7 +162,7 @@ def test_a_prompt_longer_than_the_context_is_a_row(llm, sandbox):
 
 def test_a_continuation_past_the_context_ends_as_length(llm, sandbox):
     reqs = requests(samples=2)
-    tok = llm.get_tokenizer()
+    tok = llm.tokenizer
     text = tok.apply_chat_template(reqs[0].messages, add_generation_prompt=True, tokenize=False)
     prompt_len = len(tok.encode(text, add_special_tokens=False))
     # room for the first round (the code block) but not for its output and a second round
@@ -184,7 +189,7 @@ def test_entropies_are_those_of_the_engines_top_k(llm, sandbox):
     req = tir.Request("plain:0", "plain", 0, 11, prompts.tir_messages("What is 2 + 2?"))
     rows, _ = run(llm, sandbox, [req], max_rounds=0, sampling=sampling)
     r = rows[0]
-    tok = llm.get_tokenizer()
+    tok = llm.tokenizer
     text = tok.apply_chat_template(req.messages, add_generation_prompt=True, tokenize=False)
     ids = tok.encode(text, add_special_tokens=False)
     params = SamplingParams(
@@ -195,7 +200,9 @@ def test_entropies_are_those_of_the_engines_top_k(llm, sandbox):
         stop=[prompts.OUTPUT_FENCE],
         logprobs=5,
     )
-    out = llm.generate([TokensPrompt(prompt_token_ids=ids)], params, use_tqdm=False)[0].outputs[0]
+    out = llm.llm.generate([TokensPrompt(prompt_token_ids=ids)], params, use_tqdm=False)[0].outputs[
+        0
+    ]
     assert out.text == r["text"][: len(out.text)] and len(out.token_ids) == r["completion_tokens"]
     per_token = [
         -sum(math.exp(lp.logprob) * lp.logprob for lp in pos.values() if lp.rank <= 5)
@@ -261,7 +268,7 @@ def test_random_block_times_give_the_same_rows(llm, sandbox):
 
 
 def test_the_deterministic_schedule_needs_an_in_process_engine(mp_llm, sandbox):
-    with pytest.raises(ValueError, match="in_process=True"):
+    with pytest.raises(ValueError, match="set scheduler.mode: free"):
         run(mp_llm, sandbox, requests(samples=1))
     with pytest.raises(ValueError, match="schedule 'lockstep'"):
         run(mp_llm, sandbox, requests(samples=1), schedule="lockstep")
@@ -270,9 +277,9 @@ def test_the_deterministic_schedule_needs_an_in_process_engine(mp_llm, sandbox):
 @pytest.fixture(scope="module")
 def mp_llm(tiny_model):
     """The same model with the engine core in a process of its own (the free schedule's)."""
-    mp = engine.load(tiny_model, dtype="auto", max_model_len=1024, seed=0)
+    mp = embedded.Embedded(embedded.load(tiny_model, dtype="auto", max_model_len=1024, seed=0))
     yield mp
-    engine.shutdown(mp)
+    mp.close()
 
 
 def test_the_free_schedule_runs_on_either_engine(llm, mp_llm, sandbox):
@@ -478,7 +485,7 @@ class RaisingSandbox(DelayedSandbox):
 def test_an_error_in_the_loop_leaves_nothing_in_the_engine(llm, sandbox, schedule):
     with pytest.raises(RuntimeError, match="injected"):
         run(llm, RaisingSandbox(sandbox, 0), requests(), schedule=schedule)
-    assert not llm.llm_engine.has_unfinished_requests()
+    assert not llm.busy()
     rows, _ = run(llm, sandbox, requests(samples=1))  # the next run has the engine to itself
     assert len(rows) == 2 and all(r["finish_reason"] for r in rows)
 
@@ -486,7 +493,7 @@ def test_an_error_in_the_loop_leaves_nothing_in_the_engine(llm, sandbox, schedul
 def test_forced_answers_continue_each_traces_own_ids_within_the_deadline(llm, sandbox):
     from aimo.online import own_ids
 
-    tok, ids = llm.get_tokenizer(), {}
+    tok, ids = llm.tokenizer, {}
     options = scheduler.RunOptions(dict(SAMPLING, max_tokens=40), 1, 1024)
     rows = scheduler.run(llm, requests(samples=2), sandbox, options, ids=ids)
     asks = []
@@ -499,4 +506,4 @@ def test_forced_answers_continue_each_traces_own_ids_within_the_deadline(llm, sa
     assert all(d is not None and 0 < d[1] <= 16 for d in done)
     # a deadline already past: every request aborted, none left in the engine
     assert scheduler.force(llm, asks, 16, ["}"], deadline=time.monotonic()) == [None] * len(asks)
-    assert not llm.llm_engine.has_unfinished_requests()
+    assert not llm.busy()

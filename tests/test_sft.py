@@ -344,7 +344,8 @@ def test_merged_model_names_base_and_adapter(trained, tiny_model):
 VLLM_SCRIPT = textwrap.dedent("""
     import json, sys
     if __name__ == "__main__":
-        from aimo import engine, prompts
+        from aimo import prompts
+        from aimo.engines import embedded as engine
         from vllm import SamplingParams
         llm = engine.load(sys.argv[1], dtype="bfloat16", max_model_len=512, seed=0)
         prompt = llm.get_tokenizer().apply_chat_template(

