@@ -38,7 +38,16 @@ from aimo.answers import extract_answer, in_range
 from aimo.engines import Output, Params
 from aimo.prompts import NO_MORE_CODE, OUTPUT_FENCE, output_block
 from aimo.schemas import CANCELLED, Finish
-from aimo.tir import Confidence, Entropy, Trace, derive_seed, last_code_block, row, sandbox_seed
+from aimo.tir import (
+    Confidence,
+    Entropy,
+    Trace,
+    derive_seed,
+    last_code_block,
+    resolve_think_end,
+    row,
+    sandbox_seed,
+)
 
 log = logging.getLogger("aimo.scheduler")
 
@@ -138,9 +147,11 @@ class RunOptions:
     its text holds a final answer (a closed \\boxed{}); `answer_after_tools`: a trace that
     writes code once its `max_rounds` blocks are used up is told so (NO_MORE_CODE, in place of
     the block's output) and goes on once, to answer, instead of ending at its code
-    (max_rounds). `policy`: waves, stopping rule and pruning per problem (aimo.policies;
-    default: none of them). `check_tokens`: check after every round that the token ids
-    decode to the text (and rebuild them when not).
+    (max_rounds). `think_end`: the thinking channel's end tag, `auto` or `none`
+    (tir.resolve_think_end); with one, the answer is read after it only. `policy`: waves,
+    stopping rule and pruning per problem (aimo.policies; default: none of them).
+    `check_tokens`: check after every round that the token ids decode to the text (and
+    rebuild them when not).
     """
 
     sampling: dict
@@ -153,6 +164,7 @@ class RunOptions:
     rejoin_steps: int = 4
     stop_at_answer: bool = False
     answer_after_tools: bool = False
+    think_end: str = "auto"
     policy: policies.Policy = policies.Policy()
     check_tokens: bool = True
 
@@ -176,6 +188,7 @@ class RunOptions:
             rejoin_steps=sched["rejoin_steps"],
             stop_at_answer=tir["stop_at_answer"],
             answer_after_tools=tir["answer_after_tools"],
+            think_end=tir["think_end"],
             policy=policies.Policy.from_config(sched),
         )
 
@@ -285,6 +298,7 @@ class _Loop:
         )
         self.check, self.early_stop, self.policy = o.check_tokens, o.early_stop, o.policy
         self.stop_at_answer, self.answer_after_tools = o.stop_at_answer, o.answer_after_tools
+        self.think_end = resolve_think_end(o.think_end, getattr(self.tok, "chat_template", None))
         self.rejoin_steps = o.rejoin_steps if o.schedule == "deterministic" else None  # None: free
         self.top_k = o.sampling["top_logprobs"]
         self.pool = ThreadPoolExecutor(max(1, o.threads), thread_name_prefix="aimo-tir")
@@ -316,6 +330,7 @@ class _Loop:
                 req,
                 prompt,
                 prompt_tokens=len(ids),
+                think_end=self.think_end,
                 entropy=Entropy(tail=tail),
                 confidence=Confidence(
                     window=self.sampling["conf_window"],
@@ -584,6 +599,9 @@ class _Loop:
         recorded = self.top_k and out.token_ids and self.fold(live, out)
         live.new_ids += out.token_ids
         live.new_text += out.text
+        t = live.trace
+        if t.think_end is not None and t.reasoning_tokens is None and self._left(live, out):
+            t.reasoning_tokens = t.completion_tokens + len(live.new_ids)
         if out.finished:
             del self.in_engine[out.request_id]
             self.generated(live, out)
@@ -607,9 +625,20 @@ class _Loop:
         problem keeps a trace (one finished, or another still open)."""
         return live.problem.may_prune(live.trace.confidence.means[-1])
 
+    def _left(self, live: _Live, out: Output) -> bool:
+        """The output just taken wrote the end of the trace's thinking."""
+        tag = live.trace.think_end
+        return tag in (live.trace.text[-len(tag) :] + live.new_text)[-len(out.text) - len(tag) :]
+
     def _answered(self, live: _Live) -> bool:
-        """The round in flight has written a final answer (a closed \\boxed{...})."""
-        text = live.new_text
+        """The round in flight has written a final answer (a closed \\boxed{...}); with a
+        thinking channel, after its end."""
+        text, tag = live.new_text, live.trace.think_end
+        if tag is not None:
+            if live.trace.reasoning_tokens is None:
+                return False
+            at = text.find(tag)
+            text = text if at < 0 else text[at + len(tag) :]
         return ANSWER_MARK in text and extract_answer(text[text.rfind(ANSWER_MARK) :]) is not None
 
     def fold(self, live: _Live, comp: Output) -> bool:

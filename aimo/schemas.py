@@ -37,8 +37,12 @@ TRACES = pa.schema(
         pa.field("attempt", pa.int32()),  # 0 for generate, 1.. for reflexion, 1 for critique
         pa.field("prompt", pa.string()),
         pa.field("text", pa.string()),  # the completion, real code outputs included
+        # a thinking channel (tir.think_end): where the final text starts in `text` (null: no
+        # channel, or the trace never left its thinking) and the tokens up to it
+        pa.field("final_start", pa.int32()),
         pa.field("prompt_tokens", pa.int32()),
         pa.field("completion_tokens", pa.int32()),
+        pa.field("reasoning_tokens", pa.int32()),
         pa.field("code_blocks", pa.list_(CODE_BLOCK)),
         pa.field("n_code_calls", pa.int32()),
         pa.field("n_code_errors", pa.int32()),
@@ -64,6 +68,10 @@ TRACES = pa.schema(
         pa.field("window_conf", pa.list_(pa.float32())),
     ]
 )
+
+# Columns added after shards were first written, all nullable: a table from before them reads
+# with them null (aimo.tables.read_table) rather than failing.
+ADDED = ("final_start", "reasoning_tokens")
 
 # Columns (and struct fields) that hold measured seconds: a rerun on the same inputs gives the
 # same tables except these (the reproducibility guarantee, checked by .ci/slurm.sh).

@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from aimo.schemas import TIMING
+from aimo.schemas import ADDED, TIMING
 
 
 def _umask() -> int:
@@ -111,6 +111,9 @@ def read_table(path, schema):
     except (OSError, pa.ArrowInvalid) as exc:
         raise ValueError(f"{path}: not a readable Parquet file ({exc})") from exc
     missing = [n for n in schema.names if n not in table.column_names]
+    for name in [n for n in missing if n in ADDED]:  # written before the column was
+        table = table.append_column(name, pa.nulls(table.num_rows, schema.field(name).type))
+        missing.remove(name)
     if missing:
         raise ValueError(
             f"{path}: missing column(s) {missing}; expected the schema {schema.names} "

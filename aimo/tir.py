@@ -19,6 +19,27 @@ CODE_RE = re.compile(
 )
 
 
+# the thinking channel's end where tir.think_end is auto and the chat template writes it
+THINK_END = "</think>"
+
+
+def resolve_think_end(think_end: str, chat_template) -> str | None:
+    """tir.think_end as a tag, or None for no thinking channel: `auto` is THINK_END where the
+    model's chat template (its Jinja text) holds it, `none` none, anything else itself."""
+    if think_end == "auto":
+        return THINK_END if THINK_END in str(chat_template or "") else None
+    return None if think_end == "none" else think_end
+
+
+def final_start(text: str, think_end: str | None) -> int | None:
+    """Where the final text starts in `text`: right after the first `think_end` (None when the
+    trace never wrote it), or 0 without a thinking channel."""
+    if think_end is None:
+        return 0
+    at = text.find(think_end)
+    return None if at < 0 else at + len(think_end)
+
+
 def derive_seed(*parts) -> int:
     """A stable 63-bit seed from any parts, e.g. (global seed, problem id, sample index)."""
     digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
@@ -183,13 +204,20 @@ class Trace:
     blocks: list = field(default_factory=list)
     round_tokens: list = field(default_factory=list)  # completion tokens of each engine round
     finish_reason: str | None = None
+    think_end: str | None = None  # the thinking channel's end tag (None: no channel)
+    reasoning_tokens: int | None = None  # completion tokens up to the end tag, once written
     entropy: Entropy = field(default_factory=Entropy)
     confidence: Confidence = field(default_factory=Confidence)
 
 
 def row(t: Trace) -> dict:
-    """The TRACES row (a dict of its columns) of a finished or cancelled trace."""
-    answer = extract_answer(t.text)
+    """The TRACES row (a dict of its columns) of a finished or cancelled trace. With a thinking
+    channel the answer is read from the final text only: none for a trace still thinking."""
+    start = final_start(t.text, t.think_end)
+    answer = None if start is None else extract_answer(t.text[start:])
+    reasoning = None
+    if t.think_end is not None:
+        reasoning = t.completion_tokens if start is None else t.reasoning_tokens
     statuses = [b["status"] for b in t.blocks]
     req = t.request
     known = t.logprobs_known and t.completion_tokens > 0
@@ -204,8 +232,10 @@ def row(t: Trace) -> dict:
         "attempt": req.attempt,
         "prompt": t.prompt,
         "text": t.text,
+        "final_start": start if t.think_end is not None else None,
         "prompt_tokens": t.prompt_tokens,
         "completion_tokens": t.completion_tokens,
+        "reasoning_tokens": reasoning,
         "code_blocks": t.blocks,
         "n_code_calls": len(t.blocks),
         "n_code_errors": sum(s not in (OK, NOT_RUN) for s in statuses),

@@ -16,7 +16,7 @@ rule critique:
     resources:
         mem_mb=engine_job_mem_mb("critique"),
         runtime=engine_runtime("critique"),
-        gpu=1,
+        gpu=ENGINE_GPUS,
     params:
         generate=generate_params(),
         critique=config["critique"],

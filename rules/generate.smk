@@ -14,7 +14,7 @@ rule generate:
     resources:
         mem_mb=engine_job_mem_mb("generate"),
         runtime=engine_runtime("generate"),
-        gpu=1,
+        gpu=ENGINE_GPUS,
     params:
         generate=generate_params(),
     script:

@@ -16,7 +16,7 @@ rule reflexion:
     resources:
         mem_mb=engine_job_mem_mb("reflexion"),
         runtime=engine_runtime("reflexion"),
-        gpu=1,
+        gpu=ENGINE_GPUS,
     params:
         generate=generate_params(),
         reflexion=config["reflexion"],

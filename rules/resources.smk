@@ -32,6 +32,11 @@ def model_billions():
     return float(found.group(1)) / (1000 if found.group(2).lower() == "m" else 1)
 
 
+# An engine job's GPUs (generate, reflexion, critique): none where it sends its requests to a
+# server at engine.url, which has them; one where it starts its engine (or vllm serve) itself.
+ENGINE_GPUS = 0 if config["engine"]["backend"] == "openai" and config["engine"]["url"] else 1
+
+
 def job_gpus(rule):
     """GPUs a job of `rule` gets: the rule's `gpu` resource as Snakemake holds it, its
     declaration (1 on generate, reflexion, critique and sft) updated by --set-resources

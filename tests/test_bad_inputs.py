@@ -307,3 +307,23 @@ def test_samples_never_started_never_vote_nor_count_as_wrong(tmp_path):
     metrics = read_table(tmp_path / "eval/metrics.parquet", METRICS).to_pylist()
     pass1 = [m for m in metrics if m["curve"] == "pass" and m["k"] == 1]
     assert pass1 and pass1[0]["accuracy"] == 1.0, (pass1, res)  # 2 of 2 started samples right
+
+
+def test_a_shard_from_before_the_thinking_columns_reads_them_as_null(tmp_path):
+    """Columns added later (schemas.ADDED) read as nulls from an older shard; any other
+    missing column is still an error naming it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from aimo.schemas import ADDED
+
+    row = tir.row(tir.Trace(tir.Request("p:0", "p", 0, 1, []), "prompt", text="\\boxed{7}"))
+    old = pa.Table.from_pylist([row], schema=TRACES)
+    old = old.drop_columns(list(ADDED))
+    pq.write_table(old, tmp_path / "old.parquet")
+    table = read_table(tmp_path / "old.parquet", TRACES)
+    assert table.schema == TRACES and table.column("reasoning_tokens").to_pylist() == [None]
+    assert table.column("answer_int").to_pylist() == [7]
+    pq.write_table(old.drop_columns(["answer"]), tmp_path / "older.parquet")
+    with pytest.raises(ValueError, match=r"missing column\(s\) \['answer'\]"):
+        read_table(tmp_path / "older.parquet", TRACES)

@@ -205,3 +205,14 @@ def test_a_job_without_a_gpu_is_sized_for_the_cpu(workflow_copy):
     )
     out = snakemake(workflow_copy, *args, "--workflow-profile", "profiles/cpu").stdout
     assert planned_resources(out)["generate"] == cpu["generate"]
+
+
+def test_engine_jobs_on_a_server_ask_for_no_gpu(workflow_copy):
+    """engine.backend openai with an engine.url: the server has the GPU, the jobs none; with no
+    url each job starts its own vllm serve and asks for one."""
+    on = "reflexion: {enabled: true}\ncritique: {enabled: true}\nscheduler: {mode: free}\n"
+    for url, gpu in (("http://gpu-node:8000/v1", "0"), (None, "1")):
+        text = on + f"engine: {{backend: openai, url: {url or 'null'}}}\n"
+        out = snakemake(workflow_copy, "-n", *overrides(workflow_copy, "server.yaml", text)).stdout
+        res = planned_resources(out)
+        assert all(res[r]["gpu"] == gpu for r in ("generate", "reflexion", "critique")), url

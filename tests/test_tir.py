@@ -1,8 +1,12 @@
+import json
 import math
+from pathlib import Path
 
 import pytest
+from conftest import need_shared
 
 from aimo import prompts, tir
+from aimo.answers import extract_answer
 
 pytestmark = pytest.mark.needs("unit")
 
@@ -75,3 +79,59 @@ def test_row_of_a_trace_with_no_tokens_or_no_log_probabilities():
     assert r["mean_logprob"] is None  # a missing cumulative log-probability is not certainty
     r = tir.row(make_trace(completion_tokens=5, logprob_sum=0.0))
     assert r["mean_logprob"] == 0.0
+
+
+R1_TRACES = Path(__file__).resolve().parents[2] / "shared/data/tir_traces_aimo2_r1distill.jsonl"
+
+
+def test_think_end_auto_follows_the_chat_template():
+    r1 = "{% set content = content.split('</think>')[-1] %}{{ content }}"
+    assert tir.resolve_think_end("auto", r1) == "</think>"
+    assert tir.resolve_think_end("auto", "{{ messages }}") is None
+    assert tir.resolve_think_end("auto", None) is None
+    assert tir.resolve_think_end("none", r1) is None
+    assert tir.resolve_think_end("<|end_think|>", None) == "<|end_think|>"
+
+
+def test_without_a_thinking_channel_the_whole_text_is_read():
+    row = tir.row(make_trace(text="I think \\boxed{12}, so", completion_tokens=9))
+    assert row["answer_int"] == 12
+    assert row["final_start"] is None and row["reasoning_tokens"] is None
+
+
+def test_a_thinking_trace_is_graded_on_its_final_text_only():
+    still = tir.row(
+        make_trace(text="<think>maybe \\boxed{3}", completion_tokens=7, think_end="</think>")
+    )
+    assert still["answer"] is None and still["final_start"] is None
+    assert still["reasoning_tokens"] == 7  # all of it: it never left its thinking
+    text = "maybe \\boxed{3}? no.</think>The answer is \\boxed{4}."
+    done = tir.row(
+        make_trace(text=text, completion_tokens=20, think_end="</think>", reasoning_tokens=12)
+    )
+    assert done["answer_int"] == 4 and text[done["final_start"] :] == "The answer is \\boxed{4}."
+    assert done["reasoning_tokens"] == 12
+    boxed_only_in_thought = "so \\boxed{3}.</think>I am done."
+    assert tir.row(make_trace(text=boxed_only_in_thought, think_end="</think>"))["answer"] is None
+
+
+def test_real_r1_distill_traces_are_read_after_their_thinking():
+    """The 22 real DeepSeek-R1-Distill outputs: their prompt opens <think>, most completions
+    close it. Read whole, every one that boxes an answer counts; read as the model means it,
+    one that boxes only inside its thinking, or never closes it, is unanswered."""
+    rows = [json.loads(line) for line in need_shared(R1_TRACES).read_text().splitlines()]
+    read = [tir.row(make_trace(text=r["completion"], think_end="</think>")) for r in rows]
+    whole = [tir.row(make_trace(text=r["completion"])) for r in rows]
+    never_closed = [r for r in rows if "</think>" not in r["completion"]]
+    assert len(never_closed) == 3 and all(
+        x["answer"] is None for x, r in zip(read, rows) if r in never_closed
+    )
+    for x, r in zip(read, rows):
+        final = r["completion"][r["completion"].find("</think>") + len("</think>") :]
+        if r in never_closed:
+            continue
+        assert x["final_start"] == len(r["completion"]) - len(final)
+        assert x["answer"] == extract_answer(final)
+    answered_whole = sum(w["answer"] is not None for w in whole)
+    answered_final = sum(x["answer"] is not None for x in read)
+    assert answered_final == 14 and answered_whole > answered_final
