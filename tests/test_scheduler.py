@@ -507,3 +507,24 @@ def test_forced_answers_continue_each_traces_own_ids_within_the_deadline(llm, sa
     # a deadline already past: every request aborted, none left in the engine
     assert scheduler.force(llm, asks, 16, ["}"], deadline=time.monotonic()) == [None] * len(asks)
     assert not llm.busy()
+
+
+def test_a_thinking_channel_ends_where_the_model_writes_its_tag(llm, sandbox):
+    """tir.think_end set to the code fence the worked examples make the tiny model write: the
+    answer is read after its first one, and reasoning_tokens counts the tokens up to it."""
+    from aimo.answers import extract_answer
+
+    tag = "```python"
+    rows, _ = run(llm, sandbox, requests(samples=2), think_end=tag)
+    left = [r for r in rows if tag in r["text"]]
+    assert left, "the model wrote no code"
+    for r in rows:
+        if r in left:
+            assert r["final_start"] == r["text"].find(tag) + len(tag)
+            assert 0 < r["reasoning_tokens"] < r["completion_tokens"]
+            assert r["answer"] == extract_answer(r["text"][r["final_start"] :])
+        else:
+            assert r["final_start"] is None and r["answer"] is None
+            assert r["reasoning_tokens"] == r["completion_tokens"]
+    plain, _ = run(llm, sandbox, requests(samples=2))  # SmolLM2's template: no channel
+    assert all(r["final_start"] is None and r["reasoning_tokens"] is None for r in plain)
