@@ -18,6 +18,29 @@ TIR_INSTRUCTION = (
     "Put your final answer within \\boxed{}."
 )
 
+# tir.dialect tools: the same request, the code through the model's own `python` tool
+TOOLS_INSTRUCTION = (
+    "Please integrate natural language reasoning with programs to solve the problem above. "
+    "Call the python tool to run code; what it prints comes back to you. The answer is an "
+    "integer between 0 and 99999. Put your final answer within \\boxed{}."
+)
+
+PYTHON_TOOL_DESCRIPTION = (
+    "Run Python 3 code in a stateful session (variables persist between calls) and return "
+    "what it prints. math, sympy, numpy and itertools are available; there is no network, "
+    "no file system outside a scratch folder, and each call is stopped after a few seconds. "
+    "Print the values you need."
+)
+
+
+def for_tools(messages: list[dict]) -> list[dict]:
+    """`messages` (any of the requests built here) asking for the python tool in place of
+    fenced code blocks."""
+    return [
+        dict(m, content=m["content"].replace(TIR_INSTRUCTION, TOOLS_INSTRUCTION)) for m in messages
+    ]
+
+
 REFLEXION_INSTRUCTION = (
     "Your previous attempt at this problem went wrong:\n{error}\n"
     "The previous code failed or gave no final answer. Fix it: find the mistake, write corrected "

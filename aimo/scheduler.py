@@ -33,17 +33,16 @@ from collections import Counter, deque
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
-from aimo import policies
+from aimo import dialects, policies
 from aimo.answers import extract_answer, in_range
 from aimo.engines import Output, Params
-from aimo.prompts import NO_MORE_CODE, OUTPUT_FENCE, output_block
+from aimo.prompts import NO_MORE_CODE, OUTPUT_FENCE
 from aimo.schemas import CANCELLED, Finish
 from aimo.tir import (
     Confidence,
     Entropy,
     Trace,
     derive_seed,
-    last_code_block,
     resolve_think_end,
     row,
     sandbox_seed,
@@ -148,7 +147,8 @@ class RunOptions:
     writes code once its `max_rounds` blocks are used up is told so (NO_MORE_CODE, in place of
     the block's output) and goes on once, to answer, instead of ending at its code
     (max_rounds). `think_end`: the thinking channel's end tag, `auto` or `none`
-    (tir.resolve_think_end); with one, the answer is read after it only. `policy`: waves,
+    (tir.resolve_think_end); with one, the answer is read after it only. `dialect`: how code
+    is asked for and its output given back (aimo.dialects: fenced or tools). `policy`: waves,
     stopping rule and pruning per problem (aimo.policies; default: none of them).
     `check_tokens`: check after every round that the token ids decode to the text (and
     rebuild them when not).
@@ -165,6 +165,7 @@ class RunOptions:
     stop_at_answer: bool = False
     answer_after_tools: bool = False
     think_end: str = "auto"
+    dialect: str = "fenced"
     policy: policies.Policy = policies.Policy()
     check_tokens: bool = True
 
@@ -189,6 +190,7 @@ class RunOptions:
             stop_at_answer=tir["stop_at_answer"],
             answer_after_tools=tir["answer_after_tools"],
             think_end=tir["think_end"],
+            dialect=tir["dialect"],
             policy=policies.Policy.from_config(sched),
         )
 
@@ -298,6 +300,7 @@ class _Loop:
         )
         self.check, self.early_stop, self.policy = o.check_tokens, o.early_stop, o.policy
         self.stop_at_answer, self.answer_after_tools = o.stop_at_answer, o.answer_after_tools
+        self.dialect = dialects.get(o.dialect)
         self.think_end = resolve_think_end(o.think_end, getattr(self.tok, "chat_template", None))
         self.rejoin_steps = o.rejoin_steps if o.schedule == "deterministic" else None  # None: free
         self.top_k = o.sampling["top_logprobs"]
@@ -315,9 +318,7 @@ class _Loop:
     def start(self, requests, deadline):
         problems, lives = {}, []
         for req in requests:
-            prompt = self.tok.apply_chat_template(
-                req.messages, add_generation_prompt=True, tokenize=False
-            )
+            prompt = self.dialect.prompt(self.tok, req.messages)
             # the chat template writes any BOS itself; vLLM adds none to token-id prompts
             ids = self.tok.encode(prompt, add_special_tokens=False)
             limit = deadline.get(req.problem_id) if isinstance(deadline, dict) else deadline
@@ -421,7 +422,8 @@ class _Loop:
             return self.finish(live, Finish.LENGTH)
         live.rid = f"{self.run_no}:{t.request.trace_id}#{live.round}"
         live.first_output = True
-        params = round_params(self.sampling, derive_seed(t.request.seed, live.round), budget)
+        seed = derive_seed(t.request.seed, live.round)
+        params = round_params(self.sampling, seed, budget, self.dialect.stop)
         self.engine.add(live.rid, live.ids, params)
         self.in_engine[live.rid] = live
         if live.round:
@@ -438,8 +440,8 @@ class _Loop:
             t.logprobs_known = False
         else:
             t.logprob_sum += comp.cumulative_logprob
-        at_fence = comp.finish_reason == "stop" and comp.stop_reason == OUTPUT_FENCE
-        code = last_code_block(new_text) if at_fence else None
+        at_fence = comp.finish_reason == "stop" and comp.stop_reason in self.dialect.stop
+        code = self.dialect.code(new_text) if at_fence else None
         told = code is not None and len(t.blocks) >= self.max_rounds
         if told and self.answer_after_tools and not live.told:
             live.told = True  # the block does not run: its output says so, once
@@ -452,8 +454,8 @@ class _Loop:
             return self.finish(live, reason)
         # Keep the model's own tokens as far as they spell the text that follows (up to the
         # fence); the rest of it is tokenized with the output block once the code has run.
-        sep = "" if new_text.endswith("\n") else "\n"
-        target = t.text + new_text + sep + OUTPUT_FENCE
+        sep = self.dialect.close(new_text)
+        target = t.text + new_text + sep + self.dialect.follows
         keep = len(new_ids)
         while keep and not target.startswith(
             decode(self.tok, live.ids[live.prompt_len :] + new_ids[:keep])
@@ -483,19 +485,25 @@ class _Loop:
                 }
             )
         covered = decode(self.tok, live.ids[live.prompt_len :])
-        t.text += output_block(result.output)
-        live.ids += self.tok.encode(t.text[len(covered) :], add_special_tokens=False)
+        turn = self.dialect.result(self.tok, result.output)
+        if self.dialect.special_turns:  # the text is what the turn's tokens decode to
+            new = self.tok.encode(t.text[len(covered) :] + turn, add_special_tokens=False)
+            live.ids += new
+            t.text = covered + decode(self.tok, new)
+        else:
+            t.text += turn
+            live.ids += self.tok.encode(t.text[len(covered) :], add_special_tokens=False)
         if self.check and not tokens_match(self.tok, live):
-            # the text stays right; the ids are rebuilt from it (a re-tokenisation)
             self.stats["tokens_rebuilt"] += 1
             log.warning(
-                "%s: token ids and text disagree after round %d; re-tokenising",
+                "%s: token ids and text disagree after round %d",
                 t.request.trace_id,
                 live.round,
             )
-            live.ids = live.ids[: live.prompt_len] + self.tok.encode(
-                t.text, add_special_tokens=False
-            )
+            if not self.dialect.special_turns:  # the text spells every token: rebuild from it
+                live.ids = live.ids[: live.prompt_len] + self.tok.encode(
+                    t.text, add_special_tokens=False
+                )
         live.round += 1
         self.launch(live)
 

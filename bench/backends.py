@@ -34,6 +34,12 @@ def parse(argv=None):
 
 
 def run_backend(backend, args, problems) -> dict:
+    return run_setting(backend, {"engine": {"backend": backend}}, args, problems)
+
+
+def run_setting(label, overrides: dict, args, problems) -> dict:
+    """The problems' requests through one Solver whose config sections are updated by
+    `overrides` ({section: {key: value}}), on the free schedule: its figures."""
     from aimo import config as aimo_config
     from aimo import tir
     from aimo.online import model_dir
@@ -41,13 +47,15 @@ def run_backend(backend, args, problems) -> dict:
 
     cfg = aimo_config.load(args.config)
     params = aimo_config.engine_params(cfg)
-    params["engine"] = dict(params["engine"], backend=backend)
-    params["scheduler"] = dict(params["scheduler"], mode="free")
+    for section, keys in {**overrides, "scheduler": {"mode": "free"}}.items():
+        params[section] = dict(params[section], **keys)
     rows = [{"problem_id": f"p{i}", "problem": p["problem"]} for i, p in enumerate(problems)]
     requests = tir.requests(rows, range(args.samples), cfg["samples"]["seed"])
+    started = time.time()
     with Solver(model_dir(cfg), params) as solver:
         traces = solver.run(requests)
         stats = solver.stats
+    wall = time.time() - started
     answers = {f"p{i}": int(p["answer"]) for i, p in enumerate(problems)}
     right = sum(t["answer_int"] == answers[t["problem_id"]] for t in traces)
     votes = {}
@@ -56,7 +64,10 @@ def run_backend(backend, args, problems) -> dict:
             votes.setdefault(t["problem_id"], Counter())[t["answer_int"]] += 1
     majority = sum(v.most_common(1)[0][0] == answers[p] for p, v in votes.items())
     return {
-        "backend": backend,
+        "setting": label,
+        "wall_s": wall,
+        "calls_per_trace": sum(t["n_code_calls"] for t in traces) / len(traces),
+        "code_errors": sum(t["n_code_errors"] for t in traces),
         "start_s": stats["engine_start_s"],
         "tokens": stats["completion_tokens"],
         "tokens_per_s": stats["completion_tokens"] / max(stats["loop_s"], 1e-9),
@@ -83,7 +94,7 @@ def main(args):
     print("|---|---|---|---|---|---|---|")
     for r in results:
         print(
-            f"| {r['backend']} | {r['start_s']:.0f} | {r['tokens']} | {r['tokens_per_s']:.1f} "
+            f"| {r['setting']} | {r['start_s']:.0f} | {r['tokens']} | {r['tokens_per_s']:.1f} "
             f"| {r['tokens_per_s'] / max(base, 1e-9):.2f} | {r['traces_right']}/{r['traces']} "
             f"| {r['majority_right']}/{len(problems)} |"
         )

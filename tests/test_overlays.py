@@ -29,6 +29,7 @@ FENCE_TOKENS = 16
 SHAPES = {
     "deepseek-ai/DeepSeek-R1-Distill-Qwen-32B": (64, 8, 128, 32.8, 1.56),
     "Qwen/QwQ-32B": (64, 8, 128, 32.8, 1.56),
+    "Qwen/Qwen3-32B": (64, 8, 128, 32.8, 1.56),
 }
 DTYPE_BYTES = {"auto": 2, "bfloat16": 2, "float16": 2, "float32": 4}  # auto: bf16 on a GPU
 QUANT_BYTES = {"fp8": 1, "awq": 0.5, "gptq": 0.5}  # bytes a weight
@@ -37,7 +38,7 @@ KV_BYTES = {"fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1}  # bytes a value; auto: the 
 # Full traces the KV cache must hold at once: every sample of a problem for the online run
 # (Kaggle), 8 for the batch run (the scheduler admits up to OVERCOMMIT x what the cache holds,
 # counting most traces to end short of their budget; 8 full ones keep preemption rare).
-OVERLAYS = {"config/kaggle.yaml": "online", "config/h100.yaml": 8}
+OVERLAYS = {"config/kaggle.yaml": "online", "config/h100.yaml": 8, "config/qwen3.yaml": "online"}
 
 
 def overlay(path):

@@ -4,6 +4,7 @@ not fit. The tiny model rarely closes a code block by itself, so most requests h
 two worked examples first; it then writes a block, stops at the output fence and goes on
 after the real output."""
 
+import json
 import random
 import threading
 import time
@@ -528,3 +529,51 @@ def test_a_thinking_channel_ends_where_the_model_writes_its_tag(llm, sandbox):
             assert r["reasoning_tokens"] == r["completion_tokens"]
     plain, _ = run(llm, sandbox, requests(samples=2))  # SmolLM2's template: no channel
     assert all(r["final_start"] is None and r["reasoning_tokens"] is None for r in plain)
+
+
+def tool_shots():
+    """The worked examples as python tool calls (hermes) and tool messages."""
+    messages = []
+    for question, code, answer in WORKED:
+        body = json.dumps({"name": "python", "arguments": {"code": code}})
+        messages += [
+            {"role": "user", "content": question},
+            {"role": "assistant", "content": f"<tool_call>\n{body}\n</tool_call>"},
+            {"role": "tool", "content": answer},
+            {"role": "assistant", "content": f"The answer is \\boxed{{{answer}}}."},
+        ]
+    return messages
+
+
+def test_the_tools_dialect_runs_calls_and_sends_results_through_the_template(llm, sandbox):
+    """tir.dialect tools on the tiny model, prompted with two worked calls (it was not trained
+    on the tool: the examples make it call): a call stops the round, its code runs in the
+    sandbox, the result goes back as the template's tool turn, and the trace goes on."""
+    from aimo import dialects
+
+    tok = llm.tokenizer
+    before, after = dialects.tool_turn(tok)
+    assert before.startswith(tok.eos_token) or "<|im_end|>" in before  # the turn is closed
+    assert after.endswith("<|im_start|>assistant\n")  # and the assistant's next one opened
+    reqs = [
+        tir.Request(
+            f"mul:{s}",
+            "mul",
+            s,
+            tir.derive_seed(3, "mul", s),
+            [*tool_shots(), {"role": "user", "content": QUESTIONS["mul"]}],
+        )
+        for s in range(4)
+    ]
+    rows, stats = run(llm, sandbox, reqs, max_rounds=2, dialect="tools")
+    called = [r for r in rows if r["n_code_calls"]]
+    assert called, [r["text"] for r in rows]
+    for r in called:
+        block = r["code_blocks"][0]
+        assert block["status"] == "ok" or "Error" in block["output"]
+        # the tool turn is in the text as its tokens decode (special tokens dropped)
+        assert (
+            f"</tool_call>{tok.decode(tok.encode(before), skip_special_tokens=True)}" in r["text"]
+            and block["output"].strip() in r["text"]
+        )
+    assert stats.get("tokens_rebuilt", 0) == 0

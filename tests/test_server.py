@@ -2,7 +2,7 @@
 model, started by the backend itself on 127.0.0.1 (engine.backend openai, no engine.url): TIR
 traces through the scheduler, a server that answers 429 before it serves, a wrong URL and a
 wrong model named, the tiny workflow and the online run pointed at the server, and the server
-killed mid-run (last: it ends the module's server)."""
+killed mid-run (last: it ends the module's server); the tools dialect over it."""
 
 import http.client
 import os
@@ -176,6 +176,30 @@ def test_the_online_run_answers_over_the_server(backend, tmp_path, tiny_model):
         run_.stop()
     assert result.stopped != "no engine" and result.finished + result.cancelled == 4
     assert isinstance(result.answer, int)
+
+
+def test_the_tools_dialect_runs_over_the_server(backend, sandbox):
+    """The python tool's calls and turns (tir.dialect tools) through the server: prompts and
+    tool turns rendered here by the model's template, sent as token ids."""
+    from test_scheduler import QUESTIONS, tool_shots
+
+    reqs = [
+        tir.Request(
+            f"mul:{s}",
+            "mul",
+            s,
+            tir.derive_seed(3, "mul", s),
+            [*tool_shots(), {"role": "user", "content": QUESTIONS["mul"]}],
+        )
+        for s in range(4)
+    ]
+    options = scheduler.RunOptions(SAMPLING, 2, 1024, schedule="free", dialect="tools")
+    stats = {}
+    rows = scheduler.run(backend, reqs, sandbox, options, stats)
+    called = [r for r in rows if r["n_code_calls"]]
+    assert called and all("</tool_call>" in r["text"] for r in called)
+    assert all(r["code_blocks"][0]["output"].strip() in r["text"] for r in called)
+    assert stats.get("tokens_rebuilt", 0) == 0
 
 
 def test_a_server_killed_mid_run_ends_the_run_naming_it(backend, sandbox):
