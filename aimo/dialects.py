@@ -36,6 +36,7 @@ class Fenced:
     name = "fenced"
     stop = (prompts.OUTPUT_FENCE,)
     follows = prompts.OUTPUT_FENCE  # the output's start, which the model's stop tokens spell
+    opening = prompts.CODE_FENCE + "\n"  # a trace's text starts so where its first call is forced
     special_turns = False  # its output needs no special tokens: the text spells it all
 
     def prompt(self, tok, messages) -> str:
@@ -57,6 +58,7 @@ class Tools:
     CALL, END = "<tool_call>", "</tool_call>"
     stop = (END,)
     follows = ""
+    opening = CALL + "\n"
     special_turns = True  # the tool turn holds the template's special tokens
 
     def __init__(self):

@@ -148,8 +148,10 @@ class RunOptions:
     the block's output) and goes on once, to answer, instead of ending at its code
     (max_rounds). `think_end`: the thinking channel's end tag, `auto` or `none`
     (tir.resolve_think_end); with one, the answer is read after it only. `dialect`: how code
-    is asked for and its output given back (aimo.dialects: fenced or tools). `policy`: waves,
-    stopping rule and pruning per problem (aimo.policies; default: none of them).
+    is asked for and its output given back (aimo.dialects: fenced or tools);
+    `force_first_call`: every trace's text starts with the dialect's opening of a call (its
+    first round writes code). `policy`: waves, stopping rule and pruning per problem
+    (aimo.policies; default: none of them).
     `check_tokens`: check after every round that the token ids decode to the text (and
     rebuild them when not).
     """
@@ -166,6 +168,7 @@ class RunOptions:
     answer_after_tools: bool = False
     think_end: str = "auto"
     dialect: str = "fenced"
+    force_first_call: bool = False
     policy: policies.Policy = policies.Policy()
     check_tokens: bool = True
 
@@ -191,6 +194,7 @@ class RunOptions:
             answer_after_tools=tir["answer_after_tools"],
             think_end=tir["think_end"],
             dialect=tir["dialect"],
+            force_first_call=tir["force_first_call"],
             policy=policies.Policy.from_config(sched),
         )
 
@@ -301,6 +305,7 @@ class _Loop:
         self.check, self.early_stop, self.policy = o.check_tokens, o.early_stop, o.policy
         self.stop_at_answer, self.answer_after_tools = o.stop_at_answer, o.answer_after_tools
         self.dialect = dialects.get(o.dialect)
+        self.force_first_call = o.force_first_call
         self.think_end = resolve_think_end(o.think_end, getattr(self.tok, "chat_template", None))
         self.rejoin_steps = o.rejoin_steps if o.schedule == "deterministic" else None  # None: free
         self.top_k = o.sampling["top_logprobs"]
@@ -340,6 +345,9 @@ class _Loop:
                 ),
             )
             live = _Live(trace, ids, len(ids), problem)
+            if self.force_first_call:  # the opening is the trace's text, not its prompt
+                trace.text = self.dialect.opening
+                live.ids = ids + self.tok.encode(trace.text, add_special_tokens=False)
             lives.append(live)
             self.waiting.append(live)
         self.problems = problems
@@ -441,7 +449,9 @@ class _Loop:
         else:
             t.logprob_sum += comp.cumulative_logprob
         at_fence = comp.finish_reason == "stop" and comp.stop_reason in self.dialect.stop
-        code = self.dialect.code(new_text) if at_fence else None
+        # a forced first call's opening is the text before the first round's
+        opened = self.dialect.opening if self.force_first_call and live.round == 0 else ""
+        code = self.dialect.code(opened + new_text) if at_fence else None
         told = code is not None and len(t.blocks) >= self.max_rounds
         if told and self.answer_after_tools and not live.told:
             live.told = True  # the block does not run: its output says so, once

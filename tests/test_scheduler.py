@@ -577,3 +577,27 @@ def test_the_tools_dialect_runs_calls_and_sends_results_through_the_template(llm
             and block["output"].strip() in r["text"]
         )
     assert stats.get("tokens_rebuilt", 0) == 0
+
+
+@pytest.mark.parametrize("dialect", ["fenced", "tools"])
+def test_a_forced_first_call_opens_every_trace(llm, sandbox, dialect):
+    """tir.force_first_call: each trace's text starts with the dialect's opening, and the
+    first round's call (opened before the model wrote a token) runs."""
+    from aimo import dialects
+
+    shots = tool_shots() if dialect == "tools" else SHOTS
+    reqs = [
+        tir.Request(
+            f"pow:{s}",
+            "pow",
+            s,
+            tir.derive_seed(4, "pow", s),
+            [*shots, {"role": "user", "content": QUESTIONS["pow"]}],
+        )
+        for s in range(3)
+    ]
+    rows, stats = run(llm, sandbox, reqs, max_rounds=1, dialect=dialect, force_first_call=True)
+    opening = dialects.get(dialect).opening
+    assert all(r["text"].startswith(opening) for r in rows)
+    assert any(r["n_code_calls"] for r in rows), [r["text"] for r in rows]
+    assert stats.get("tokens_rebuilt", 0) == 0
