@@ -45,6 +45,10 @@ class Fenced:
     def code(self, text: str) -> str | None:
         return last_code_block(text)
 
+    def unclosed(self, text: str) -> bool:
+        """A call the round ended in without its closing stop (at the model's end of turn)."""
+        return False  # a block is only run at the output fence the model writes
+
     def close(self, text: str) -> str:
         """What follows a round's text before its output: a newline where it lacks one."""
         return "" if text.endswith("\n") else "\n"
@@ -58,7 +62,8 @@ class Tools:
     CALL, END = "<tool_call>", "</tool_call>"
     stop = (END,)
     follows = ""
-    opening = CALL + "\n"
+    # a forced call is opened up to its code: the 1.5B, given only the tag, wrote prose after it
+    opening = CALL + '\n{"name": "python", "arguments": {"code": "'
     special_turns = True  # the tool turn holds the template's special tokens
 
     def __init__(self):
@@ -93,6 +98,12 @@ class Tools:
         except (ValueError, AttributeError) as exc:
             problem = f"the tool call is not valid JSON ({exc})"
         return f"raise ValueError({problem!r})"
+
+    def unclosed(self, text: str) -> bool:
+        """The round ended (at the model's end of turn) inside a call it never closed: taken
+        as a call, as vLLM's hermes parser takes one. The 1.5B, its call opened for it,
+        writes the JSON and ends its turn without </tool_call>."""
+        return text.rfind(self.CALL) > text.rfind(self.END)
 
     def close(self, text: str) -> str:
         return self.END

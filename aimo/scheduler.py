@@ -305,6 +305,7 @@ class _Loop:
         self.check, self.early_stop, self.policy = o.check_tokens, o.early_stop, o.policy
         self.stop_at_answer, self.answer_after_tools = o.stop_at_answer, o.answer_after_tools
         self.dialect = dialects.get(o.dialect)
+        self.special = set(getattr(self.tok, "all_special_ids", ()))
         self.force_first_call = o.force_first_call
         self.think_end = resolve_think_end(o.think_end, getattr(self.tok, "chat_template", None))
         self.rejoin_steps = o.rejoin_steps if o.schedule == "deterministic" else None  # None: free
@@ -448,10 +449,12 @@ class _Loop:
             t.logprobs_known = False
         else:
             t.logprob_sum += comp.cumulative_logprob
-        at_fence = comp.finish_reason == "stop" and comp.stop_reason in self.dialect.stop
+        stopped = comp.finish_reason == "stop"
+        at_fence = stopped and comp.stop_reason in self.dialect.stop
         # a forced first call's opening is the text before the first round's
         opened = self.dialect.opening if self.force_first_call and live.round == 0 else ""
-        code = self.dialect.code(opened + new_text) if at_fence else None
+        called = at_fence or (stopped and self.dialect.unclosed(opened + new_text))
+        code = self.dialect.code(opened + new_text) if called else None
         told = code is not None and len(t.blocks) >= self.max_rounds
         if told and self.answer_after_tools and not live.told:
             live.told = True  # the block does not run: its output says so, once
@@ -467,6 +470,8 @@ class _Loop:
         sep = self.dialect.close(new_text)
         target = t.text + new_text + sep + self.dialect.follows
         keep = len(new_ids)
+        while not at_fence and keep and new_ids[keep - 1] in self.special:
+            keep -= 1  # a call ended by the end of turn: that token is the tool turn's to write
         while keep and not target.startswith(
             decode(self.tok, live.ids[live.prompt_len :] + new_ids[:keep])
         ):
