@@ -42,3 +42,11 @@ def test_fenced_is_the_default_and_an_unknown_dialect_is_named():
     assert fenced.code("```python\nprint(1)\n") == "print(1)"
     with pytest.raises(ValueError, match="tir.dialect 'xml'"):
         dialects.get("xml")
+
+
+def test_a_call_ended_by_the_end_of_turn_is_still_a_call():
+    tools = dialects.get("tools")
+    assert tools.unclosed(call())  # the JSON written, then the model's end of turn
+    assert not tools.unclosed(call() + "</tool_call>\nThe answer is \\boxed{42}.")
+    assert not tools.unclosed("No call, \\boxed{4}.")
+    assert not dialects.get("fenced").unclosed("```python\nprint(1)\n")  # a block needs its fence
