@@ -33,6 +33,12 @@ def parse(argv=None):
     return ap.parse_args(argv)
 
 
+def read_problems(path, limit: int) -> list[dict]:
+    """The first `limit` problems of a JSONL file."""
+    lines = Path(path).read_text().splitlines()
+    return [json.loads(line) for line in lines if line.strip()][:limit]
+
+
 def run_backend(backend, args, problems) -> dict:
     return run_setting(backend, {"engine": {"backend": backend}}, args, problems)
 
@@ -78,8 +84,7 @@ def run_setting(label, overrides: dict, args, problems) -> dict:
 
 
 def main(args):
-    lines = Path(args.problems).read_text().splitlines()
-    problems = [json.loads(line) for line in lines if line.strip()][: args.limit]
+    problems = read_problems(args.problems, args.limit)
     print(cpu())
     print(f"{len(problems)} problems of {args.problems} x {args.samples} samples")
     results = []

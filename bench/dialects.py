@@ -9,14 +9,13 @@ errors and wall time.
 """
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.backends import run_setting  # noqa: E402
+from bench.backends import read_problems, run_setting  # noqa: E402
 from bench.stream import cpu  # noqa: E402
 
 
@@ -31,8 +30,7 @@ def parse(argv=None):
 
 
 def main(args):
-    lines = Path(args.problems).read_text().splitlines()
-    problems = [json.loads(line) for line in lines if line.strip()][: args.limit]
+    problems = read_problems(args.problems, args.limit)
     print(cpu())
     print(f"{len(problems)} problems of {args.problems} x {args.samples} samples")
     results = []

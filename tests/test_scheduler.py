@@ -545,6 +545,20 @@ def tool_shots():
     return messages
 
 
+def asking(pid, shots, n, seed=3):
+    """`n` samples of QUESTIONS[pid], after the worked examples `shots`."""
+    return [
+        tir.Request(
+            f"{pid}:{s}",
+            pid,
+            s,
+            tir.derive_seed(seed, pid, s),
+            [*shots, {"role": "user", "content": QUESTIONS[pid]}],
+        )
+        for s in range(n)
+    ]
+
+
 def test_the_tools_dialect_runs_calls_and_sends_results_through_the_template(llm, sandbox):
     """tir.dialect tools on the tiny model, prompted with two worked calls (it was not trained
     on the tool: the examples make it call): a call stops the round, its code runs in the
@@ -555,16 +569,7 @@ def test_the_tools_dialect_runs_calls_and_sends_results_through_the_template(llm
     before, after = dialects.tool_turn(tok)
     assert before.startswith(tok.eos_token) or "<|im_end|>" in before  # the turn is closed
     assert after.endswith("<|im_start|>assistant\n")  # and the assistant's next one opened
-    reqs = [
-        tir.Request(
-            f"mul:{s}",
-            "mul",
-            s,
-            tir.derive_seed(3, "mul", s),
-            [*tool_shots(), {"role": "user", "content": QUESTIONS["mul"]}],
-        )
-        for s in range(4)
-    ]
+    reqs = asking("mul", tool_shots(), 4)
     rows, stats = run(llm, sandbox, reqs, max_rounds=2, dialect="tools")
     called = [r for r in rows if r["n_code_calls"]]
     assert called, [r["text"] for r in rows]
@@ -586,16 +591,7 @@ def test_a_forced_first_call_opens_every_trace(llm, sandbox, dialect):
     from aimo import dialects
 
     shots = tool_shots() if dialect == "tools" else SHOTS
-    reqs = [
-        tir.Request(
-            f"pow:{s}",
-            "pow",
-            s,
-            tir.derive_seed(4, "pow", s),
-            [*shots, {"role": "user", "content": QUESTIONS["pow"]}],
-        )
-        for s in range(3)
-    ]
+    reqs = asking("pow", shots, 3, seed=4)
     rows, stats = run(llm, sandbox, reqs, max_rounds=1, dialect=dialect, force_first_call=True)
     opening = dialects.get(dialect).opening
     assert all(r["text"].startswith(opening) for r in rows)

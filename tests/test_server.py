@@ -181,18 +181,9 @@ def test_the_online_run_answers_over_the_server(backend, tmp_path, tiny_model):
 def test_the_tools_dialect_runs_over_the_server(backend, sandbox):
     """The python tool's calls and turns (tir.dialect tools) through the server: prompts and
     tool turns rendered here by the model's template, sent as token ids."""
-    from test_scheduler import QUESTIONS, tool_shots
+    from test_scheduler import asking, tool_shots
 
-    reqs = [
-        tir.Request(
-            f"mul:{s}",
-            "mul",
-            s,
-            tir.derive_seed(3, "mul", s),
-            [*tool_shots(), {"role": "user", "content": QUESTIONS["mul"]}],
-        )
-        for s in range(4)
-    ]
+    reqs = asking("mul", tool_shots(), 4)
     options = scheduler.RunOptions(SAMPLING, 2, 1024, schedule="free", dialect="tools")
     stats = {}
     rows = scheduler.run(backend, reqs, sandbox, options, stats)
