@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aimo import config as aimo_config
-from aimo import model, prompts, scheduler, tir
+from aimo import dialects, model, scheduler, tir
 from aimo.answers import answer_int64, extract_answer, in_range
 from aimo.executions import executions_from_blocks
 from aimo.schemas import CANCELLED, EXECUTIONS, PROBLEMS, TRACES
@@ -159,12 +159,12 @@ def sandbox_threads(samples: int) -> int:
     return max(1, min(samples, cpus))
 
 
-def own_ids(tok, ids, row, ask) -> list:
+def own_ids(tok, ids, row, ask, skip_special=True) -> list:
     """The token ids that ask trace `row` for its answer: its own ids (prompt and what it
     wrote, `ids`) and the tokens of what its text holds beyond them (the newline before a
     block's output) and of `ask`. Where the ids do not spell the text (never expected), the
     whole of it is tokenised again."""
-    covered = scheduler.decode(tok, ids[row["prompt_tokens"] :])
+    covered = scheduler.decode(tok, ids[row["prompt_tokens"] :], skip_special)
     if not row["text"].startswith(covered):
         return tok.encode(row["prompt"] + row["text"] + ask, add_special_tokens=False)
     return list(ids) + tok.encode(row["text"][len(covered) :] + ask, add_special_tokens=False)
@@ -356,9 +356,15 @@ class OnlineRun:
         tok = self.solver.engine.tokenizer
         picked = sorted(rows, key=lambda r: -r["completion_tokens"])[: self.online["force_traces"]]
         picked = [r for r in picked if r["finish_reason"] != "prompt_too_long"]
-        asks = [prompts.force_answer(r["text"]) for r in picked]
+        tir_cfg = self.config["tir"]
+        dialect = dialects.get(tir_cfg["dialect"])
+        think_end = tir.resolve_think_end(
+            tir_cfg["think_end"], getattr(tok, "chat_template", None), dialect.think_end
+        )
+        asks = [dialect.answer_now(r["text"]) for r in picked]
         limit = self.config["engine"]["max_model_len"] - FORCE_TOKENS
-        asked = [own_ids(tok, ids[r["trace_id"]], r, ask) for r, ask in zip(picked, asks)]
+        skip = not dialect.keep_special
+        asked = [own_ids(tok, ids[r["trace_id"]], r, a, skip) for r, a in zip(picked, asks)]
         keep = [i for i, x in enumerate(asked) if len(x) <= limit]
         if not keep:
             return 0
@@ -378,7 +384,10 @@ class OnlineRun:
             r["text"] += asks[i] + text + "}"
             r["completion_tokens"] += n
             r["round_tokens"] = [*r["round_tokens"], n]
-            r["answer"] = extract_answer(r["text"])
+            start = tir.final_start(r["text"], think_end)  # the answer: the final text's
+            if think_end is not None:
+                r["final_start"] = start
+            r["answer"] = None if start is None else extract_answer(r["text"][start:])
             r["answer_int"] = answer_int64(r["answer"])
             answered += in_range(r["answer_int"])
         log.info("forced answers from %d traces: %d in range", len(keep), answered)

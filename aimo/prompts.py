@@ -37,7 +37,8 @@ def for_tools(messages: list[dict]) -> list[dict]:
     """`messages` (any of the requests built here) asking for the python tool in place of
     fenced code blocks."""
     return [
-        dict(m, content=m["content"].replace(TIR_INSTRUCTION, TOOLS_INSTRUCTION)) for m in messages
+        dict(m, content=(m.get("content") or "").replace(TIR_INSTRUCTION, TOOLS_INSTRUCTION))
+        for m in messages
     ]
 
 

@@ -99,9 +99,11 @@ def default_max_in_flight(eng, sampling: dict, max_model_len: int) -> int:
     return max(1, OVERCOMMIT * tokens // per_trace)
 
 
-def round_params(sampling: dict, seed, max_tokens: int, stop=(OUTPUT_FENCE,)) -> Params:
+def round_params(
+    sampling: dict, seed, max_tokens: int, stop=(OUTPUT_FENCE,), skip_special=True
+) -> Params:
     """The engine's Params for one round of one trace: the config's sampling, the round's seed
-    and budget; a round stops at `stop` (the output fence)."""
+    and budget; a round stops at `stop` (the output fence); `skip_special`: the dialect's."""
     return Params(
         temperature=sampling["temperature"],
         top_p=sampling["top_p"],
@@ -109,17 +111,21 @@ def round_params(sampling: dict, seed, max_tokens: int, stop=(OUTPUT_FENCE,)) ->
         seed=seed,
         stop=tuple(stop),
         logprobs=sampling["top_logprobs"],
+        skip_special=skip_special,
     )
 
 
-def decode(tokenizer, ids) -> str:
-    """Text of `ids` as vLLM's detokenizer writes it (special tokens skipped)."""
-    return tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+def decode(tokenizer, ids, skip_special=True) -> str:
+    """Text of `ids` as vLLM's detokenizer writes it (special tokens skipped unless the
+    dialect keeps them)."""
+    return tokenizer.decode(
+        ids, skip_special_tokens=skip_special, clean_up_tokenization_spaces=False
+    )
 
 
-def tokens_match(tokenizer, live: _Live) -> bool:
+def tokens_match(tokenizer, live: _Live, skip_special=True) -> bool:
     """The invariant: the ids after the prompt decode to the trace's text."""
-    return decode(tokenizer, live.ids[live.prompt_len :]) == live.trace.text
+    return decode(tokenizer, live.ids[live.prompt_len :], skip_special) == live.trace.text
 
 
 def _close_quietly(session):
@@ -307,7 +313,10 @@ class _Loop:
         self.dialect = dialects.get(o.dialect)
         self.special = set(getattr(self.tok, "all_special_ids", ()))
         self.force_first_call = o.force_first_call
-        self.think_end = resolve_think_end(o.think_end, getattr(self.tok, "chat_template", None))
+        self.skip_special = not self.dialect.keep_special
+        self.think_end = resolve_think_end(
+            o.think_end, getattr(self.tok, "chat_template", None), self.dialect.think_end
+        )
         self.rejoin_steps = o.rejoin_steps if o.schedule == "deterministic" else None  # None: free
         self.top_k = o.sampling["top_logprobs"]
         self.pool = ThreadPoolExecutor(max(1, o.threads), thread_name_prefix="aimo-tir")
@@ -432,7 +441,7 @@ class _Loop:
         live.rid = f"{self.run_no}:{t.request.trace_id}#{live.round}"
         live.first_output = True
         seed = derive_seed(t.request.seed, live.round)
-        params = round_params(self.sampling, seed, budget, self.dialect.stop)
+        params = round_params(self.sampling, seed, budget, self.dialect.stop, self.skip_special)
         self.engine.add(live.rid, live.ids, params)
         self.in_engine[live.rid] = live
         if live.round:
@@ -473,7 +482,7 @@ class _Loop:
         while not at_fence and keep and new_ids[keep - 1] in self.special:
             keep -= 1  # a call ended by the end of turn: that token is the tool turn's to write
         while keep and not target.startswith(
-            decode(self.tok, live.ids[live.prompt_len :] + new_ids[:keep])
+            decode(self.tok, live.ids[live.prompt_len :] + new_ids[:keep], self.skip_special)
         ):
             keep -= 1
         live.ids += new_ids[:keep]
@@ -499,16 +508,16 @@ class _Loop:
                     "wall_s": result.wall_s,
                 }
             )
-        covered = decode(self.tok, live.ids[live.prompt_len :])
+        covered = decode(self.tok, live.ids[live.prompt_len :], self.skip_special)
         turn = self.dialect.result(self.tok, result.output)
         if self.dialect.special_turns:  # the text is what the turn's tokens decode to
             new = self.tok.encode(t.text[len(covered) :] + turn, add_special_tokens=False)
             live.ids += new
-            t.text = covered + decode(self.tok, new)
+            t.text = covered + decode(self.tok, new, self.skip_special)
         else:
             t.text += turn
             live.ids += self.tok.encode(t.text[len(covered) :], add_special_tokens=False)
-        if self.check and not tokens_match(self.tok, live):
+        if self.check and not tokens_match(self.tok, live, self.skip_special):
             self.stats["tokens_rebuilt"] += 1
             log.warning(
                 "%s: token ids and text disagree after round %d",

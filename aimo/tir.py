@@ -23,10 +23,13 @@ CODE_RE = re.compile(
 THINK_END = "</think>"
 
 
-def resolve_think_end(think_end: str, chat_template) -> str | None:
-    """tir.think_end as a tag, or None for no thinking channel: `auto` is THINK_END where the
-    model's chat template (its Jinja text) holds it, `none` none, anything else itself."""
+def resolve_think_end(think_end: str, chat_template, own: str | None = None) -> str | None:
+    """tir.think_end as a tag, or None for no thinking channel: `auto` is the dialect's `own`
+    end where it has one (harmony's final channel), else THINK_END where the model's chat
+    template (its Jinja text) holds it; `none` none, anything else itself."""
     if think_end == "auto":
+        if own is not None:
+            return own
         return THINK_END if THINK_END in str(chat_template or "") else None
     return None if think_end == "none" else think_end
 

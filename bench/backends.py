@@ -33,10 +33,10 @@ def parse(argv=None):
     return ap.parse_args(argv)
 
 
-def read_problems(path, limit: int) -> list[dict]:
-    """The first `limit` problems of a JSONL file."""
+def read_problems(path, limit: int, offset: int = 0) -> list[dict]:
+    """`limit` problems of a JSONL file, from the `offset`-th on."""
     lines = Path(path).read_text().splitlines()
-    return [json.loads(line) for line in lines if line.strip()][:limit]
+    return [json.loads(line) for line in lines if line.strip()][offset : offset + limit]
 
 
 def run_backend(backend, args, problems) -> dict:

@@ -1,6 +1,6 @@
 """Fenced code blocks against the model's own python tool (`tir.dialect`), side by side.
 
-Runs the first --limit problems of a JSONL file ({"problem", "answer"} per line) x --samples
+Runs --limit problems (after --offset) of a JSONL file ({"problem", "answer"} per line) x --samples
 through aimo.solver.Solver once per dialect, in one process on one machine, on the free
 schedule: right traces and majority answers, completion tokens, tool calls per trace, code
 errors and wall time.
@@ -23,6 +23,7 @@ def parse(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--problems", default=str(ROOT.parent / "shared/data/math500_int_dev.jsonl"))
     ap.add_argument("--limit", type=int, default=8)
+    ap.add_argument("--offset", type=int, default=0, help="skip this many problems first")
     ap.add_argument("--samples", type=int, default=4)
     ap.add_argument("--dialects", nargs="+", default=["fenced", "tools"])
     ap.add_argument("--config", nargs="+", default=[str(ROOT / "config.yaml")])
@@ -30,9 +31,11 @@ def parse(argv=None):
 
 
 def main(args):
-    problems = read_problems(args.problems, args.limit)
+    problems = read_problems(args.problems, args.limit, args.offset)
     print(cpu())
-    print(f"{len(problems)} problems of {args.problems} x {args.samples} samples")
+    print(
+        f"{len(problems)} problems of {args.problems} from #{args.offset} x {args.samples} samples"
+    )
     results = []
     for dialect in args.dialects:
         results.append(run_setting(dialect, {"tir": {"dialect": dialect}}, args, problems))

@@ -23,22 +23,32 @@ PROMPT_TOKENS = 1024
 # An output block's own tokens around the code's output: "```output\n", "\n```\n".
 FENCE_TOKENS = 16
 
-# The models the overlays name (config/h100.yaml names QwQ-32B as the other choice): layers,
-# KV heads, head dim, parameters (billions), and of them the embeddings and lm_head
-# (billions), which vLLM's quantization leaves in 16 bits. From the models' config.json.
+# The models the overlays name (config/h100.yaml names QwQ-32B as the other choice): layers
+# whose KV cache grows with the context, KV heads, head dim, parameters (billions), and of
+# them those the quantization leaves in 16 bits (billions: embeddings and lm_head; gpt-oss's
+# attention and router too). From the models' config.json. gpt-oss-120b: 36 layers, every
+# other one a 128-token sliding window, which vLLM's hybrid cache gives a few fixed pages.
 SHAPES = {
+    "openai/gpt-oss-120b": (18, 8, 64, 116.8, 2.2),
     "deepseek-ai/DeepSeek-R1-Distill-Qwen-32B": (64, 8, 128, 32.8, 1.56),
     "Qwen/QwQ-32B": (64, 8, 128, 32.8, 1.56),
     "Qwen/Qwen3-32B": (64, 8, 128, 32.8, 1.56),
 }
 DTYPE_BYTES = {"auto": 2, "bfloat16": 2, "float16": 2, "float32": 4}  # auto: bf16 on a GPU
-QUANT_BYTES = {"fp8": 1, "awq": 0.5, "gptq": 0.5}  # bytes a weight
+QUANT_BYTES = {"fp8": 1, "awq": 0.5, "gptq": 0.5, "mxfp4": 4.25 / 8}  # bytes a weight
+# checkpoints quantized as released (engine.quantization null reads them so)
+CHECKPOINT_QUANT = {"openai/gpt-oss-120b": "mxfp4"}
 KV_BYTES = {"fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1}  # bytes a value; auto: the model's dtype
 
 # Full traces the KV cache must hold at once: every sample of a problem for the online run
 # (Kaggle), 8 for the batch run (the scheduler admits up to OVERCOMMIT x what the cache holds,
 # counting most traces to end short of their budget; 8 full ones keep preemption rare).
-OVERLAYS = {"config/kaggle.yaml": "online", "config/h100.yaml": 8, "config/qwen3.yaml": "online"}
+OVERLAYS = {
+    "config/kaggle.yaml": "online",
+    "config/h100.yaml": 8,
+    "config/qwen3.yaml": "online",
+    "config/gpt-oss.yaml": "online",
+}
 
 
 def overlay(path):
@@ -66,7 +76,7 @@ def test_the_context_holds_a_full_trace(path):
 def test_the_kv_cache_holds_the_traces_run_at_once(path):
     cfg, (layers, kv_heads, head_dim, params_b, embed_b) = overlay(path)
     eng, dtype = cfg["engine"], cfg["model"]["dtype"]
-    quant = eng["quantization"]
+    quant = eng["quantization"] or CHECKPOINT_QUANT.get(cfg["model"]["name"])
     assert quant is None or quant in QUANT_BYTES, f"{path}: quantization {quant!r} unknown here"
     if quant is None:
         weights = params_b * 1e9 * DTYPE_BYTES[dtype]

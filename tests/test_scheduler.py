@@ -584,6 +584,46 @@ def test_the_tools_dialect_runs_calls_and_sends_results_through_the_template(llm
     assert stats.get("tokens_rebuilt", 0) == 0
 
 
+def harmony_shots():
+    """The worked examples as gpt-oss writes them, in the developer's instructions: harmony
+    renders a finished turn without its calls, and the tiny model has never seen the format."""
+    from aimo import dialects
+
+    harmony, examples = dialects.get("harmony"), []
+    for question, code, answer in WORKED:
+        examples.append(
+            f"<|start|>user<|message|>{question}<|end|><|start|>assistant{harmony.opening}{code}"
+            f"<|call|>{harmony.result(None, answer)}<|channel|>final<|message|>"
+            f"The answer is \\boxed{{{answer}}}.<|end|>"
+        )
+    return [{"role": "system", "content": "Solve with python, as here:\n" + "\n".join(examples)}]
+
+
+def test_the_harmony_dialect_runs_calls_and_reads_the_final_channel(llm, sandbox):
+    """tir.dialect harmony on the tiny model (its tokenizer spells harmony's tokens as text;
+    gpt-oss's has them as special tokens, which the text keeps): the forced first call runs in
+    the sandbox, its result goes back as the python tool's message, and the answer is read
+    from the final channel only."""
+    from aimo import dialects
+
+    harmony = dialects.get("harmony")
+    reqs = asking("mul", harmony_shots(), 4)
+    rows, stats = run(llm, sandbox, reqs, max_rounds=2, dialect="harmony", force_first_call=True)
+    assert all(r["text"].startswith(harmony.opening) for r in rows)
+    called = [r for r in rows if r["n_code_calls"]]
+    assert called, [r["text"] for r in rows]
+    for r in called:
+        assert r["code_blocks"][0]["code"] in r["text"]
+        assert f"<|call|>{harmony.result(None, r['code_blocks'][0]['output'])}" in r["text"]
+    for r in rows:  # the thinking channel is the analysis: the answer is the final channel's
+        start = r["text"].find(harmony.think_end)
+        if start < 0:
+            assert r["final_start"] is None and r["answer"] is None
+        else:
+            assert r["final_start"] == start + len(harmony.think_end)
+    assert stats.get("tokens_rebuilt", 0) == 0
+
+
 @pytest.mark.parametrize("dialect", ["fenced", "tools"])
 def test_a_forced_first_call_opens_every_trace(llm, sandbox, dialect):
     """tir.force_first_call: each trace's text starts with the dialect's opening, and the

@@ -2,7 +2,7 @@
 model, started by the backend itself on 127.0.0.1 (engine.backend openai, no engine.url): TIR
 traces through the scheduler, a server that answers 429 before it serves, a wrong URL and a
 wrong model named, the tiny workflow and the online run pointed at the server, and the server
-killed mid-run (last: it ends the module's server); the tools dialect over it."""
+killed mid-run (last: it ends the module's server); the tools and harmony dialects over it."""
 
 import http.client
 import os
@@ -190,6 +190,24 @@ def test_the_tools_dialect_runs_over_the_server(backend, sandbox):
     called = [r for r in rows if r["n_code_calls"]]
     assert called and all("</tool_call>" in r["text"] for r in called)
     assert all(r["code_blocks"][0]["output"].strip() in r["text"] for r in called)
+    assert stats.get("tokens_rebuilt", 0) == 0
+
+
+def test_the_harmony_dialect_runs_over_the_server(backend, sandbox):
+    """gpt-oss's harmony (tir.dialect harmony) through the server: its text with special
+    tokens kept (skip_special_tokens off in the request), calls at <|call|>, the answer read
+    from the final channel."""
+    from test_scheduler import asking, harmony_shots
+
+    reqs = asking("mul", harmony_shots(), 4)
+    options = scheduler.RunOptions(
+        SAMPLING, 2, 1024, schedule="free", dialect="harmony", force_first_call=True
+    )
+    stats = {}
+    rows = scheduler.run(backend, reqs, sandbox, options, stats)
+    called = [r for r in rows if r["n_code_calls"]]
+    assert called and all("<|call|><|start|>python to=assistant" in r["text"] for r in called)
+    assert all(r["answer"] is None for r in rows if r["final_start"] is None)
     assert stats.get("tokens_rebuilt", 0) == 0
 
 

@@ -20,7 +20,9 @@ BACKENDS = ("vllm", "openai")
 @dataclass(frozen=True)
 class Params:
     """Sampling of one request (one round of one trace). `logprobs`: the top-k
-    log-probabilities wanted per sampled token (0: only its own)."""
+    log-probabilities wanted per sampled token (0: only its own).
+    `skip_special`: special tokens left out of the text (False: the harmony dialect, whose
+    structure they are)."""
 
     temperature: float
     top_p: float
@@ -28,6 +30,7 @@ class Params:
     seed: int | None
     stop: tuple
     logprobs: int = 0
+    skip_special: bool = True  # the text without special tokens (a dialect may keep them)
 
 
 @dataclass

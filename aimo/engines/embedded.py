@@ -246,6 +246,9 @@ def sampling_params(params):
         logprobs=params.logprobs,
         flat_logprobs=True,
         output_kind=RequestOutputKind.DELTA,
+        skip_special_tokens=params.skip_special,
+        # kept special tokens are written as they are, with no space between them
+        spaces_between_special_tokens=params.skip_special,
     )
 
 

@@ -141,6 +141,8 @@ class Server:
         }
         if params.seed is not None:
             body["seed"] = params.seed
+        if not params.skip_special:  # vLLM's sampling extras, as in the embedded engine
+            body.update(skip_special_tokens=False, spaces_between_special_tokens=False)
         stream = _Stream(request_id, params.logprobs)
         self.streams[request_id] = stream
         threading.Thread(
