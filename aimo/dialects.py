@@ -132,7 +132,7 @@ class Tools:
         return before + output.rstrip() + after
 
     def answer_now(self, text: str) -> str:
-        return prompts.FORCE_ANSWER
+        return prompts.force_answer(text)
 
 
 def tool_turn(tok) -> tuple[str, str]:

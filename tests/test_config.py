@@ -234,6 +234,7 @@ def test_every_shipped_config_validates_and_checks():
         ["config/h100.yaml"],
         ["config/kaggle.yaml"],
         ["config/qwen3.yaml"],
+        ["config/gpt-oss.yaml"],
         ["tests/tiny/config.yaml"],
         ["bench/self_correction.yaml"],
         ["config/kaggle.yaml", "tests/tiny/config.yaml"],
