@@ -273,12 +273,12 @@ def harmony_tool_turn() -> tuple[str, str]:
     return tuple(text[text.rindex(Harmony.CALL) + len(Harmony.CALL) :].split(out, 1))
 
 
-def get(name: str):
-    """The dialect `tir.dialect` names."""
+def get(name: str, reasoning_effort: str = "high"):
+    """The dialect `tir.dialect` names (harmony's system message states `reasoning_effort`)."""
     if name == "fenced":
         return Fenced()
     if name == "tools":
         return Tools()
     if name == "harmony":
-        return Harmony()
+        return Harmony(reasoning_effort)
     raise ValueError(f"tir.dialect {name!r}: expected one of {DIALECTS}")

@@ -357,7 +357,7 @@ class OnlineRun:
         picked = sorted(rows, key=lambda r: -r["completion_tokens"])[: self.online["force_traces"]]
         picked = [r for r in picked if r["finish_reason"] != "prompt_too_long"]
         tir_cfg = self.config["tir"]
-        dialect = dialects.get(tir_cfg["dialect"])
+        dialect = dialects.get(tir_cfg["dialect"], tir_cfg["reasoning_effort"])
         think_end = tir.resolve_think_end(
             tir_cfg["think_end"], getattr(tok, "chat_template", None), dialect.think_end
         )

@@ -154,7 +154,8 @@ class RunOptions:
     the block's output) and goes on once, to answer, instead of ending at its code
     (max_rounds). `think_end`: the thinking channel's end tag, `auto` or `none`
     (tir.resolve_think_end); with one, the answer is read after it only. `dialect`: how code
-    is asked for and its output given back (aimo.dialects: fenced or tools);
+    is asked for and its output given back (aimo.dialects: fenced, tools or harmony, whose
+    system message states `reasoning_effort`);
     `force_first_call`: every trace's text starts with the dialect's opening of a call (its
     first round writes code). `policy`: waves, stopping rule and pruning per problem
     (aimo.policies; default: none of them).
@@ -174,6 +175,7 @@ class RunOptions:
     answer_after_tools: bool = False
     think_end: str = "auto"
     dialect: str = "fenced"
+    reasoning_effort: str = "high"
     force_first_call: bool = False
     policy: policies.Policy = policies.Policy()
     check_tokens: bool = True
@@ -200,6 +202,7 @@ class RunOptions:
             answer_after_tools=tir["answer_after_tools"],
             think_end=tir["think_end"],
             dialect=tir["dialect"],
+            reasoning_effort=tir["reasoning_effort"],
             force_first_call=tir["force_first_call"],
             policy=policies.Policy.from_config(sched),
         )
@@ -310,7 +313,7 @@ class _Loop:
         )
         self.check, self.early_stop, self.policy = o.check_tokens, o.early_stop, o.policy
         self.stop_at_answer, self.answer_after_tools = o.stop_at_answer, o.answer_after_tools
-        self.dialect = dialects.get(o.dialect)
+        self.dialect = dialects.get(o.dialect, o.reasoning_effort)
         self.special = set(getattr(self.tok, "all_special_ids", ()))
         self.force_first_call = o.force_first_call
         self.skip_special = not self.dialect.keep_special

@@ -116,6 +116,8 @@ def test_harmony_renders_the_tool_the_instructions_and_the_tool_turn():
         "<|start|>python to=assistant<|channel|>analysis<|message|>4<|end|><|start|>assistant"
     )
     assert harmony.keep_special and harmony.stop == ("<|call|>",)
+    low = dialects.get("harmony", "low").prompt(None, shot[-1:])
+    assert "Reasoning: low" in low and "Reasoning: high" not in low
 
 
 def test_harmony_reads_the_answer_from_its_final_channel():
