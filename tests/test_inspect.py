@@ -265,6 +265,27 @@ def test_segments_pair_each_output_with_its_block():
     assert segs[-1]["parts"] == [(False, "so "), (True, "\\boxed{1}")]
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        # tools: a hermes call and the template's tool turn (special tokens dropped)
+        'Let me compute.\n<tool_call>\n{"name": "python", "arguments": {"code": "print(6 * 7)"}}'
+        "\n</tool_call>\nuser\n<tool_response>\n42\n</tool_response>\nassistant\nSo \\boxed{42}",
+        # harmony: a message to=python and python's reply, the answer in the final channel
+        "<|channel|>analysis<|message|>Let me compute.<|end|><|start|>assistant<|channel|>analysis"
+        " to=python code<|message|>print(6 * 7)<|call|><|start|>python to=assistant<|channel|>"
+        "analysis<|message|>42<|end|><|start|>assistant<|channel|>final<|message|>So \\boxed{42}",
+    ],
+)
+def test_segments_show_the_calls_of_every_dialect(text):
+    segs = segments(text, [block("print(6 * 7)", "42")])
+    between = ["prose"] if "<tool_call>" in text else []  # the template's "user" line
+    assert [s["kind"] for s in segs] == ["prose", "code", *between, "output", "prose"]
+    code, output = (s for s in segs if s["kind"] in ("code", "output"))
+    assert (code["text"], output["text"], output["status"]) == ("print(6 * 7)", "42", "ok")
+    assert segs[-1]["parts"][-1] == (True, "\\boxed{42}")
+
+
 def page(site, pid) -> str:
     return (site / "problems" / file_name(pid, ".html")).read_text()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import re
 import urllib.parse
 from pathlib import Path
@@ -28,11 +29,35 @@ from aimo.vote import SOURCES
 __all__ = ["segments", "write_site", "write_compare", "compare_rows", "PAGES"]
 
 PAGES = "problems"  # the folder of the problem pages, beside index.html
-_FENCE_RE = re.compile(
-    f"({re.escape(CODE_FENCE)}|{re.escape(OUTPUT_FENCE)})[ \\t]*\\n(.*?)"
-    f"(?:\\n?{re.escape(FENCE_END)}|\\Z)",
+# A call and its output in each tir.dialect (aimo/dialects.py): fenced blocks; hermes calls and
+# the template's <tool_response> (tools); harmony's message to=python and python's reply
+_BLOCK_RE = re.compile(
+    "|".join(
+        (
+            f"{re.escape(CODE_FENCE)}[ \\t]*\\n(?P<fenced>.*?)(?:\\n?{re.escape(FENCE_END)}|\\Z)",
+            f"{re.escape(OUTPUT_FENCE)}[ \\t]*\\n(?P<fenced_out>.*?)(?:\\n?{re.escape(FENCE_END)}|\\Z)",
+            r"<tool_call>\s*(?P<hermes>.*?)\s*(?:</tool_call>|\Z)",
+            r"<tool_response>\n?(?P<hermes_out>.*?)\n?(?:</tool_response>|\Z)",
+            r"to=python[^<\n]*(?:<\|constrain\|>[^<]*)?<\|message\|>(?P<harmony>.*?)"
+            r"(?:<\|call\|>|\Z)",
+            r"<\|start\|>python to=assistant<\|channel\|>\w+<\|message\|>(?P<harmony_out>.*?)"
+            r"(?:<\|end\|>|\Z)",
+        )
+    ),
     re.DOTALL,
 )
+
+
+def _hermes_code(call: str) -> str:
+    """A hermes call's code, as the tools dialect reads it; the call itself where it has none."""
+    try:
+        args = json.loads(call).get("arguments", {})
+        args = json.loads(args) if isinstance(args, str) else args
+        return args["code"] if isinstance(args.get("code"), str) else call
+    except (ValueError, AttributeError):
+        return call
+
+
 _LOADER = PackageLoader("aimo.inspector", "templates")  # aimo/inspector/templates/
 STYLE = _LOADER.get_source(None, "style.css")[0]
 # the index's one script (sort and filter), allowed by its hash: no other script runs on a page
@@ -90,19 +115,22 @@ def _prose(out: list, text: str):
 def segments(text: str | None, blocks) -> list:
     """A trace's text cut into what it shows: prose (with its \\boxed{} spans marked), code
     blocks, and their outputs with the status and seconds of the block that made them (the
-    k-th output fence is the k-th code block run; one past them was never run)."""
+    k-th output is the k-th code block run; one past them was never run). Every dialect's
+    calls: fenced blocks, hermes tool calls (their code shown), harmony's python messages."""
     text, blocks, out, pos, k = text or "", list(blocks or []), [], 0, 0
-    for m in _FENCE_RE.finditer(text):
+    for m in _BLOCK_RE.finditer(text):
         _prose(out, text[pos : m.start()])
-        if m.group(1) == CODE_FENCE:
-            out.append({"kind": "code", "text": m.group(2)})
+        kind = m.lastgroup
+        if not kind.endswith("_out"):
+            code = m.group(kind)
+            out.append({"kind": "code", "text": _hermes_code(code) if kind == "hermes" else code})
         else:
             b = blocks[k] if k < len(blocks) else None
             k += 1
             out.append(
                 {
                     "kind": "output",
-                    "text": m.group(2),
+                    "text": m.group(kind),
                     "status": b["status"] if b else None,
                     "wall_s": b["wall_s"] if b else None,
                     "failed": b is not None and b["status"] not in (OK, NOT_RUN),
