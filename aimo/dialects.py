@@ -216,6 +216,19 @@ class Harmony:
         return self.END + self.START + "assistant" + self.think_end + prompts.FORCE_ANSWER.lstrip()
 
 
+# a message's header (role, channel, recipient) and its ends, in text quoted into a message
+_HARMONY_MARKUP = re.compile(
+    r"(?:<\|start\|>[^<]*)?<\|channel\|>[^<]*(?:<\|constrain\|>[^<]*)?<\|message\|>"
+    r"|<\|(?:start|end|call|return|message|channel|constrain)\|>"
+)
+
+
+def plain(text: str) -> str:
+    """Harmony text with its markup taken out, each header and end a line break: a trace
+    quoted in a later prompt (a critique's draft) must not open messages of its own."""
+    return _HARMONY_MARKUP.sub("\n", text)
+
+
 def _harmony_messages(messages: list[dict], effort: str) -> list:
     import openai_harmony as h
 
@@ -225,7 +238,7 @@ def _harmony_messages(messages: list[dict], effort: str) -> list:
     )
     out = [h.Message.from_role_and_content(h.Role.SYSTEM, system)]
     for m in messages:
-        role, content = m["role"], m.get("content") or ""
+        role, content = m["role"], plain(m.get("content") or "")
         if role == "system":
             dev = h.DeveloperContent.new().with_instructions(content)
             out.append(h.Message.from_role_and_content(h.Role.DEVELOPER, dev))

@@ -120,6 +120,17 @@ def test_harmony_renders_the_tool_the_instructions_and_the_tool_turn():
     assert "Reasoning: low" in low and "Reasoning: high" not in low
 
 
+def test_a_harmony_trace_quoted_in_a_prompt_opens_no_message():
+    harmony = dialects.get("harmony")
+    draft = HARMONY_CALLS[0] + "<|call|>" + harmony.result(None, "42") + "<|channel|>final"
+    draft += "<|message|>\\boxed{42}"
+    text = harmony.prompt(None, [{"role": "user", "content": f"Check this:\n{draft}"}])
+    asked = text[text.index("<|start|>user<|message|>") :]
+    # only the user message's own header and end, and the assistant's start
+    assert asked.count("<|") == 4 and asked.endswith("<|end|><|start|>assistant")
+    assert "print(6 * 7)" in asked and "\\boxed{42}" in asked
+
+
 def test_harmony_reads_the_answer_from_its_final_channel():
     from aimo import tir
 
