@@ -17,6 +17,7 @@
 Both write the same rows: each call is a block of `code_blocks` with its output and status.
 """
 
+import functools
 import json
 import re
 
@@ -264,11 +265,18 @@ def _harmony_messages(messages: list[dict], effort: str) -> list:
     return out
 
 
+@functools.cache
+def harmony_encoding():
+    import openai_harmony as h
+
+    return h.load_harmony_encoding(h.HarmonyEncodingName.HARMONY_GPT_OSS)  # ~0.3 s a load
+
+
 def render(messages: list) -> str:
     """harmony messages as the text of a completion prompt for the assistant."""
     import openai_harmony as h
 
-    enc = h.load_harmony_encoding(h.HarmonyEncodingName.HARMONY_GPT_OSS)
+    enc = harmony_encoding()
     conv = h.Conversation.from_messages(messages)
     return enc.decode(enc.render_conversation_for_completion(conv, h.Role.ASSISTANT))
 

@@ -67,7 +67,7 @@ def reference_parse(text):
     """The last message of `text` as openai_harmony (vLLM's gpt-oss parser) reads it."""
     import openai_harmony as h
 
-    enc = h.load_harmony_encoding(h.HarmonyEncodingName.HARMONY_GPT_OSS)
+    enc = dialects.harmony_encoding()
     ids = enc.encode(text + "<|call|>", allowed_special="all")
     return enc.parse_messages_from_completion_tokens(ids, h.Role.ASSISTANT)[-1]
 
