@@ -143,3 +143,14 @@ def test_harmony_reads_the_answer_from_its_final_channel():
     assert still["answer"] is None and still["final_start"] is None  # never left its thinking
     done = tir.row(tir.Trace(request, "p", text=thought + end + "So \\boxed{4}.", think_end=end))
     assert done["answer_int"] == 4
+
+
+def test_a_forced_harmony_answer_is_asked_in_the_final_channel():
+    from aimo import prompts
+
+    harmony = dialects.get("harmony")
+    thinking = "<|channel|>analysis<|message|>So far 4"
+    ask = harmony.answer_now(thinking)
+    assert ask.startswith("<|end|><|start|>assistant<|channel|>final<|message|>")
+    assert ask.endswith("\\boxed{") and harmony.recipient(thinking + ask) is None
+    assert harmony.answer_now(f"{thinking}{harmony.think_end}So") == prompts.FORCE_ANSWER
