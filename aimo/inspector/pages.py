@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import re
 import urllib.parse
 from pathlib import Path
@@ -46,16 +45,6 @@ _BLOCK_RE = re.compile(
     ),
     re.DOTALL,
 )
-
-
-def _hermes_code(call: str) -> str:
-    """A hermes call's code, as the tools dialect reads it; the call itself where it has none."""
-    try:
-        args = json.loads(call).get("arguments", {})
-        args = json.loads(args) if isinstance(args, str) else args
-        return args["code"] if isinstance(args.get("code"), str) else call
-    except (ValueError, AttributeError):
-        return call
 
 
 _LOADER = PackageLoader("aimo.inspector", "templates")  # aimo/inspector/templates/
@@ -116,14 +105,18 @@ def segments(text: str | None, blocks) -> list:
     """A trace's text cut into what it shows: prose (with its \\boxed{} spans marked), code
     blocks, and their outputs with the status and seconds of the block that made them (the
     k-th output is the k-th code block run; one past them was never run). Every dialect's
-    calls: fenced blocks, hermes tool calls (their code shown), harmony's python messages."""
-    text, blocks, out, pos, k = text or "", list(blocks or []), [], 0, 0
+    calls: fenced blocks, hermes tool calls (shown as the code the block ran, its JSON where
+    it never ran), harmony's python messages."""
+    text, blocks, out, pos, k, c = text or "", list(blocks or []), [], 0, 0, 0
     for m in _BLOCK_RE.finditer(text):
         _prose(out, text[pos : m.start()])
         kind = m.lastgroup
         if not kind.endswith("_out"):
             code = m.group(kind)
-            out.append({"kind": "code", "text": _hermes_code(code) if kind == "hermes" else code})
+            if kind == "hermes" and c < len(blocks):
+                code = blocks[c]["code"]  # the call's code as the tools dialect read it
+            c += 1
+            out.append({"kind": "code", "text": code})
         else:
             b = blocks[k] if k < len(blocks) else None
             k += 1
