@@ -5,8 +5,8 @@
 # runs the tiny configuration through Snakemake's Slurm executor with the project's profile
 # (profiles/slurm), checks that every job ran as a Slurm job and completed, and that the
 # outputs equal a local run's. The daemons are stopped by PID however this ends.
-# Needs root (apt-get, daemons); run after `bash setup.sh --test`. Takes 10 to 20 minutes, a
-# local run fewer with AIMO_LOCAL_RUN (below).
+# Needs root (apt-get, daemons); run after `bash setup.sh --test`. Takes 7 to 20 minutes alone,
+# a local run fewer with AIMO_LOCAL_RUN (below); .ci/run runs it beside the tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -139,7 +139,7 @@ done
 setup_s=$((SECONDS - started))
 say "cluster up: node $host, $cpus CPUs, $mem_mb MB, idle after ${setup_s}s of set-up"
 
-# 4. The tiny run twice, each in a fresh copy of the workflow: locally, then on the cluster.
+# 4. The tiny run twice, each in a fresh copy of the workflow: on the cluster, and locally.
 copy_workflow() {
     mkdir "$1"
     for name in Snakefile rules scripts schemas config.yaml config data profiles envs; do
@@ -149,38 +149,21 @@ copy_workflow() {
 }
 tiny=(--configfile config.yaml tiny.yaml)
 
-# snakemake_in DIR LOG ARGS...: Snakemake in DIR, output to LOG, stopped after 30 minutes
-# (SIGINT, so that it cancels its Slurm jobs; SIGKILL a minute later if it is still there).
+# snakemake_in DIR LOG ARGS...: Snakemake in DIR, output to LOG, stopped after 30 minutes or
+# AIMO_SLURM_TIMEOUT_S seconds (SIGINT, so that it cancels its Slurm jobs; SIGKILL a minute
+# later).
 # In the background, so that a signal to this script stops it at once (bash runs a trap only
 # once the foreground command is done); `timeout` passes the signal on to Snakemake.
 snakemake_in() {
     local dir=$1 log=$2
     shift 2
-    (cd "$dir" && exec timeout -s INT -k 60 1800 "$py" -m snakemake "$@") >"$log" 2>&1 &
+    (cd "$dir" && exec timeout -s INT -k 60 "${AIMO_SLURM_TIMEOUT_S:-1800}" "$py" -m snakemake "$@") >"$log" 2>&1 &
     child=$!
     local rc=0
     wait "$child" || rc=$?
     child=
     return $rc
 }
-
-# The local run: AIMO_LOCAL_RUN, where .ci/run's tests kept theirs (the same workflow, config and
-# cores: tests/test_pipeline.py's tiny run, its results/ and log), or made here.
-t0=$SECONDS
-if [ -n "${AIMO_LOCAL_RUN:-}" ] && [ -d "$AIMO_LOCAL_RUN/results" ] && [ -f "$AIMO_LOCAL_RUN/local.log" ]; then
-    say "local run: the tests' own, from $AIMO_LOCAL_RUN"
-    mkdir "$work/local"
-    cp -r "$AIMO_LOCAL_RUN/results" "$work/local/"
-    cp "$AIMO_LOCAL_RUN/local.log" "$work/local.log"
-else
-    copy_workflow "$work/local"
-    say "local run"
-    if ! snakemake_in "$work/local" "$work/local.log" --cores all "${tiny[@]}"; then
-        tail -n 40 "$work/local.log" >&2
-        exit 1
-    fi
-fi
-local_s=$((SECONDS - t0))
 
 # The node has no GPU: the rules that hold one ask for none here (on a GPU cluster, leave
 # this out). The status comes from squeue (no slurmdbd for sacct), first checked after 5 s.
@@ -202,6 +185,30 @@ if [ $rc != 0 ]; then
     exit 1
 fi
 squeue -h --states=all -o '%i|%T|%k' >"$work/squeue.txt"
+
+# The local run: AIMO_LOCAL_RUN, where .ci/run's tests kept theirs (the same workflow, config and
+# cores: tests/test_pipeline.py's tiny run, its results/ and log, local.log written last), or
+# made here. With AIMO_LOCAL_RUN_DONE (a file .ci/run makes when its tests are over), the tests
+# run beside this script: wait for their run until then.
+if [ -n "${AIMO_LOCAL_RUN:-}" ] && [ -n "${AIMO_LOCAL_RUN_DONE:-}" ]; then
+    say "waiting for the tests' local run in $AIMO_LOCAL_RUN"
+    while [ ! -f "$AIMO_LOCAL_RUN/local.log" ] && [ ! -e "$AIMO_LOCAL_RUN_DONE" ]; do sleep 2; done
+fi
+t0=$SECONDS
+if [ -n "${AIMO_LOCAL_RUN:-}" ] && [ -d "$AIMO_LOCAL_RUN/results" ] && [ -f "$AIMO_LOCAL_RUN/local.log" ]; then
+    say "local run: the tests' own, from $AIMO_LOCAL_RUN"
+    mkdir "$work/local"
+    cp -r "$AIMO_LOCAL_RUN/results" "$work/local/"
+    cp "$AIMO_LOCAL_RUN/local.log" "$work/local.log"
+else
+    copy_workflow "$work/local"
+    say "local run"
+    if ! snakemake_in "$work/local" "$work/local.log" --cores all "${tiny[@]}"; then
+        tail -n 40 "$work/local.log" >&2
+        exit 1
+    fi
+fi
+local_s=$((SECONDS - t0))
 
 # 5. Checks: every job of the local run ran as a completed Slurm job, and the outputs agree.
 "$py" - "$work" <<'EOF'

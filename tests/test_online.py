@@ -286,7 +286,9 @@ def test_a_hung_step_is_bounded_and_the_next_problem_restarts(online, monkeypatc
 def test_no_answer_by_the_deadline_asks_the_longest_traces_for_one(online, monkeypatch):
     # the traces' deadline comes before any box (4 s), and the forced answers are bounded by
     # the problem's end, 4 s later: time for 4 short prefills even on a slow CPU (half the
-    # budget here, where a run gives forcing at most a quarter)
+    # budget here, where a run gives forcing at most a quarter); room for 900 tokens a trace,
+    # which no CPU writes in 4 s (96, the tiny config's, a fast one did: 'length', not cut)
+    monkeypatch.setitem(online.solver.params["sampling"], "max_tokens", 900)
     monkeypatch.setattr(online.bank, "max_s", 8.0)
     monkeypatch.setitem(online.online, "force_s", 4.0)
     monkeypatch.setattr(aimo_online, "FORCE_SHARE", 0.5)

