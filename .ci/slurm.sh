@@ -72,8 +72,16 @@ if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null \
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends slurm-wlm munge >/dev/null
 fi
 if ! "$py" -c "import snakemake_executor_plugin_slurm" 2>/dev/null; then
-    say "installing the slurm extra"
-    "$py" -m pip install -q -e "$root[slurm]"
+    # Into a folder of its own, first on the PYTHONPATH of this run and its jobs (sbatch
+    # --export=ALL), not into .venv: the extra asks for pandas<3, which would replace the
+    # environment's pandas under the tests running beside (.ci/run). Everything else at the
+    # versions .venv has.
+    say "installing the slurm extra for this run"
+    "$py" -m pip freeze --exclude-editable | grep '==' | grep -v '^pandas==' >"$work/constraints.txt"
+    extra=$("$py" -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))
+print(*p['project']['optional-dependencies']['slurm'])")
+    "$py" -m pip install -q --target "$work/slurm-extra" -c "$work/constraints.txt" $extra
+    export PYTHONPATH="$work/slurm-extra${PYTHONPATH:+:$PYTHONPATH}"
 fi
 
 # 2. munge, with its own key and socket (the system's /etc/munge is left alone).
