@@ -7,7 +7,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
-# What a test needs, cheapest first (.ci/run runs them in this order, `pytest -m unit` alone
+# What a test needs, cheapest first (.ci/run runs each kind, `pytest -m unit` alone
 # in under a minute): nothing; the sandbox; Snakemake, without an engine; vLLM (the tiny
 # model in it, or its package alone). A test file says it with `pytestmark = pytest.mark.needs("unit")`; one test of it
 # that needs more says `@pytest.mark.needs("engine")` (the closest one counts).
