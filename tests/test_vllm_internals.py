@@ -71,7 +71,12 @@ def test_load_passes_the_engine_keys_as_set(monkeypatch, gpu):
     import vllm
 
     built = []
-    monkeypatch.setattr(vllm, "LLM", lambda **kwargs: built.append(kwargs))
+
+    class Built:  # load() records the engine's processes by it
+        def __init__(self, **kwargs):
+            built.append(kwargs)
+
+    monkeypatch.setattr(vllm, "LLM", Built)
     monkeypatch.setattr(engine, "has_gpu", lambda: gpu)
     for key in ("VLLM_ENABLE_V1_MULTIPROCESSING", *engine.cpu_environment()):
         monkeypatch.setenv(key, "")  # restored after the test: load() sets them
