@@ -191,8 +191,8 @@ def shutdown(llm):
     (~3 s of CPU here), and a core process of its own gets 5 s, then is killed (here, every
     time). What they hold is their memory (weights, KV cache), which the kernel frees at a
     kill; so once vLLM knows it is stopping (a death is then no failure to report), they are
-    killed: a stop takes under a second instead of 5-7 s and ~6 CPU-seconds, and the tests
-    stop dozens of engines."""
+    killed: a stop takes under a second instead of 5-7 s and ~6 CPU-seconds (the tests stop
+    about twenty engines). docs/engine.md has the details."""
     procs = PROCESSES.pop(llm, [])
     client = llm.llm_engine.engine_core
     # an in-process core's executor waits up to 5 s for its worker: kill that as soon as the
