@@ -27,6 +27,7 @@ from aimo import config as aimo_config
 from aimo import online as aimo_online
 from aimo import prompts
 from aimo import solver as aimo_solver
+from aimo.engines.embedded import vllm_processes
 from aimo.online import OnlineRun, TimeBank, final_answer
 from aimo.schemas import PROBLEMS, TRACES
 from aimo.tables import read_metadata, read_table
@@ -347,14 +348,7 @@ def test_main_solves_a_file_and_evaluates_its_run(tmp_path, tiny_model):
 
 
 def engine_pids() -> set:
-    pids = set()
-    for p in psutil.Process().children(recursive=True):
-        try:
-            if p.name().startswith("VLLM") and p.status() != psutil.STATUS_ZOMBIE:
-                pids.add(p.pid)
-        except psutil.Error:
-            continue
-    return pids
+    return {proc.pid for proc in vllm_processes()}
 
 
 def test_a_failed_start_leaves_nothing_running_and_the_next_problem_retries(

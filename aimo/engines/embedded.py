@@ -210,7 +210,8 @@ def shutdown(llm):
     finally:
         if killer is not None:
             killer.join()
-        kill(procs)
+        else:
+            kill(procs)
 
 
 def kill(procs, when=None, wait_s=5.0):
