@@ -114,19 +114,24 @@ def main(args):
             started = time.time()
             results.append(run_setting(setting, args, problems, Path(tmp)))
             print(f"   ({time.time() - started:.0f} s with the engine's start)", flush=True)
-    base = results[0]
+            print("  ", table_row(results[-1], results[0], len(problems)), flush=True)
     print(
         "\n| setting | right | finished samples / problem | tokens/s | sequences / step "
         "| s / problem | finished vs first |"
     )
     print("|---|---|---|---|---|---|---|")
     for r in results:
-        ratio = r["finished_per_problem"] / max(base["finished_per_problem"], 1e-9)
-        print(
-            f"| {r['setting']} | {r['right']}/{len(problems)} | {r['finished_per_problem']:.1f} "
-            f"| {r['tokens_per_s']:.1f} | {r['width']:.1f} | {r['seconds_per_problem']:.0f} "
-            f"| {ratio:.2f}x |"
-        )
+        print(table_row(r, results[0], len(problems)))
+
+
+def table_row(r: dict, base: dict, n: int) -> str:
+    """One setting's row of the table (also printed as it ends: a long run cut short keeps it)."""
+    ratio = r["finished_per_problem"] / max(base["finished_per_problem"], 1e-9)
+    return (
+        f"| {r['setting']} | {r['right']}/{n} | {r['finished_per_problem']:.1f} "
+        f"| {r['tokens_per_s']:.1f} | {r['width']:.1f} | {r['seconds_per_problem']:.0f} "
+        f"| {ratio:.2f}x |"
+    )
 
 
 if __name__ == "__main__":

@@ -549,9 +549,36 @@ def test_the_rerun_shape_serve_in_one_process_and_the_gateway_in_another(tmp_pat
         assert server.poll() is None  # still blocked in serve(): nothing after it ran
         kept = (tmp_path / "run/main.log").read_text()
         assert "engine and sandbox ready" in kept and kept.count("samples finished") == len(ids)
+        # the notebook's process killed alone (a restart, the OOM killer): its engine's
+        # processes, a session's orphans otherwise, go with it (embedded.reaper)
+        engine = [
+            p for p in psutil.Process(server.pid).children(recursive=True) if p.name()[:4] == "VLLM"
+        ]
+        assert engine, "the server's engine has no processes of its own"
+        os.kill(server.pid, signal.SIGKILL)
+        assert not alive(engine, timeout_s=15), [p.name() for p in alive(engine)]
     finally:
-        os.killpg(server.pid, signal.SIGKILL)
+        try:
+            os.killpg(server.pid, signal.SIGKILL)
+        except ProcessLookupError:  # the group is gone with the server
+            pass
         server.wait()
+
+
+def alive(procs, timeout_s=0.0) -> list:
+    """Those of `procs` (psutil processes) neither gone nor zombies after up to `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = []
+        for proc in procs:
+            try:
+                if proc.status() != psutil.STATUS_ZOMBIE:
+                    left.append(proc)
+            except psutil.NoSuchProcess:
+                continue
+        if not left or time.monotonic() >= deadline:
+            return left
+        time.sleep(0.2)
 
 
 @pytest.mark.needs("unit")

@@ -8,6 +8,7 @@ use `load()` rather than importing vllm themselves.
 
 import logging
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -147,12 +148,61 @@ def load(
     before = {proc.pid for proc in vllm_processes()}
     llm = LLM(**kwargs)
     PROCESSES[llm] = [proc for proc in vllm_processes() if proc.pid not in before]
+    REAPERS[llm] = reaper(PROCESSES[llm])
     return llm
 
 
 # Each engine's processes (its core, if it has one of its own, and its worker), listed when
 # it starts: shutdown() kills those and no other engine's.
 PROCESSES = weakref.WeakKeyDictionary()
+# Each engine's reaper: kills its processes if this process dies without shutdown().
+REAPERS = weakref.WeakKeyDictionary()
+
+# The reaper's program: it waits on a pipe from this process; b"q" is shutdown()'s goodbye,
+# and an end of file without it means this process died (SIGTERM, SIGKILL, the OOM killer):
+# it then kills the engine's processes, checking by name that a pid was not reused.
+REAPER = """
+import os, signal, sys
+if not sys.stdin.buffer.read(1):
+    for pid in map(int, sys.argv[1:]):
+        try:
+            if os.path.isdir("/proc/self"):
+                with open(f"/proc/{pid}/comm") as comm:
+                    if not comm.read().startswith("VLLM"):
+                        continue
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            continue
+"""
+
+
+def reaper(procs):
+    """Start the reaper of `procs`, an engine's processes (None if it has none): vLLM's core
+    process of its own does not notice that the job that started it is gone, and it and its
+    worker would go on holding the engine's memory and both cores. Its own session: a
+    Ctrl-C or a kill of the job's process group leaves it to do its work."""
+    if not procs:
+        return None
+    return subprocess.Popen(
+        [sys.executable, "-c", REAPER, *(str(proc.pid) for proc in procs)],
+        stdin=subprocess.PIPE,
+        start_new_session=True,
+    )
+
+
+def stop_reaper(proc):
+    """Tell a reaper that its engine was shut down (it then kills nothing) and reap it."""
+    if proc is None:
+        return
+    try:
+        proc.stdin.write(b"q")
+        proc.stdin.close()
+    except OSError:  # it is gone already
+        pass
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 def vllm_processes():
@@ -194,6 +244,7 @@ def shutdown(llm):
     killed: a stop takes under a second instead of 5-7 s and ~6 CPU-seconds (the tests stop
     about twenty engines). docs/engine.md has the details."""
     procs = PROCESSES.pop(llm, [])
+    stop_reaper(REAPERS.pop(llm, None))
     client = llm.llm_engine.engine_core
     # an in-process core's executor waits up to 5 s for its worker: kill that as soon as the
     # executor is stopping (it then takes the worker's death for the exit it waits for)
