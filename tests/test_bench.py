@@ -165,6 +165,27 @@ def test_replay_small(tmp_path):
     assert out.count("\nesc2 ") == 2 and out.count("\nfilter_min90 ") == 2, out
 
 
+def test_stream_replay_small(tmp_path):
+    """Widths replayed with a deadline over a generated pool: a wider setting gets fewer ticks
+    of the same seconds; a stream draws more samples than all 8 at once, never more than N."""
+    trows, _, truth = traces(3, 16)
+    pool = tmp_path / "pool"
+    problems = [{"problem_id": p, "problem": "synthetic", "answer": a} for p, a in truth.items()]
+    write(problems, PROBLEMS, pool / "problems.parquet")
+    write(trows, TRACES, pool / "traces" / "chunk-000.parquet")
+    out = bench("stream_replay.py", "--pool", pool, "--replays", 3, "--budget", 600)
+    rows = {
+        cells[0]: cells
+        for line in out.splitlines()
+        if line.startswith("| all") or line.startswith("| w")
+        for cells in [[c.strip() for c in line.strip("|").split("|")]]
+    }
+    assert set(rows) == {"all", "w8", "w16", "w32"}, out
+    assert int(rows["w32"][1]) < int(rows["w16"][1]) < int(rows["w8"][1]), out  # ticks
+    assert float(rows["all"][4]) <= 8 and 8 < float(rows["w8"][4]) <= 16, out
+    assert out.count("/") > 3 * 4, out  # the per-problem cells in sample order
+
+
 @pytest.mark.needs("workflow")
 def test_plan_scale_small():
     """Snakemake's plan (a dry run in a copy of the workflow) of 2 problems x 8 samples: about 2
