@@ -35,9 +35,14 @@ def parse(argv=None):
     ap.add_argument("--config", nargs="+", default=[str(ROOT / "config.yaml")])
     args = ap.parse_args(argv)
     for s in args.settings:
-        if s != "all" and not (s.startswith("w") and s[1:].isdigit() and int(s[1:]) > 0):
+        if not is_setting(s):
             ap.error(f"setting {s!r}: expected all or wW, e.g. w8")
     return args
+
+
+def is_setting(s: str) -> bool:
+    """`all`, or `wW` with a width W >= 1."""
+    return s == "all" or (s.startswith("w") and s[1:].isdigit() and int(s[1:]) > 0)
 
 
 def overlay(setting: str, args, run_dir: Path) -> str:

@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from replay import load_pool  # noqa: E402
+from stream import is_setting  # noqa: E402
 
 # tokens/s a sequence of the raw engine at a width: AMD EPYC, avx512_bf16, the 1.5B in bf16
 # (bench/eager.py: 62.9, 111.4, 134.3, 157.7 tokens/s at 8, 16, 32, 64)
@@ -43,7 +44,7 @@ def parse(argv=None):
     args = ap.parse_args(argv)
     args.rates = {int(w): float(r) for w, r in (x.split(":") for x in args.rates.split(","))}
     for s in args.settings:
-        if s != "all" and not (s.startswith("w") and s[1:].isdigit() and int(s[1:]) > 0):
+        if not is_setting(s):
             ap.error(f"setting {s!r}: expected all or wW, e.g. w8")
     return args
 

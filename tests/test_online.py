@@ -27,7 +27,7 @@ from aimo import config as aimo_config
 from aimo import online as aimo_online
 from aimo import prompts
 from aimo import solver as aimo_solver
-from aimo.engines.embedded import vllm_processes
+from aimo.engines.embedded import alive, vllm_processes
 from aimo.online import OnlineRun, TimeBank, final_answer
 from aimo.schemas import PROBLEMS, TRACES
 from aimo.tables import read_metadata, read_table
@@ -556,29 +556,14 @@ def test_the_rerun_shape_serve_in_one_process_and_the_gateway_in_another(tmp_pat
         ]
         assert engine, "the server's engine has no processes of its own"
         os.kill(server.pid, signal.SIGKILL)
-        assert not alive(engine, timeout_s=15), [p.name() for p in alive(engine)]
+        left = alive(engine, wait_s=15)
+        assert not left, [p.name() for p in left]
     finally:
         try:
             os.killpg(server.pid, signal.SIGKILL)
         except ProcessLookupError:  # the group is gone with the server
             pass
         server.wait()
-
-
-def alive(procs, timeout_s=0.0) -> list:
-    """Those of `procs` (psutil processes) neither gone nor zombies after up to `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        left = []
-        for proc in procs:
-            try:
-                if proc.status() != psutil.STATUS_ZOMBIE:
-                    left.append(proc)
-            except psutil.NoSuchProcess:
-                continue
-        if not left or time.monotonic() >= deadline:
-            return left
-        time.sleep(0.2)
 
 
 @pytest.mark.needs("unit")

@@ -278,16 +278,25 @@ def kill(procs, when=None, wait_s=5.0):
             proc.kill()
         except psutil.Error:
             continue
-    while time.monotonic() < deadline:
-        alive = []
+    alive(procs, max(0.0, deadline - time.monotonic()))
+
+
+def alive(procs, wait_s=0.0) -> list:
+    """Those of `procs` (psutil processes) neither gone nor zombies, after waiting up to
+    `wait_s` for all of them to be."""
+    import psutil
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        left = []
         for proc in procs:
             try:
                 if proc.status() != psutil.STATUS_ZOMBIE:
-                    alive.append(proc)
+                    left.append(proc)
             except psutil.Error:
                 continue
-        if not alive:
-            return
+        if not left or time.monotonic() >= deadline:
+            return left
         time.sleep(0.02)
 
 
